@@ -1,0 +1,237 @@
+//! Node configuration: the types behind `config/edged.toml`.
+//!
+//! Every field has a default (the values in DESIGN.md), so an empty file, or no file at
+//! all, gives a working node. The shipped `config/edged.toml` lists every key with a
+//! comment; `tests` check that it parses to exactly these defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub isolates: IsolateConfig,
+    pub durable_objects: DurableObjectConfig,
+    pub kv: KvConfig,
+    /// `edged dev`: no control-plane token, permissive egress.
+    #[serde(skip)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub control_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub token: String,
+    pub request_body_mb: u64,
+}
+
+/// Per-request and per-isolate resource limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub cpu_ms: u64,
+    pub startup_cpu_ms: u64,
+    pub memory_mb: u64,
+    pub subrequests: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IsolateConfig {
+    pub threads: usize,
+    pub pool_size: usize,
+    pub min_warm: usize,
+    pub max_isolates: usize,
+    pub grow_at_in_flight: usize,
+    pub idle_reap_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DurableObjectConfig {
+    pub hibernate_after_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KvConfig {
+    pub cache_ttl_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            limits: Limits::default(),
+            isolates: IsolateConfig::default(),
+            durable_objects: DurableObjectConfig::default(),
+            kv: KvConfig::default(),
+            dev: false,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            control_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            data_dir: PathBuf::from("./.edged"),
+            token: String::new(),
+            request_body_mb: 100,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_ms: 50,
+            startup_cpu_ms: 400,
+            memory_mb: 128,
+            subrequests: 50,
+        }
+    }
+}
+
+impl Limits {
+    pub fn cpu(&self) -> Duration {
+        Duration::from_millis(self.cpu_ms)
+    }
+    pub fn startup_cpu(&self) -> Duration {
+        Duration::from_millis(self.startup_cpu_ms)
+    }
+    pub fn heap_bytes(&self) -> usize {
+        (self.memory_mb as usize) << 20
+    }
+}
+
+impl Default for IsolateConfig {
+    fn default() -> Self {
+        IsolateConfig {
+            threads: 0,
+            pool_size: 2,
+            min_warm: 1,
+            max_isolates: 4,
+            grow_at_in_flight: 8,
+            idle_reap_s: 60,
+        }
+    }
+}
+
+impl IsolateConfig {
+    /// Isolate threads to start: `threads`, or one per core when 0.
+    pub fn thread_count(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+impl Default for DurableObjectConfig {
+    fn default() -> Self {
+        DurableObjectConfig {
+            hibernate_after_s: 10,
+        }
+    }
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig { cache_ttl_s: 60 }
+    }
+}
+
+/// A configuration file that could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; missing keys take their defaults.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.limits.cpu_ms == 0 || self.limits.startup_cpu_ms == 0 {
+            return bad("limits.cpu_ms and limits.startup_cpu_ms must be > 0");
+        }
+        if self.limits.memory_mb < 16 {
+            return bad("limits.memory_mb must be at least 16");
+        }
+        if self.isolates.max_isolates == 0 || self.isolates.min_warm > self.isolates.max_isolates
+        {
+            return bad("isolates.max_isolates must be > 0 and >= isolates.min_warm");
+        }
+        if self.isolates.grow_at_in_flight == 0 {
+            return bad("isolates.grow_at_in_flight must be > 0");
+        }
+        Ok(())
+    }
+
+    pub fn body_limit(&self) -> usize {
+        (self.server.request_body_mb as usize) << 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_file_matches_defaults() {
+        let text = include_str!("../config/edged.toml");
+        let parsed = Config::parse(text).expect("shipped config parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::parse("[server]\nlisten_typo = 1").is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let mut c = Config::default();
+        c.isolates.min_warm = 10;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! The `edged` deno_core extension: the runtime's own ops and JS, plus the list of
+//! deno Web API extensions every isolate carries.
+//!
+//! Ops are small and named `op_edged_<verb>`; the Web API logic lives in
+//! `src/js/runtime/*.js`.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+
+use deno_core::{op2, Extension, OpState};
+use deno_permissions::PermissionCheckError;
+
+/// Who an isolate works for: put into the `OpState` when a worker is bound, read by
+/// ops that log or account on the worker's behalf.
+#[derive(Debug, Clone)]
+pub struct WorkerIdentity {
+    pub name: Arc<str>,
+    pub version: u64,
+}
+
+/// Permissions the deno extensions ask for. Workers have no file system and no
+/// high-resolution timers; network egress is checked here.
+pub struct EdgedPermissions;
+
+impl deno_web::TimersPermission for EdgedPermissions {
+    fn allow_hrtime(&mut self) -> bool {
+        false
+    }
+}
+
+impl deno_fetch::FetchPermissions for EdgedPermissions {
+    fn check_net_url(
+        &mut self,
+        _url: &deno_core::url::Url,
+        _api_name: &str,
+    ) -> Result<(), PermissionCheckError> {
+        Ok(())
+    }
+
+    fn check_read<'a>(
+        &mut self,
+        _resolved: bool,
+        _p: &'a Path,
+        _api_name: &str,
+    ) -> Result<Cow<'a, Path>, deno_fs::FsError> {
+        Err(deno_fs::FsError::NotCapable("workers have no file system"))
+    }
+}
+
+/// `console.*` → a tracing event tagged with the worker and the request id.
+/// Levels as deno's Console passes them: 0 debug, 1 log/info, 2 warn, 3 error.
+#[op2(fast)]
+fn op_edged_log(state: &mut OpState, level: u32, request_id: f64, #[string] msg: &str) {
+    let worker = state
+        .try_borrow::<WorkerIdentity>()
+        .map(|w| w.name.clone())
+        .unwrap_or_else(|| Arc::from("-"));
+    let request_id = request_id as u64;
+    match level {
+        0 => tracing::debug!(target: "edged::console", worker = %worker, request_id, "{msg}"),
+        2 => tracing::warn!(target: "edged::console", worker = %worker, request_id, "{msg}"),
+        3 => tracing::error!(target: "edged::console", worker = %worker, request_id, "{msg}"),
+        _ => tracing::info!(target: "edged::console", worker = %worker, request_id, "{msg}"),
+    }
+}
+
+deno_core::extension!(
+    edged,
+    deps = [deno_webidl, deno_console, deno_url, deno_web, deno_fetch, deno_crypto],
+    ops = [op_edged_log],
+    esm_entry_point = "ext:edged/99_main.js",
+    esm = [
+        dir "src/js/runtime",
+        "ext:deno_net/02_tls.js" = "02_tls_shim.js",
+        "ext:deno_telemetry/telemetry.ts" = "03_telemetry_shim.js",
+        "ext:deno_telemetry/util.ts" = "03_telemetry_shim.js",
+        "00_globals.js",
+        "10_worker.js",
+        "99_main.js"
+    ],
+);
+
+/// Every extension, in dependency order. `for_snapshot` includes the JS (it is
+/// evaluated into the snapshot); otherwise only the ops are registered and the JS
+/// comes from the snapshot.
+pub fn extensions(for_snapshot: bool) -> Vec<Extension> {
+    let blob_store = Arc::new(deno_web::BlobStore::default());
+    let fetch_options = deno_fetch::Options {
+        user_agent: "edged".to_owned(),
+        ..Default::default()
+    };
+    if for_snapshot {
+        vec![
+            deno_webidl::deno_webidl::init_ops_and_esm(),
+            deno_console::deno_console::init_ops_and_esm(),
+            deno_url::deno_url::init_ops_and_esm(),
+            deno_web::deno_web::init_ops_and_esm::<EdgedPermissions>(blob_store, None),
+            deno_fetch::deno_fetch::init_ops_and_esm::<EdgedPermissions>(fetch_options),
+            deno_crypto::deno_crypto::init_ops_and_esm(None),
+            edged::init_ops_and_esm(),
+        ]
+    } else {
+        vec![
+            deno_webidl::deno_webidl::init_ops(),
+            deno_console::deno_console::init_ops(),
+            deno_url::deno_url::init_ops(),
+            deno_web::deno_web::init_ops::<EdgedPermissions>(blob_store, None),
+            deno_fetch::deno_fetch::init_ops::<EdgedPermissions>(fetch_options),
+            deno_crypto::deno_crypto::init_ops(None),
+            edged::init_ops(),
+        ]
+    }
+}

@@ -1,0 +1,304 @@
+//! A blank isolate: a V8 isolate with the runtime bootstrapped from the startup
+//! snapshot and no tenant code. [`BlankIsolate::bind`] turns it into a
+//! [`Worker`](super::worker::Worker) bound to exactly one worker version; there is
+//! no way back, so a tenant's isolate can never serve another tenant.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
+
+use super::error::EngineError;
+use super::extension::{extensions, EdgedPermissions, WorkerIdentity};
+use super::limits::metered;
+use super::loader::{TenantLoader, TENANT_PREFIX};
+use super::script::WorkerScript;
+use super::snapshot::startup_snapshot;
+use super::worker::Worker;
+
+/// Per-isolate limits.
+#[derive(Debug, Clone, Copy)]
+pub struct IsolateLimits {
+    /// CPU time one request may use.
+    pub cpu: Duration,
+    /// CPU time the tenant's top-level module evaluation may use.
+    pub startup_cpu: Duration,
+    /// Heap limit in bytes.
+    pub heap_bytes: usize,
+}
+
+impl Default for IsolateLimits {
+    fn default() -> Self {
+        IsolateLimits {
+            cpu: Duration::from_millis(50),
+            startup_cpu: Duration::from_millis(400),
+            heap_bytes: 128 << 20,
+        }
+    }
+}
+
+/// The engine state every isolate shares between its blank and bound phases.
+pub(crate) struct Engine {
+    pub runtime: JsRuntime,
+    pub handle: v8::IsolateHandle,
+    pub heap_exceeded: Rc<Cell<bool>>,
+    pub limits: IsolateLimits,
+}
+
+impl Engine {
+    /// Maps a terminated execution to the limit that caused it.
+    pub fn termination_cause(&self, over_cpu: bool) -> Option<EngineError> {
+        if self.heap_exceeded.get() {
+            Some(EngineError::MemoryLimit)
+        } else if over_cpu {
+            Some(EngineError::CpuLimit)
+        } else {
+            None
+        }
+    }
+}
+
+/// A pre-created isolate waiting in a pool for its tenant.
+pub struct BlankIsolate {
+    engine: Engine,
+    loader: Rc<TenantLoader>,
+    prepare: v8::Global<v8::Function>,
+    bind: v8::Global<v8::Function>,
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+impl BlankIsolate {
+    /// Creates an isolate from the startup snapshot. Must run on the thread that
+    /// will own the isolate for its whole life.
+    pub fn new(limits: IsolateLimits) -> Result<Self, EngineError> {
+        let loader = TenantLoader::new();
+        let create_params = v8::CreateParams::default().heap_limits(0, limits.heap_bytes);
+        let mut runtime = JsRuntime::try_new(RuntimeOptions {
+            extensions: extensions(false),
+            startup_snapshot: Some(startup_snapshot()),
+            module_loader: Some(loader.clone()),
+            create_params: Some(create_params),
+            ..Default::default()
+        })
+        .map_err(internal)?;
+        runtime.op_state().borrow_mut().put(EdgedPermissions);
+
+        let handle = runtime.v8_isolate().thread_safe_handle();
+        let heap_exceeded = Rc::new(Cell::new(false));
+        {
+            let handle = handle.clone();
+            let flag = heap_exceeded.clone();
+            runtime.add_near_heap_limit_callback(move |current, _initial| {
+                // Terminate the JavaScript instead of letting V8 abort the process,
+                // and give it headroom to unwind. The isolate is discarded after.
+                flag.set(true);
+                handle.terminate_execution();
+                current.saturating_mul(2)
+            });
+        }
+
+        let (prepare, bind) = {
+            let scope = &mut runtime.handle_scope();
+            let context = scope.get_current_context();
+            let global = context.global(scope);
+            let key = v8::String::new(scope, "__edged_internals").ok_or_else(|| internal("key"))?;
+            let internals = global
+                .get(scope, key.into())
+                .and_then(|v| v8::Local::<v8::Object>::try_from(v).ok())
+                .ok_or_else(|| internal("runtime internals missing from snapshot"))?;
+            let get_fn = |scope: &mut v8::HandleScope, name: &str| {
+                let k = v8::String::new(scope, name)?;
+                let v = internals.get(scope, k.into())?;
+                let f = v8::Local::<v8::Function>::try_from(v).ok()?;
+                Some(v8::Global::new(scope, f))
+            };
+            let prepare = get_fn(scope, "prepare").ok_or_else(|| internal("prepare missing"))?;
+            let bind = get_fn(scope, "bind").ok_or_else(|| internal("bind missing"))?;
+            // Tenant code sees neither the runtime's internals nor deno's `Deno`.
+            for name in ["__edged_internals", "Deno"] {
+                if let Some(k) = v8::String::new(scope, name) {
+                    global.delete(scope, k.into());
+                }
+            }
+            (prepare, bind)
+        };
+
+        Ok(BlankIsolate {
+            engine: Engine {
+                runtime,
+                handle,
+                heap_exceeded,
+                limits,
+            },
+            loader,
+            prepare,
+            bind,
+        })
+    }
+
+    /// Binds the isolate to one worker version: evaluates its modules and checks
+    /// its default export. On error the isolate is dropped (it may hold half-run
+    /// tenant code).
+    pub async fn bind(self, script: &WorkerScript) -> Result<Worker, EngineError> {
+        let BlankIsolate {
+            mut engine,
+            loader,
+            prepare,
+            bind,
+        } = self;
+        let budget = engine.limits.startup_cpu;
+        let mut used = Duration::ZERO;
+        loader.install(&script.modules);
+        engine.runtime.op_state().borrow_mut().put(WorkerIdentity {
+            name: script.name.as_str().into(),
+            version: script.version,
+        });
+
+        // 1. env and the cloudflare:workers exports.
+        {
+            let handle = engine.handle.clone();
+            let runtime = &mut engine.runtime;
+            let (result, seg) = metered(&handle, budget, || {
+                let scope = &mut runtime.handle_scope();
+                let bindings = deno_core::serde_v8::to_v8(scope, &script.bindings)
+                    .map_err(|e| EngineError::Script(format!("TypeError: bad bindings: {e}")))?;
+                call(scope, &prepare, &[bindings]).map(|_| ())
+            });
+            used += seg.cpu;
+            if let Some(e) = engine.termination_cause(seg.over_budget) {
+                return Err(e);
+            }
+            result?;
+        }
+
+        // 2. load and evaluate the main module (and what it imports).
+        if !script.modules.contains_key(&script.main_module) {
+            return Err(EngineError::Script(format!(
+                "main module '{}' is not among the uploaded modules",
+                script.main_module
+            )));
+        }
+        let specifier = TenantLoader::specifier_for(&script.main_module)
+            .map_err(|e| EngineError::Script(e.to_string()))?;
+        let module_id = engine
+            .runtime
+            .load_main_es_module(&specifier)
+            .await
+            .map_err(|e| EngineError::Script(format_core_error(&e)))?;
+        let handle = engine.handle.clone();
+        let (evaluation, seg) = metered(&handle, budget.saturating_sub(used), || {
+            engine.runtime.mod_evaluate(module_id)
+        });
+        used += seg.cpu;
+        if let Some(e) = engine.termination_cause(seg.over_budget) {
+            return Err(e);
+        }
+        // Top-level await: drive the event loop until the evaluation settles,
+        // within the startup CPU budget and a wall-clock bound.
+        let mut evaluation = std::pin::pin!(evaluation);
+        let settle = std::future::poll_fn(|cx| {
+            let (polled, seg) = metered(&handle, budget.saturating_sub(used), || {
+                engine.runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+            });
+            used += seg.cpu;
+            if let Some(e) = engine.termination_cause(seg.over_budget) {
+                return Poll::Ready(Err(e));
+            }
+            if let Poll::Ready(Err(e)) = polled {
+                return Poll::Ready(Err(EngineError::Script(format_core_error(&e))));
+            }
+            match evaluation.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r.map_err(|e| EngineError::Script(format_core_error(&e)))),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(10), settle).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(EngineError::Script(
+                    "Error: the main module's top-level await did not settle within 10 s".into(),
+                ))
+            }
+        }
+
+        // 3. check the default export and get the dispatch function.
+        let namespace = engine
+            .runtime
+            .get_module_namespace(module_id)
+            .map_err(|e| EngineError::Script(format_core_error(&e)))?;
+        let runtime = &mut engine.runtime;
+        let (dispatch, seg) = metered(&handle, budget.saturating_sub(used), || {
+            let scope = &mut runtime.handle_scope();
+            let ns = v8::Local::new(scope, &namespace);
+            let f = call(scope, &bind, &[ns.into()])?;
+            v8::Local::<v8::Function>::try_from(f)
+                .map(|f| v8::Global::new(scope, f))
+                .map_err(|_| internal("bind() did not return a function"))
+        });
+        if let Some(e) = engine.termination_cause(seg.over_budget) {
+            return Err(e);
+        }
+        let dispatch = dispatch?;
+        Ok(Worker::new(engine, dispatch, script.name.as_str().into()))
+    }
+}
+
+/// Calls a JS function with `undefined` as receiver; an exception becomes
+/// [`EngineError::Script`].
+pub(crate) fn call<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    f: &v8::Global<v8::Function>,
+    args: &[v8::Local<'s, v8::Value>],
+) -> Result<v8::Local<'s, v8::Value>, EngineError> {
+    let tc = &mut v8::TryCatch::new(scope);
+    let f = v8::Local::new(tc, f);
+    let recv = v8::undefined(tc).into();
+    match f.call(tc, recv, args) {
+        Some(v) => Ok(v),
+        None => match tc.exception() {
+            Some(exception) if !tc.has_terminated() => {
+                let err = deno_core::error::JsError::from_v8_exception(tc, exception);
+                Err(EngineError::Script(format_js_error(&err)))
+            }
+            _ => Err(EngineError::Internal("execution terminated".into())),
+        },
+    }
+}
+
+/// `SyntaxError: Unexpected token '}' (worker.js:3:5)`: the error and where it is,
+/// with the runtime's module prefix removed.
+pub fn format_js_error(err: &deno_core::error::JsError) -> String {
+    let mut message = err
+        .exception_message
+        .trim_start_matches("Uncaught ")
+        .to_owned();
+    if message.is_empty() {
+        message = format!(
+            "{}: {}",
+            err.name.as_deref().unwrap_or("Error"),
+            err.message.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(frame) = err.frames.first() {
+        if let (Some(file), Some(line), Some(col)) =
+            (&frame.file_name, frame.line_number, frame.column_number)
+        {
+            let file = file.strip_prefix(TENANT_PREFIX).unwrap_or(file);
+            message = format!("{message} ({file}:{line}:{col})");
+        }
+    }
+    message
+}
+
+fn format_core_error(err: &deno_core::error::CoreError) -> String {
+    match err {
+        deno_core::error::CoreError::Js(js) => format_js_error(js),
+        other => other.to_string().replace(TENANT_PREFIX, ""),
+    }
+}

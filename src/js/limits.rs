@@ -1,0 +1,175 @@
+//! CPU-time limit: a watchdog thread that terminates JavaScript which has used more
+//! than its CPU budget.
+//!
+//! Design. Every isolate thread owns one [`ThreadSlot`] with its POSIX thread CPU
+//! clock. Before the engine runs JavaScript (a request's dispatch, an event-loop
+//! turn, a module evaluation) the isolate *arms* the slot with its `IsolateHandle`,
+//! the thread's CPU time at that moment and the budget left; after, it *disarms*
+//! it and reads how much CPU the segment used. The watchdog wakes every
+//! millisecond, reads each armed slot's thread CPU clock (not wall time: a thread
+//! that is descheduled does not burn its budget) and calls `TerminateExecution` on
+//! the isolate whose segment is over budget. A generation counter guards against
+//! terminating an isolate whose segment has already ended.
+//!
+//! Only one isolate runs on a thread at a time, so one slot per thread suffices.
+//! Sleeping in `await` uses no CPU and no budget.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// One isolate thread's clock and its currently running segment.
+pub struct ThreadSlot {
+    clock: libc::clockid_t,
+    generation: AtomicU64,
+    armed: AtomicBool,
+    start_ns: AtomicU64,
+    budget_ns: AtomicU64,
+    fired: AtomicBool,
+    handle: Mutex<Option<v8::IsolateHandle>>,
+}
+
+/// The outcome of one metered segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub cpu: Duration,
+    /// The watchdog terminated the segment for exceeding its budget.
+    pub over_budget: bool,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; the clock id comes from
+    // pthread_getcpuclockid of a live thread (or CLOCK_THREAD_CPUTIME_ID).
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time the calling thread has used so far.
+pub fn thread_cpu_now() -> Duration {
+    Duration::from_nanos(clock_ns(libc::CLOCK_THREAD_CPUTIME_ID))
+}
+
+struct Watchdog {
+    slots: Mutex<Vec<Arc<ThreadSlot>>>,
+}
+
+fn watchdog() -> &'static Watchdog {
+    static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
+    WATCHDOG.get_or_init(|| {
+        let _ = std::thread::Builder::new()
+            .name("edged-cpu-watchdog".into())
+            .spawn(watchdog_loop);
+        Watchdog {
+            slots: Mutex::new(Vec::new()),
+        }
+    })
+}
+
+fn watchdog_loop() {
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let slots: Vec<Arc<ThreadSlot>> = match watchdog().slots.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        for slot in slots {
+            if !slot.armed.load(Ordering::Acquire) {
+                continue;
+            }
+            let generation = slot.generation.load(Ordering::Acquire);
+            let used = clock_ns(slot.clock).saturating_sub(slot.start_ns.load(Ordering::Acquire));
+            if used <= slot.budget_ns.load(Ordering::Acquire) {
+                continue;
+            }
+            let guard = match slot.handle.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if slot.armed.load(Ordering::Acquire)
+                && slot.generation.load(Ordering::Acquire) == generation
+            {
+                if let Some(handle) = guard.as_ref() {
+                    slot.fired.store(true, Ordering::Release);
+                    handle.terminate_execution();
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SLOT: RefCell<Option<Arc<ThreadSlot>>> = const { RefCell::new(None) };
+}
+
+fn current_slot() -> Arc<ThreadSlot> {
+    SLOT.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(|| {
+                let mut clock: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+                // SAFETY: pthread_self() is the calling, live thread; `clock` is a
+                // valid out-pointer. On failure we keep CLOCK_THREAD_CPUTIME_ID,
+                // which the watchdog would read for its own thread: the limit then
+                // does not fire, but nothing unsafe happens.
+                unsafe {
+                    libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock);
+                }
+                let slot = Arc::new(ThreadSlot {
+                    clock,
+                    generation: AtomicU64::new(0),
+                    armed: AtomicBool::new(false),
+                    start_ns: AtomicU64::new(0),
+                    budget_ns: AtomicU64::new(0),
+                    fired: AtomicBool::new(false),
+                    handle: Mutex::new(None),
+                });
+                let wd = watchdog();
+                match wd.slots.lock() {
+                    Ok(mut s) => s.push(slot.clone()),
+                    Err(p) => p.into_inner().push(slot.clone()),
+                }
+                slot
+            })
+            .clone()
+    })
+}
+
+/// Runs `f` (which enters JavaScript on `handle`'s isolate) with a CPU budget.
+/// When the budget runs out, the watchdog terminates the JavaScript that `f` runs;
+/// the caller learns it from [`Segment::over_budget`] and must discard the isolate.
+pub fn metered<R>(handle: &v8::IsolateHandle, budget: Duration, f: impl FnOnce() -> R) -> (R, Segment) {
+    let slot = current_slot();
+    {
+        let mut h = match slot.handle.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *h = Some(handle.clone());
+    }
+    slot.fired.store(false, Ordering::Release);
+    slot.generation.fetch_add(1, Ordering::AcqRel);
+    let start = clock_ns(slot.clock);
+    slot.start_ns.store(start, Ordering::Release);
+    slot.budget_ns
+        .store(budget.as_nanos().min(u64::MAX as u128) as u64, Ordering::Release);
+    slot.armed.store(true, Ordering::Release);
+    let result = f();
+    slot.armed.store(false, Ordering::Release);
+    slot.generation.fetch_add(1, Ordering::AcqRel);
+    let used = clock_ns(slot.clock).saturating_sub(start);
+    let over_budget = slot.fired.swap(false, Ordering::AcqRel);
+    (
+        result,
+        Segment {
+            cpu: Duration::from_nanos(used),
+            over_budget,
+        },
+    )
+}

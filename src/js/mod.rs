@@ -1,0 +1,39 @@
+//! # js — the engine glue
+//!
+//! Role: everything that touches V8. It creates isolates from a startup snapshot,
+//! binds them to a tenant's modules, runs requests through the tenant's `fetch`
+//! handler and enforces the per-isolate limits. It knows nothing of actors or
+//! HTTP: the `actors` layer owns isolates and drives them.
+//!
+//! Invariants:
+//! - An isolate lives and dies on the thread that created it (`JsRuntime` is not
+//!   `Send`).
+//! - A [`BlankIsolate`] has no tenant code; [`BlankIsolate::bind`] consumes it and
+//!   returns a [`Worker`] bound to exactly one worker version. Nothing turns a
+//!   `Worker` back into a blank isolate, so a tenant's isolate never serves another.
+//! - Tenant code can import only its own modules and `cloudflare:workers`
+//!   (`loader.rs`); the runtime's internals are removed from the global scope before
+//!   tenant code runs (`isolate.rs`).
+//! - Every entry into JavaScript is CPU-metered (`limits.rs`); a termination for CPU
+//!   or heap is fatal to the isolate, never to the process.
+//!
+//! Where to look:
+//! - `extension.rs`: the `edged` deno_core extension, its ops and the deno Web API
+//!   extensions it builds on; `runtime/*.js`: the Workers global scope and dispatch.
+//! - `snapshot.rs`: the startup snapshot; `isolate.rs`: blank isolates and binding;
+//!   `worker.rs`: serving requests; `limits.rs`: the CPU watchdog; `loader.rs`:
+//!   module resolution; `script.rs`: what a worker version is made of.
+
+pub mod error;
+pub mod extension;
+pub mod isolate;
+pub mod limits;
+pub mod loader;
+pub mod script;
+pub mod snapshot;
+pub mod worker;
+
+pub use error::{EngineError, InvokeError};
+pub use isolate::{BlankIsolate, IsolateLimits};
+pub use script::{Binding, InvokeRequest, InvokeResponse, WorkerScript};
+pub use worker::{Reply, Worker};

@@ -1,0 +1,130 @@
+// edged runtime: the Workers global scope.
+//
+// deno's extensions implement the Web APIs (WHATWG URL, Fetch's Request/Response/
+// Headers, streams, encoding, Web Crypto); this file exposes them on globalThis the
+// way a Workers isolate sees them, and replaces `console` with one whose output goes
+// to the node's tracing log, tagged with the worker and the request id.
+//
+// Runs once when the startup snapshot is made; every isolate starts from the result.
+
+import { core } from "ext:core/mod.js";
+import { op_edged_log } from "ext:core/ops";
+import { DOMException } from "ext:deno_web/01_dom_exception.js";
+import * as event from "ext:deno_web/02_event.js";
+import * as timers from "ext:deno_web/02_timers.js";
+import * as abortSignal from "ext:deno_web/03_abort_signal.js";
+import * as base64 from "ext:deno_web/05_base64.js";
+import * as streams from "ext:deno_web/06_streams.js";
+import * as encoding from "ext:deno_web/08_text_encoding.js";
+import * as file from "ext:deno_web/09_file.js";
+import * as messagePort from "ext:deno_web/13_message_port.js";
+import * as compression from "ext:deno_web/14_compression.js";
+import * as performance from "ext:deno_web/15_performance.js";
+import * as url from "ext:deno_url/00_url.js";
+import * as urlPattern from "ext:deno_url/01_urlpattern.js";
+import { Console } from "ext:deno_console/01_console.js";
+import * as headers from "ext:deno_fetch/20_headers.js";
+import * as formData from "ext:deno_fetch/21_formdata.js";
+import * as request from "ext:deno_fetch/23_request.js";
+import * as response from "ext:deno_fetch/23_response.js";
+import * as fetch from "ext:deno_fetch/26_fetch.js";
+import * as crypto from "ext:deno_crypto/00_crypto.js";
+
+function writable(value) {
+  return { value, writable: true, enumerable: false, configurable: true };
+}
+function readOnly(value) {
+  return { value, enumerable: true, writable: false, configurable: true };
+}
+
+// The request a piece of code runs for: kept in V8's continuation-preserved data,
+// so it follows promise chains (console lines from an awaited callback keep their id).
+export function currentRequestId() {
+  const id = core.getAsyncContext();
+  return typeof id === "number" ? id : 0;
+}
+
+const console = new Console((msg, level) => {
+  // deno's Console ends every message with "\n"; the log adds its own.
+  const text = msg.endsWith("\n") ? msg.slice(0, -1) : msg;
+  op_edged_log(level, currentRequestId(), text);
+});
+
+Object.defineProperties(globalThis, {
+  // WHATWG URL and URLPattern
+  URL: writable(url.URL),
+  URLSearchParams: writable(url.URLSearchParams),
+  URLPattern: writable(urlPattern.URLPattern),
+  // Fetch
+  Headers: writable(headers.Headers),
+  Request: writable(request.Request),
+  Response: writable(response.Response),
+  FormData: writable(formData.FormData),
+  fetch: writable(fetch.fetch),
+  // Encoding, base64
+  TextEncoder: writable(encoding.TextEncoder),
+  TextDecoder: writable(encoding.TextDecoder),
+  TextEncoderStream: writable(encoding.TextEncoderStream),
+  TextDecoderStream: writable(encoding.TextDecoderStream),
+  atob: writable(base64.atob),
+  btoa: writable(base64.btoa),
+  // Streams
+  ReadableStream: writable(streams.ReadableStream),
+  ReadableStreamDefaultReader: writable(streams.ReadableStreamDefaultReader),
+  ReadableStreamBYOBReader: writable(streams.ReadableStreamBYOBReader),
+  ReadableByteStreamController: writable(streams.ReadableByteStreamController),
+  ReadableStreamDefaultController: writable(streams.ReadableStreamDefaultController),
+  WritableStream: writable(streams.WritableStream),
+  WritableStreamDefaultWriter: writable(streams.WritableStreamDefaultWriter),
+  TransformStream: writable(streams.TransformStream),
+  ByteLengthQueuingStrategy: writable(streams.ByteLengthQueuingStrategy),
+  CountQueuingStrategy: writable(streams.CountQueuingStrategy),
+  CompressionStream: writable(compression.CompressionStream),
+  DecompressionStream: writable(compression.DecompressionStream),
+  // Blobs and files
+  Blob: writable(file.Blob),
+  File: writable(file.File),
+  // Events, abort
+  Event: writable(event.Event),
+  EventTarget: writable(event.EventTarget),
+  CustomEvent: writable(event.CustomEvent),
+  ErrorEvent: writable(event.ErrorEvent),
+  MessageEvent: writable(event.MessageEvent),
+  PromiseRejectionEvent: writable(event.PromiseRejectionEvent),
+  AbortController: writable(abortSignal.AbortController),
+  AbortSignal: writable(abortSignal.AbortSignal),
+  DOMException: writable(DOMException),
+  MessageChannel: writable(messagePort.MessageChannel),
+  MessagePort: writable(messagePort.MessagePort),
+  // Timers, cloning, performance
+  setTimeout: writable(timers.setTimeout),
+  setInterval: writable(timers.setInterval),
+  clearTimeout: writable(timers.clearTimeout),
+  clearInterval: writable(timers.clearInterval),
+  structuredClone: writable(messagePort.structuredClone),
+  performance: writable(performance.performance),
+  // Web Crypto
+  crypto: readOnly(crypto.crypto),
+  Crypto: writable(crypto.Crypto),
+  CryptoKey: writable(crypto.CryptoKey),
+  SubtleCrypto: writable(crypto.SubtleCrypto),
+  // console
+  console: writable(console),
+  // Workers exposes `self` as the global scope.
+  self: { get: () => globalThis, configurable: true, enumerable: true },
+  navigator: readOnly(Object.freeze({ userAgent: "edged", hardwareConcurrency: 1 })),
+});
+
+event.saveGlobalThisReference(globalThis);
+
+export { headers, request, response, streams };
+
+// A tenant's stray rejection or an exception in a timer callback is logged against
+// the request it came from; it does not take the isolate (or other requests) down.
+core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
+  console.error("Uncaught (in promise)", reason);
+  return true;
+});
+core.setReportExceptionCallback((error) => {
+  console.error("Uncaught", error);
+});

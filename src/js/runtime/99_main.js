@@ -1,0 +1,13 @@
+// edged runtime entry point: evaluated once into the startup snapshot.
+// Hands Rust the two functions it drives per isolate; Rust takes them out of the
+// global scope (and removes `Deno`) before any tenant code runs.
+
+import "ext:edged/00_globals.js";
+import { bind, prepare } from "ext:edged/10_worker.js";
+
+Object.defineProperty(globalThis, "__edged_internals", {
+  value: { prepare, bind },
+  configurable: true,
+  enumerable: false,
+  writable: false,
+});

@@ -1,0 +1,71 @@
+//! What a deployed worker version is made of: its modules and its bindings.
+//!
+//! These are the engine's input; the control plane deserializes them from the
+//! deploy API's JSON and the deployment store persists them as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One version of one worker: everything needed to bind it to an isolate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerScript {
+    pub name: String,
+    pub version: u64,
+    pub main_module: String,
+    pub modules: BTreeMap<String, String>,
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    #[serde(default)]
+    pub compatibility_date: Option<String>,
+}
+
+/// An `env` binding, tagged by `type` as in the deploy API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Binding {
+    PlainText { name: String, text: String },
+    SecretText { name: String, text: String },
+    Json { name: String, json: String },
+    KvNamespace { name: String, namespace: String },
+    DurableObjectNamespace { name: String, class_name: String },
+}
+
+impl Binding {
+    pub fn name(&self) -> &str {
+        match self {
+            Binding::PlainText { name, .. }
+            | Binding::SecretText { name, .. }
+            | Binding::Json { name, .. }
+            | Binding::KvNamespace { name, .. }
+            | Binding::DurableObjectNamespace { name, .. } => name,
+        }
+    }
+
+    /// The binding as the control plane shows it: secrets never echoed.
+    pub fn redacted(&self) -> serde_json::Value {
+        match self {
+            Binding::SecretText { name, .. } => {
+                serde_json::json!({"type": "secret_text", "name": name})
+            }
+            other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A request handed to a worker's `fetch` handler.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Option<bytes::Bytes>,
+}
+
+/// The Response a worker's `fetch` handler returned.
+#[derive(Debug, Clone)]
+pub struct InvokeResponse {
+    pub status: u16,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Option<bytes::Bytes>,
+}

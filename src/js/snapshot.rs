@@ -1,0 +1,25 @@
+//! The startup snapshot: the runtime's JS (deno's Web APIs and `src/js/runtime/`)
+//! evaluated once per process and serialized, so every isolate starts from a heap
+//! that already holds it instead of re-running it.
+//!
+//! Made lazily on first use (tens of milliseconds) and kept for the life of the
+//! process. Making it at build time would need a second copy of deno_core and V8
+//! compiled for the build script; once per process is cheap enough.
+
+use std::sync::OnceLock;
+
+use deno_core::{JsRuntimeForSnapshot, RuntimeOptions};
+
+use super::extension::extensions;
+
+/// The process-wide snapshot. The first call builds it.
+pub fn startup_snapshot() -> &'static [u8] {
+    static SNAPSHOT: OnceLock<&'static [u8]> = OnceLock::new();
+    SNAPSHOT.get_or_init(|| {
+        let runtime = JsRuntimeForSnapshot::new(RuntimeOptions {
+            extensions: extensions(true),
+            ..Default::default()
+        });
+        Box::leak(runtime.snapshot())
+    })
+}

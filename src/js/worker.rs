@@ -1,0 +1,271 @@
+//! A worker: an isolate bound to one worker version, serving its requests.
+//!
+//! Requests interleave at `await` points, as in Workers: [`Worker::start`] calls the
+//! JS dispatch function (the synchronous part of the handler runs right away) and
+//! parks the returned promise; [`Worker::poll`] drives the event loop and answers
+//! every request whose promise has settled. The owner (the `IsolateActor`) calls
+//! `poll` from one long-lived future and wakes it after each `start`.
+//!
+//! CPU accounting: each entry into JavaScript is metered (see `limits.rs`). A
+//! dispatch call is charged to its request; an event-loop turn runs callbacks of
+//! unknown ownership and is charged in equal shares to the requests in flight. The
+//! watchdog budget of a turn is the smallest remaining budget among them, so a
+//! runaway request is stopped within about a millisecond of its limit. Any
+//! termination (CPU or heap) is fatal to the isolate: every request in flight on it
+//! fails and the owner replaces the isolate.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use deno_core::{v8, PollEventLoopOptions};
+use futures::channel::oneshot;
+
+use super::error::{EngineError, InvokeError};
+use super::isolate::{call, Engine};
+use super::limits::metered;
+use super::script::{InvokeRequest, InvokeResponse};
+
+/// Where a request's outcome goes.
+pub type Reply = oneshot::Sender<Result<InvokeResponse, InvokeError>>;
+
+struct InFlight {
+    promise: v8::Global<v8::Promise>,
+    cpu: Duration,
+    reply: Reply,
+}
+
+/// An isolate bound to one worker version.
+pub struct Worker {
+    engine: Engine,
+    dispatch: v8::Global<v8::Function>,
+    name: Arc<str>,
+    in_flight: Vec<InFlight>,
+}
+
+impl Worker {
+    pub(crate) fn new(engine: Engine, dispatch: v8::Global<v8::Function>, name: Arc<str>) -> Self {
+        Worker {
+            engine,
+            dispatch,
+            name,
+            in_flight: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Requests started and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Starts a request: runs the handler up to its first `await`. An `Err` means
+    /// the isolate is dead (the request's reply has been answered already).
+    pub fn start(&mut self, request_id: u64, request: InvokeRequest, reply: Reply) -> Result<(), EngineError> {
+        let handle = self.engine.handle.clone();
+        let budget = self.engine.limits.cpu;
+        let dispatch = &self.dispatch;
+        let runtime = &mut self.engine.runtime;
+        let (result, seg) = metered(&handle, budget, || {
+            let scope = &mut runtime.handle_scope();
+            let args = request_args(scope, request_id, request)?;
+            let value = call(scope, dispatch, &args)?;
+            let promise = v8::Local::<v8::Promise>::try_from(value)
+                .map_err(|_| EngineError::Internal("dispatch did not return a promise".into()))?;
+            Ok::<_, EngineError>(v8::Global::new(scope, promise))
+        });
+        if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
+            let _ = reply.send(Err(fatal.clone().into()));
+            return Err(fatal);
+        }
+        match result {
+            Ok(promise) => {
+                self.in_flight.push(InFlight {
+                    promise,
+                    cpu: seg.cpu,
+                    reply,
+                });
+                Ok(())
+            }
+            Err(EngineError::Script(msg)) => {
+                let _ = reply.send(Err(InvokeError::Exception(msg)));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.clone().into()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Drives the event loop and answers settled requests. Returns `Ready(err)`
+    /// only when the isolate has died; every request in flight has then been
+    /// answered with the error.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<EngineError> {
+        let handle = self.engine.handle.clone();
+        let limit = self.engine.limits.cpu;
+        let budget = self
+            .in_flight
+            .iter()
+            .map(|r| limit.saturating_sub(r.cpu))
+            .min()
+            .unwrap_or(limit);
+        let runtime = &mut self.engine.runtime;
+        let (polled, seg) = metered(&handle, budget, || {
+            runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+        });
+        if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
+            return Poll::Ready(self.fail_all(fatal));
+        }
+        if !self.in_flight.is_empty() {
+            let share = seg.cpu / self.in_flight.len() as u32;
+            for r in &mut self.in_flight {
+                r.cpu += share;
+            }
+        }
+        if let Poll::Ready(Err(e)) = polled {
+            // An error that escaped the runtime's own reporting (the JS side logs
+            // unhandled rejections and timer exceptions itself). The isolate is in
+            // an unknown state: retire it.
+            tracing::error!(worker = %self.name, error = %e, "isolate event loop failed");
+            return Poll::Ready(self.fail_all(EngineError::Internal(e.to_string())));
+        }
+        self.answer_settled();
+        Poll::Pending
+    }
+
+    fn answer_settled(&mut self) {
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            let outcome = {
+                let scope = &mut self.engine.runtime.handle_scope();
+                let promise = v8::Local::new(scope, &self.in_flight[i].promise);
+                match promise.state() {
+                    v8::PromiseState::Pending => None,
+                    v8::PromiseState::Fulfilled => {
+                        let value = promise.result(scope);
+                        Some(read_outcome(scope, value))
+                    }
+                    v8::PromiseState::Rejected => {
+                        let value = promise.result(scope);
+                        let err = deno_core::error::JsError::from_v8_exception(scope, value);
+                        Some(Err(InvokeError::Exception(super::isolate::format_js_error(&err))))
+                    }
+                }
+            };
+            match outcome {
+                None => i += 1,
+                Some(result) => {
+                    let done = self.in_flight.swap_remove(i);
+                    let _ = done.reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn fail_all(&mut self, err: EngineError) -> EngineError {
+        for r in self.in_flight.drain(..) {
+            let _ = r.reply.send(Err(err.clone().into()));
+        }
+        err
+    }
+}
+
+fn request_args<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    request_id: u64,
+    request: InvokeRequest,
+) -> Result<[v8::Local<'s, v8::Value>; 5], EngineError> {
+    let bad = |what: &str| EngineError::Internal(format!("cannot build request {what}"));
+    let id = v8::Number::new(scope, request_id as f64).into();
+    let method = v8::String::new(scope, &request.method).ok_or_else(|| bad("method"))?.into();
+    let url = v8::String::new(scope, &request.url).ok_or_else(|| bad("url"))?.into();
+    let mut flat: Vec<v8::Local<v8::Value>> = Vec::with_capacity(request.headers.len() * 2);
+    for (name, value) in &request.headers {
+        let n = v8::String::new(scope, name).ok_or_else(|| bad("header"))?;
+        // Header values are byte strings: one byte per character, as Fetch wants.
+        let v = v8::String::new_from_one_byte(scope, value, v8::NewStringType::Normal)
+            .ok_or_else(|| bad("header"))?;
+        flat.push(n.into());
+        flat.push(v.into());
+    }
+    let headers = v8::Array::new_with_elements(scope, &flat).into();
+    let body = match request.body {
+        None => v8::null(scope).into(),
+        Some(bytes) => {
+            let len = bytes.len();
+            let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes.to_vec()).make_shared();
+            let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
+            v8::Uint8Array::new(scope, buffer, 0, len)
+                .ok_or_else(|| bad("body"))?
+                .into()
+        }
+    };
+    Ok([id, method, url, headers, body])
+}
+
+/// Reads what `dispatch` resolved to: `[status, flatHeaders, body]` or
+/// `["error", kind, message]`.
+fn read_outcome(
+    scope: &mut v8::HandleScope,
+    value: v8::Local<v8::Value>,
+) -> Result<InvokeResponse, InvokeError> {
+    let malformed = || InvokeError::Exception("internal: malformed dispatch result".into());
+    let array = v8::Local::<v8::Array>::try_from(value).map_err(|_| malformed())?;
+    let first = array.get_index(scope, 0).ok_or_else(malformed)?;
+    if first.is_string() {
+        let kind = array
+            .get_index(scope, 1)
+            .map(|v| v.to_rust_string_lossy(scope))
+            .unwrap_or_default();
+        let message = array
+            .get_index(scope, 2)
+            .map(|v| v.to_rust_string_lossy(scope))
+            .unwrap_or_default();
+        return Err(if kind == "bad_response" {
+            InvokeError::BadResponse(message)
+        } else {
+            InvokeError::Exception(message)
+        });
+    }
+    let status = first.uint32_value(scope).ok_or_else(malformed)? as u16;
+    let flat = array
+        .get_index(scope, 1)
+        .and_then(|v| v8::Local::<v8::Array>::try_from(v).ok())
+        .ok_or_else(malformed)?;
+    let mut headers = Vec::with_capacity(flat.length() as usize / 2);
+    let mut i = 0;
+    while i + 1 < flat.length() {
+        let name = flat.get_index(scope, i).ok_or_else(malformed)?;
+        let value = flat.get_index(scope, i + 1).ok_or_else(malformed)?;
+        headers.push((one_byte(scope, name), one_byte(scope, value)));
+        i += 2;
+    }
+    let body = match array.get_index(scope, 2) {
+        Some(v) if v.is_uint8_array() => {
+            let view = v8::Local::<v8::Uint8Array>::try_from(v).map_err(|_| malformed())?;
+            let mut buf = vec![0u8; view.byte_length()];
+            view.copy_contents(&mut buf);
+            Some(bytes::Bytes::from(buf))
+        }
+        _ => None,
+    };
+    Ok(InvokeResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A JS byte string (every character ≤ U+00FF) as its bytes.
+fn one_byte(scope: &mut v8::HandleScope, value: v8::Local<v8::Value>) -> Vec<u8> {
+    let Some(s) = value.to_string(scope) else {
+        return Vec::new();
+    };
+    let mut buf = vec![0u8; s.length()];
+    s.write_one_byte_v2(scope, 0, &mut buf, v8::WriteFlags::empty());
+    buf
+}
