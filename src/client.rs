@@ -1,1 +1,207 @@
-//! client
+//! The control-plane client behind `edged deploy` and `edged workers …`, and the
+//! helpers that turn CLI flags into a deploy request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::js::Binding;
+
+/// A CLI or client failure, printed as is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub String);
+
+/// Reads a worker script and the other JavaScript modules beside it (recursively,
+/// skipping `node_modules` and dot-directories, at most 200 files), keyed by path
+/// relative to the script's directory. Returns (main module name, modules).
+pub fn read_modules(script: &Path) -> Result<(String, BTreeMap<String, String>), ClientError> {
+    let main_src = std::fs::read_to_string(script)
+        .map_err(|e| ClientError(format!("cannot read {}: {e}", script.display())))?;
+    let dir = script
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let main = script
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| ClientError(format!("{} is not a file", script.display())))?;
+    let mut modules = BTreeMap::new();
+    let mut stack: Vec<PathBuf> = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == "node_modules" {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".js") || name.ends_with(".mjs") {
+                if modules.len() >= 200 {
+                    return Err(ClientError(
+                        "more than 200 modules beside the script".into(),
+                    ));
+                }
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
+                if let Ok(src) = std::fs::read_to_string(&path) {
+                    modules.insert(rel, src);
+                }
+            }
+        }
+    }
+    modules.insert(main.clone(), main_src);
+    Ok((main, modules))
+}
+
+/// The worker name `edged dev` uses for a script: its file stem, made valid.
+pub fn name_from_path(script: &Path) -> String {
+    let stem = script
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    if name.trim_matches('-').is_empty() {
+        name = "worker".into();
+    }
+    name
+}
+
+fn split_pair(flag: &str, raw: &str) -> Result<(String, String), ClientError> {
+    raw.split_once('=')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .ok_or_else(|| ClientError(format!("--{flag} expects NAME=VALUE, got '{raw}'")))
+}
+
+/// Bindings from `--var K=V`, `--secret K=V`, `--kv BINDING[=NAMESPACE]` and
+/// `--do BINDING=Class`.
+pub fn bindings_from_flags(
+    vars: &[String],
+    secrets: &[String],
+    kv: &[String],
+    durable_objects: &[String],
+) -> Result<Vec<Binding>, ClientError> {
+    let mut out = Vec::new();
+    for v in vars {
+        let (name, text) = split_pair("var", v)?;
+        out.push(Binding::PlainText { name, text });
+    }
+    for v in secrets {
+        let (name, text) = split_pair("secret", v)?;
+        out.push(Binding::SecretText { name, text });
+    }
+    for v in kv {
+        let (name, namespace) = match v.split_once('=') {
+            Some((a, b)) => (a.to_owned(), b.to_owned()),
+            None => (v.clone(), v.to_ascii_lowercase()),
+        };
+        out.push(Binding::KvNamespace { name, namespace });
+    }
+    for v in durable_objects {
+        let (name, class_name) = split_pair("do", v)?;
+        out.push(Binding::DurableObjectNamespace { name, class_name });
+    }
+    Ok(out)
+}
+
+/// A blocking client for one control plane.
+pub struct ControlClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl ControlClient {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        ControlClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().map_err(|e| {
+            ClientError(format!(
+                "cannot reach the control plane at {}: {e}",
+                self.base
+            ))
+        })?;
+        let status = resp.status();
+        let value: Value = resp.json().unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let code = value["error"]["code"].as_str().unwrap_or("error");
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
+            Err(ClientError(format!("{status}: {code}: {message}")))
+        }
+    }
+
+    pub fn deploy(
+        &self,
+        name: &str,
+        main_module: &str,
+        modules: &BTreeMap<String, String>,
+        bindings: &[Binding],
+        routes: &[String],
+    ) -> Result<Value, ClientError> {
+        let body = json!({
+            "main_module": main_module,
+            "modules": modules,
+            "bindings": bindings,
+            "routes": routes,
+        });
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/workers/{name}"),
+            Some(&body),
+        )
+    }
+
+    pub fn list(&self) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/workers", None)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/workers/{name}"),
+            None,
+        )
+    }
+
+    pub fn rollback(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/workers/{name}/rollback"),
+            None,
+        )
+    }
+}

@@ -197,8 +197,7 @@ impl Config {
         if self.limits.memory_mb < 16 {
             return bad("limits.memory_mb must be at least 16");
         }
-        if self.isolates.max_isolates == 0 || self.isolates.min_warm > self.isolates.max_isolates
-        {
+        if self.isolates.max_isolates == 0 || self.isolates.min_warm > self.isolates.max_isolates {
             return bad("isolates.max_isolates must be > 0 and >= isolates.min_warm");
         }
         if self.isolates.grow_at_in_flight == 0 {

@@ -1,1 +1,203 @@
-fn main(){}
+//! The `edged` command line: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edged::client::{bindings_from_flags, name_from_path, read_modules, ControlClient};
+use edged::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "edged",
+    version,
+    about = "A self-hostable edge runtime for Workers-style JavaScript"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct BindingFlags {
+    /// Plain-text variable binding NAME=VALUE
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Secret binding NAME=VALUE (never echoed by the control plane)
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    secrets: Vec<String>,
+    /// KV namespace binding BINDING[=NAMESPACE]
+    #[arg(long = "kv", value_name = "BINDING[=NAMESPACE]")]
+    kv: Vec<String>,
+    /// Durable Object namespace binding BINDING=Class
+    #[arg(long = "do", value_name = "BINDING=CLASS")]
+    durable_objects: Vec<String>,
+    /// Route pattern, e.g. 'api.example.com/*'
+    #[arg(long = "route", value_name = "PATTERN")]
+    routes: Vec<String>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ControlFlags {
+    /// Control-plane URL
+    #[arg(long, default_value = "http://127.0.0.1:8081", env = "EDGED_CONTROL")]
+    control: String,
+    /// Control-plane bearer token
+    #[arg(long, env = "EDGED_TOKEN")]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node with one worker, for development (no token, state in ./.edged)
+    Dev {
+        script: PathBuf,
+        /// Data-plane port; the control plane listens on the next one (0: any free ports)
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = "./.edged")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        bindings: BindingFlags,
+    },
+    /// Run a production node
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Upload a worker to a running node
+    Deploy {
+        script: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        bindings: BindingFlags,
+        #[command(flatten)]
+        control: ControlFlags,
+    },
+    /// Manage deployed workers
+    Workers {
+        #[command(subcommand)]
+        action: WorkersAction,
+        #[command(flatten)]
+        control: ControlFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkersAction {
+    /// List live workers
+    Ls,
+    /// Delete a worker and all its versions
+    Rm { name: String },
+    /// Make the previous version live again
+    Rollback { name: String },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Dev {
+            script,
+            port,
+            data_dir,
+            bindings,
+        } => {
+            let (main_module, modules) = read_modules(&script).map_err(|e| e.to_string())?;
+            let flags = bindings_from_flags(
+                &bindings.vars,
+                &bindings.secrets,
+                &bindings.kv,
+                &bindings.durable_objects,
+            )
+            .map_err(|e| e.to_string())?;
+            let mut config = Config {
+                dev: true,
+                ..Config::default()
+            };
+            config.server.listen.set_port(port);
+            config
+                .server
+                .control_listen
+                .set_port(if port == 0 { 0 } else { port.wrapping_add(1) });
+            config.server.data_dir = data_dir;
+            let script = edged::js::WorkerScript {
+                name: name_from_path(&script),
+                version: 0,
+                main_module,
+                modules,
+                bindings: flags,
+                compatibility_date: None,
+            };
+            // With no --route, the dev worker answers every host.
+            let routes = if bindings.routes.is_empty() {
+                vec!["*/*".to_owned()]
+            } else {
+                bindings.routes
+            };
+            edged::http::server::dev_blocking(config, script, routes).map_err(|e| e.to_string())
+        }
+        Command::Serve { config } => {
+            let config = match config {
+                Some(path) => Config::load(&path).map_err(|e| e.to_string())?,
+                None => Config::default(),
+            };
+            edged::http::server::serve_blocking(config).map_err(|e| e.to_string())
+        }
+        Command::Deploy {
+            script,
+            name,
+            bindings,
+            control,
+        } => {
+            let (main_module, modules) = read_modules(&script).map_err(|e| e.to_string())?;
+            let flags = bindings_from_flags(
+                &bindings.vars,
+                &bindings.secrets,
+                &bindings.kv,
+                &bindings.durable_objects,
+            )
+            .map_err(|e| e.to_string())?;
+            let client = ControlClient::new(&control.control, control.token);
+            let out = client
+                .deploy(&name, &main_module, &modules, &flags, &bindings.routes)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "deployed {} version {}",
+                out["name"].as_str().unwrap_or(&name),
+                out["version"]
+            );
+            Ok(())
+        }
+        Command::Workers { action, control } => {
+            let client = ControlClient::new(&control.control, control.token);
+            let out = match action {
+                WorkersAction::Ls => client.list(),
+                WorkersAction::Rm { name } => client.delete(&name),
+                WorkersAction::Rollback { name } => client.rollback(&name),
+            }
+            .map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edged: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::task::Poll;
 
-use edged::js::{BlankIsolate, EngineError, InvokeError, InvokeRequest, InvokeResponse, IsolateLimits, Worker, WorkerScript};
+use edged::js::{
+    BlankIsolate, EngineError, InvokeError, InvokeRequest, InvokeResponse, IsolateLimits, Worker,
+    WorkerScript,
+};
 use futures::channel::oneshot;
 
 fn script(source: &str) -> WorkerScript {
@@ -21,17 +24,28 @@ fn script(source: &str) -> WorkerScript {
 }
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
 async fn bind(source: &str) -> Result<Worker, EngineError> {
-    BlankIsolate::new(IsolateLimits::default()).unwrap().bind(&script(source)).await
+    BlankIsolate::new(IsolateLimits::default())
+        .unwrap()
+        .bind(&script(source))
+        .await
 }
 
 async fn invoke(worker: &mut Worker, url: &str) -> Result<InvokeResponse, InvokeError> {
     let (tx, mut rx) = oneshot::channel();
-    let req = InvokeRequest { method: "GET".into(), url: url.into(), headers: vec![], body: None };
+    let req = InvokeRequest {
+        method: "GET".into(),
+        url: url.into(),
+        headers: vec![],
+        body: None,
+    };
     worker.start(1, req, tx).expect("isolate alive");
     poll_fn(|cx| {
         if let Poll::Ready(e) = worker.poll(cx) {
@@ -59,8 +73,13 @@ fn hello_world() {
 #[test]
 fn syntax_error_has_location() {
     run(async {
-        let err = bind("export default {\n  fetch() { return 1 +; }\n}").await.err().unwrap();
-        let EngineError::Script(msg) = err else { panic!("{err:?}") };
+        let err = bind("export default {\n  fetch() { return 1 +; }\n}")
+            .await
+            .err()
+            .unwrap();
+        let EngineError::Script(msg) = err else {
+            panic!("{err:?}")
+        };
         assert!(msg.starts_with("SyntaxError"), "{msg}");
         assert!(msg.contains("worker.js:2:"), "{msg}");
     });

@@ -1,1 +1,46 @@
-//! actors
+//! # actors — isolates and workers as actix actors
+//!
+//! Role: owns every live isolate and decides which one serves a request. Built on
+//! the `js` layer (engines) and the `state` layer (the deployment store); the
+//! `http` layer talks to it.
+//!
+//! ```text
+//!                 WorkerRegistry  (deploy / rollback / delete / restore, one at a time)
+//!                      │ publishes WorkersView ──────────────▶ data plane reads it
+//!          ┌───────────┴───────────┐
+//!  WorkerSupervisor (api v3)   WorkerSupervisor (cache v1)   one per live version
+//!          │ DispatchTable ───────────────────────────────▶ data plane picks least in flight
+//!          │ Spawn                                          and sends Invoke directly
+//!          ▼
+//!  IsolatePool (thread 0)   IsolatePool (thread 1)   blank isolates, one pool per isolate thread
+//!          │ bind + start on the same thread
+//!          ▼
+//!  IsolateActor ── Worker (js) ── V8 isolate          one tenant, never reused
+//! ```
+//!
+//! Invariants:
+//! - An isolate actor runs on the isolate thread that created its isolate, and is
+//!   bound to exactly one worker version for its whole life.
+//! - Control before requests: supervisors stop isolates through `IsolateControl`, a
+//!   flag the isolate's driver checks before its mailbox; draining waits for
+//!   requests in flight, never cuts them.
+//! - A version becomes live only after one of its isolates has started; a failed
+//!   start changes nothing.
+//!
+//! Where to look: `isolate.rs` (the isolate actor and its driver), `pool.rs`
+//! (isolate threads and blank pools), `supervisor.rs` (scaling, replacement,
+//! draining), `deployment.rs` (dispatching one request), `registry.rs` (deploys).
+
+pub mod deployment;
+pub mod error;
+pub mod isolate;
+pub mod pool;
+pub mod registry;
+pub mod supervisor;
+
+pub use deployment::{next_request_id, Deployment};
+pub use error::ActorError;
+pub use isolate::{Invoke, IsolateActor, IsolateControl, IsolateExited};
+pub use pool::{IsolatePool, IsolateThreads, PoolLevel, Spawn};
+pub use registry::{Activated, Delete, Deploy, Restore, Rollback, WorkerRegistry, WorkersView};
+pub use supervisor::{Acquire, DispatchTable, Drain, Grow, Slot, WorkerSupervisor};

@@ -1,1 +1,24 @@
-//! http
+//! # http — the node's listeners
+//!
+//! Role: the outermost layer. Two actix-web servers: the data plane (`data_plane.rs`:
+//! route the request, run it in a worker) and the control plane
+//! (`control_plane.rs`: deploy API, `/healthz`, `/metrics`), started by
+//! `server.rs`. Route matching is `routes.rs`; Prometheus is `metrics.rs`.
+//!
+//! Invariants:
+//! - Every error leaves as `{"error":{"code","message"}}` (`error.rs`); stacks
+//!   and internal details go to the log, never to the client.
+//! - Bodies are read with a limit and never buffered past it (`body.rs`).
+//! - The data plane never waits on the control plane's actors: it reads the
+//!   published deployments and each version's dispatch table directly.
+
+pub mod body;
+pub mod control_plane;
+pub mod data_plane;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+
+pub use error::HttpError;
+pub use server::{start, Node, ServeError};

@@ -33,6 +33,9 @@ pub enum InvokeError {
     /// The isolate running the request was terminated for using too much memory.
     #[error("the worker exceeded its memory limit")]
     MemoryLimit,
+    /// The isolate was stopping and did not start the request (safe to retry).
+    #[error("the isolate is stopping")]
+    Stopping,
     /// The isolate went away before answering.
     #[error("the worker is unavailable: {0}")]
     Unavailable(String),

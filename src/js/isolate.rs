@@ -204,7 +204,9 @@ impl BlankIsolate {
         let mut evaluation = std::pin::pin!(evaluation);
         let settle = std::future::poll_fn(|cx| {
             let (polled, seg) = metered(&handle, budget.saturating_sub(used), || {
-                engine.runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+                engine
+                    .runtime
+                    .poll_event_loop(cx, PollEventLoopOptions::default())
             });
             used += seg.cpu;
             if let Some(e) = engine.termination_cause(seg.over_budget) {
@@ -214,7 +216,9 @@ impl BlankIsolate {
                 return Poll::Ready(Err(EngineError::Script(format_core_error(&e))));
             }
             match evaluation.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(|e| EngineError::Script(format_core_error(&e)))),
+                Poll::Ready(r) => {
+                    Poll::Ready(r.map_err(|e| EngineError::Script(format_core_error(&e))))
+                }
                 Poll::Pending => Poll::Pending,
             }
         });

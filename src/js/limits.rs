@@ -144,7 +144,11 @@ fn current_slot() -> Arc<ThreadSlot> {
 /// Runs `f` (which enters JavaScript on `handle`'s isolate) with a CPU budget.
 /// When the budget runs out, the watchdog terminates the JavaScript that `f` runs;
 /// the caller learns it from [`Segment::over_budget`] and must discard the isolate.
-pub fn metered<R>(handle: &v8::IsolateHandle, budget: Duration, f: impl FnOnce() -> R) -> (R, Segment) {
+pub fn metered<R>(
+    handle: &v8::IsolateHandle,
+    budget: Duration,
+    f: impl FnOnce() -> R,
+) -> (R, Segment) {
     let slot = current_slot();
     {
         let mut h = match slot.handle.lock() {
@@ -157,8 +161,10 @@ pub fn metered<R>(handle: &v8::IsolateHandle, budget: Duration, f: impl FnOnce()
     slot.generation.fetch_add(1, Ordering::AcqRel);
     let start = clock_ns(slot.clock);
     slot.start_ns.store(start, Ordering::Release);
-    slot.budget_ns
-        .store(budget.as_nanos().min(u64::MAX as u128) as u64, Ordering::Release);
+    slot.budget_ns.store(
+        budget.as_nanos().min(u64::MAX as u128) as u64,
+        Ordering::Release,
+    );
     slot.armed.store(true, Ordering::Release);
     let result = f();
     slot.armed.store(false, Ordering::Release);

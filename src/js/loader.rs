@@ -15,8 +15,8 @@ use std::rc::Rc;
 
 use deno_core::error::ModuleLoaderError;
 use deno_core::{
-    ModuleLoadResponse, ModuleLoader, ModuleSource, ModuleSourceCode, ModuleSpecifier,
-    ModuleType, RequestedModuleType, ResolutionKind,
+    ModuleLoadResponse, ModuleLoader, ModuleSource, ModuleSourceCode, ModuleSpecifier, ModuleType,
+    RequestedModuleType, ResolutionKind,
 };
 use deno_error::JsErrorBox;
 
@@ -82,7 +82,8 @@ impl ModuleLoader for TenantLoader {
             deno_core::resolve_import(specifier, referrer)
                 .map_err(|e| loader_error(JsErrorBox::type_error(e.to_string())))?
         } else if specifier.starts_with(TENANT_PREFIX) || !specifier.contains(':') {
-            Self::specifier_for(specifier.trim_start_matches(TENANT_PREFIX)).map_err(loader_error)?
+            Self::specifier_for(specifier.trim_start_matches(TENANT_PREFIX))
+                .map_err(loader_error)?
         } else {
             return Err(loader_error(JsErrorBox::type_error(format!(
                 "Cannot import '{specifier}': only the worker's own modules and 'cloudflare:workers' can be imported"
@@ -112,11 +113,11 @@ impl ModuleLoader for TenantLoader {
                 .as_str()
                 .strip_prefix(TENANT_PREFIX)
                 .unwrap_or(specifier.as_str());
-            self.modules
-                .borrow()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| loader_error(JsErrorBox::type_error(format!("Cannot find module '{name}'"))))
+            self.modules.borrow().get(name).cloned().ok_or_else(|| {
+                loader_error(JsErrorBox::type_error(format!(
+                    "Cannot find module '{name}'"
+                )))
+            })
         };
         ModuleLoadResponse::Sync(source.map(|code| {
             ModuleSource::new(

@@ -64,7 +64,12 @@ impl Worker {
 
     /// Starts a request: runs the handler up to its first `await`. An `Err` means
     /// the isolate is dead (the request's reply has been answered already).
-    pub fn start(&mut self, request_id: u64, request: InvokeRequest, reply: Reply) -> Result<(), EngineError> {
+    pub fn start(
+        &mut self,
+        request_id: u64,
+        request: InvokeRequest,
+        reply: Reply,
+    ) -> Result<(), EngineError> {
         let handle = self.engine.handle.clone();
         let budget = self.engine.limits.cpu;
         let dispatch = &self.dispatch;
@@ -152,7 +157,9 @@ impl Worker {
                     v8::PromiseState::Rejected => {
                         let value = promise.result(scope);
                         let err = deno_core::error::JsError::from_v8_exception(scope, value);
-                        Some(Err(InvokeError::Exception(super::isolate::format_js_error(&err))))
+                        Some(Err(InvokeError::Exception(
+                            super::isolate::format_js_error(&err),
+                        )))
                     }
                 }
             };
@@ -181,8 +188,12 @@ fn request_args<'s>(
 ) -> Result<[v8::Local<'s, v8::Value>; 5], EngineError> {
     let bad = |what: &str| EngineError::Internal(format!("cannot build request {what}"));
     let id = v8::Number::new(scope, request_id as f64).into();
-    let method = v8::String::new(scope, &request.method).ok_or_else(|| bad("method"))?.into();
-    let url = v8::String::new(scope, &request.url).ok_or_else(|| bad("url"))?.into();
+    let method = v8::String::new(scope, &request.method)
+        .ok_or_else(|| bad("method"))?
+        .into();
+    let url = v8::String::new(scope, &request.url)
+        .ok_or_else(|| bad("url"))?
+        .into();
     let mut flat: Vec<v8::Local<v8::Value>> = Vec::with_capacity(request.headers.len() * 2);
     for (name, value) in &request.headers {
         let n = v8::String::new(scope, name).ok_or_else(|| bad("header"))?;

@@ -1,1 +1,19 @@
-//! state
+//! # state — what a node keeps on disk
+//!
+//! Role: durable node state under the data directory. Today: the deployment store
+//! (`deployments.rs`), every worker version and which one is active. KV namespaces
+//! and Durable Object storage join it as their issues land.
+//!
+//! Invariants:
+//! - Every acknowledged change is durable (SQLite WAL with `synchronous=FULL`).
+//! - Stored versions are immutable; deploy, rollback and delete only move the
+//!   active pointer or remove a worker, each in one transaction, so nothing is ever
+//!   half-applied.
+//! - Calls block on SQLite: callers on async threads use `spawn_blocking` or keep
+//!   them to rare control-plane paths.
+
+pub mod deployments;
+pub mod error;
+
+pub use deployments::{DeploymentStore, StoredVersion, WorkerRecord};
+pub use error::StateError;

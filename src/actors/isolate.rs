@@ -1,0 +1,166 @@
+//! `IsolateActor`: owns one [`Worker`] (an isolate bound to one worker version) on
+//! its isolate thread and serves `Invoke` messages with it.
+//!
+//! Several requests may be in flight at once; they interleave at `await` points.
+//! A long-lived [`Driver`] future polls the isolate's event loop and answers
+//! requests as their promises settle. Control outranks requests: the supervisor
+//! stops an isolate through [`IsolateControl`] (a flag plus a wake-up), which the
+//! driver checks before anything else, so a flooded mailbox cannot delay a stop.
+//! When the isolate dies (CPU or heap limit) the actor stops and tells its
+//! supervisor with [`IsolateExited`].
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use futures::task::AtomicWaker;
+
+use crate::js::{EngineError, InvokeError, InvokeRequest, InvokeResponse, Worker};
+
+pub(crate) const LIVE_ISOLATES: &str = "edged_live_isolates";
+
+/// A request for the isolate's worker.
+#[derive(Message)]
+#[rtype(result = "Result<InvokeResponse, InvokeError>")]
+pub struct Invoke {
+    pub request_id: u64,
+    pub request: InvokeRequest,
+}
+
+/// Sent to the supervisor when an isolate actor has stopped.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct IsolateExited {
+    pub isolate_id: u64,
+    /// `None` for an orderly stop, otherwise why the isolate died.
+    pub cause: Option<EngineError>,
+}
+
+/// The supervisor's out-of-band line to an isolate actor.
+#[derive(Default)]
+pub struct IsolateControl {
+    stop: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl IsolateControl {
+    /// Asks the actor to stop once it is next polled, ahead of queued requests.
+    /// Requests in flight are answered with `Unavailable`.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+pub struct IsolateActor {
+    id: u64,
+    worker: Worker,
+    control: Arc<IsolateControl>,
+    supervisor: Option<Recipient<IsolateExited>>,
+    driver: Option<Waker>,
+    cause: Option<EngineError>,
+}
+
+impl IsolateActor {
+    pub fn new(
+        id: u64,
+        worker: Worker,
+        control: Arc<IsolateControl>,
+        supervisor: Option<Recipient<IsolateExited>>,
+    ) -> Self {
+        IsolateActor {
+            id,
+            worker,
+            control,
+            supervisor,
+            driver: None,
+            cause: None,
+        }
+    }
+
+    fn die(&mut self, cause: EngineError, ctx: &mut Context<Self>) {
+        tracing::warn!(worker = self.worker.name(), isolate = self.id, %cause, "isolate terminated");
+        self.cause = Some(cause);
+        ctx.stop();
+    }
+}
+
+impl Actor for IsolateActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(LIVE_ISOLATES).increment(1.0);
+        ctx.spawn(Driver);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        metrics::gauge!(LIVE_ISOLATES).decrement(1.0);
+        if let Some(s) = &self.supervisor {
+            s.do_send(IsolateExited {
+                isolate_id: self.id,
+                cause: self.cause.take(),
+            });
+        }
+    }
+}
+
+impl Handler<Invoke> for IsolateActor {
+    type Result = ResponseFuture<Result<InvokeResponse, InvokeError>>;
+
+    fn handle(&mut self, msg: Invoke, ctx: &mut Self::Context) -> Self::Result {
+        if self.control.stop_requested() {
+            return Box::pin(async { Err(InvokeError::Stopping) });
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Err(fatal) = self.worker.start(msg.request_id, msg.request, tx) {
+            self.die(fatal, ctx);
+        } else if let Some(w) = &self.driver {
+            w.wake_by_ref();
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(InvokeError::Unavailable("isolate stopped".into())))
+        })
+    }
+}
+
+/// Polls the isolate's event loop for as long as the actor lives.
+struct Driver;
+
+impl ActorFuture<IsolateActor> for Driver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut IsolateActor,
+        ctx: &mut Context<IsolateActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        act.control.waker.register(task.waker());
+        if act.control.stop_requested() {
+            ctx.stop();
+            return Poll::Ready(());
+        }
+        if act
+            .driver
+            .as_ref()
+            .is_none_or(|w| !w.will_wake(task.waker()))
+        {
+            act.driver = Some(task.waker().clone());
+        }
+        match act.worker.poll(task) {
+            Poll::Ready(fatal) => {
+                act.die(fatal, ctx);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `IsolatePool`: blank, pre-bootstrapped isolates on one isolate thread.
+//!
+//! Design. V8 isolates are not `Send`, so isolates are created, bound and run on a
+//! fixed set of isolate threads (actix arbiters, one per core by default). Each
+//! thread has one pool actor holding `pool_size` blank isolates made from the
+//! startup snapshot. A cold start ([`Spawn`]) takes a blank isolate (a *hit*; a
+//! *miss* creates one on the spot), binds it to the worker version, starts an
+//! [`IsolateActor`] for it on the same thread and then refills the pool one isolate
+//! per message, so refilling never holds up the thread for long. A blank isolate
+//! is handed out once and never comes back: isolates are not reused across tenants.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::isolate::{IsolateActor, IsolateControl, IsolateExited};
+use crate::js::{BlankIsolate, EngineError, IsolateLimits, WorkerScript};
+
+pub(crate) const POOL_HITS: &str = "edged_warm_pool_hits_total";
+pub(crate) const POOL_MISSES: &str = "edged_warm_pool_misses_total";
+pub(crate) const COLD_STARTS: &str = "edged_cold_starts_total";
+pub(crate) const COLD_START_SECONDS: &str = "edged_cold_start_seconds";
+
+/// Bind a new isolate to `script` on this pool's thread and start its actor.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<IsolateActor>, EngineError>")]
+pub struct Spawn {
+    pub isolate_id: u64,
+    pub script: Arc<WorkerScript>,
+    pub control: Arc<IsolateControl>,
+    pub supervisor: Option<Recipient<IsolateExited>>,
+}
+
+/// Create one blank isolate if the pool is below its target.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Refill;
+
+/// How many blank isolates the pool holds now.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct PoolLevel;
+
+pub struct IsolatePool {
+    blanks: VecDeque<BlankIsolate>,
+    target: usize,
+    limits: IsolateLimits,
+}
+
+impl IsolatePool {
+    pub fn new(target: usize, limits: IsolateLimits) -> Self {
+        IsolatePool {
+            blanks: VecDeque::with_capacity(target),
+            target,
+            limits,
+        }
+    }
+}
+
+impl Actor for IsolatePool {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.notify(Refill);
+    }
+}
+
+impl Handler<Refill> for IsolatePool {
+    type Result = ();
+
+    fn handle(&mut self, _: Refill, ctx: &mut Self::Context) {
+        if self.blanks.len() >= self.target {
+            return;
+        }
+        match BlankIsolate::new(self.limits) {
+            Ok(blank) => {
+                self.blanks.push_back(blank);
+                if self.blanks.len() < self.target {
+                    ctx.notify(Refill);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a blank isolate"),
+        }
+    }
+}
+
+impl Handler<PoolLevel> for IsolatePool {
+    type Result = usize;
+
+    fn handle(&mut self, _: PoolLevel, _: &mut Self::Context) -> usize {
+        self.blanks.len()
+    }
+}
+
+impl Handler<Spawn> for IsolatePool {
+    type Result = ResponseActFuture<Self, Result<Addr<IsolateActor>, EngineError>>;
+
+    fn handle(&mut self, msg: Spawn, _ctx: &mut Self::Context) -> Self::Result {
+        let started = Instant::now();
+        let worker_label = msg.script.name.clone();
+        let blank = match self.blanks.pop_front() {
+            Some(b) => {
+                metrics::counter!(POOL_HITS).increment(1);
+                Ok(b)
+            }
+            None => {
+                metrics::counter!(POOL_MISSES).increment(1);
+                BlankIsolate::new(self.limits)
+            }
+        };
+        let fut = async move {
+            let worker = blank?.bind(&msg.script).await?;
+            let actor = IsolateActor::new(msg.isolate_id, worker, msg.control, msg.supervisor);
+            Ok(actor.start())
+        };
+        Box::pin(fut.into_actor(self).map(move |result, _act, ctx| {
+            ctx.notify(Refill);
+            if result.is_ok() {
+                metrics::counter!(COLD_STARTS, "worker" => worker_label.clone()).increment(1);
+                metrics::histogram!(COLD_START_SECONDS).record(started.elapsed().as_secs_f64());
+            }
+            result
+        }))
+    }
+}
+
+/// The isolate threads and their pools.
+#[derive(Clone)]
+pub struct IsolateThreads {
+    pools: Arc<Vec<Addr<IsolatePool>>>,
+    _arbiters: Arc<Vec<ArbiterGuard>>,
+}
+
+/// Stops an arbiter when the last handle to the thread set goes away.
+struct ArbiterGuard(ArbiterHandle);
+
+impl Drop for ArbiterGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl IsolateThreads {
+    /// Starts `threads` isolate threads, each with a pool of `pool_size` blank
+    /// isolates. Must be called inside an actix system.
+    pub fn start(threads: usize, pool_size: usize, limits: IsolateLimits) -> Self {
+        // Build the snapshot once, here, rather than racing for it on every thread.
+        crate::js::snapshot::startup_snapshot();
+        let mut pools = Vec::with_capacity(threads);
+        let mut arbiters = Vec::with_capacity(threads);
+        for _ in 0..threads.max(1) {
+            let arbiter = Arbiter::new();
+            let handle = arbiter.handle();
+            pools.push(IsolatePool::start_in_arbiter(&handle, move |_| {
+                IsolatePool::new(pool_size, limits)
+            }));
+            arbiters.push(ArbiterGuard(handle));
+        }
+        IsolateThreads {
+            pools: Arc::new(pools),
+            _arbiters: Arc::new(arbiters),
+        }
+    }
+
+    pub fn pools(&self) -> &[Addr<IsolatePool>] {
+        &self.pools
+    }
+
+    /// The pool for the `n`th spawn: round robin over the threads.
+    pub fn pool(&self, n: usize) -> &Addr<IsolatePool> {
+        &self.pools[n % self.pools.len()]
+    }
+}

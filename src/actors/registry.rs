@@ -1,0 +1,327 @@
+//! `WorkerRegistry`: which version of which worker is live, and every change to it.
+//!
+//! Deploy, rollback, delete and restore are messages to this one actor and run one
+//! at a time (`ctx.wait`), so two deploys of a worker can never interleave. A new
+//! version is *validated by starting it*: its supervisor cold-starts the first
+//! isolate, and only when that succeeds is the version stored, made active and
+//! published; the old version's supervisor then drains. A version that fails to
+//! start is never stored, and the old one keeps serving.
+//!
+//! The data plane reads the published [`WorkersView`] (a read lock and an `Arc`
+//! clone) and never waits on this actor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use parking_lot::RwLock;
+
+use super::deployment::Deployment;
+use super::error::ActorError;
+use super::pool::IsolateThreads;
+use super::supervisor::{Acquire, Drain, WorkerSupervisor};
+use crate::config::IsolateConfig;
+use crate::js::{EngineError, WorkerScript};
+use crate::state::DeploymentStore;
+
+/// The live deployments, as published to the data plane.
+#[derive(Default)]
+pub struct Published {
+    /// Bumped on every change, so readers can cache what they derive (routes).
+    pub generation: u64,
+    pub workers: HashMap<String, Arc<Deployment>>,
+}
+
+/// A cheap, shareable read handle on the published deployments.
+#[derive(Clone, Default)]
+pub struct WorkersView {
+    inner: Arc<RwLock<Arc<Published>>>,
+}
+
+impl WorkersView {
+    pub fn current(&self) -> Arc<Published> {
+        self.inner.read().clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Deployment>> {
+        self.inner.read().workers.get(name).cloned()
+    }
+
+    fn publish(&self, workers: HashMap<String, Arc<Deployment>>) {
+        let mut guard = self.inner.write();
+        let generation = guard.generation + 1;
+        *guard = Arc::new(Published {
+            generation,
+            workers,
+        });
+    }
+}
+
+/// What a successful deploy or rollback made live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activated {
+    pub name: String,
+    pub version: u64,
+    pub routes: Vec<String>,
+}
+
+/// Upload a new version (its `version` field is assigned here) and make it live.
+#[derive(Message)]
+#[rtype(result = "Result<Activated, ActorError>")]
+pub struct Deploy {
+    pub script: WorkerScript,
+    pub routes: Vec<String>,
+}
+
+/// Make the previous stored version live again.
+#[derive(Message)]
+#[rtype(result = "Result<Activated, ActorError>")]
+pub struct Rollback {
+    pub name: String,
+}
+
+/// Stop serving a worker and forget all its versions.
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Delete {
+    pub name: String,
+}
+
+/// Start every stored active version (node start-up).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, ActorError)>")]
+pub struct Restore;
+
+pub struct WorkerRegistry {
+    store: Arc<DeploymentStore>,
+    threads: IsolateThreads,
+    config: IsolateConfig,
+    view: WorkersView,
+    live: HashMap<String, Arc<Deployment>>,
+}
+
+impl WorkerRegistry {
+    pub fn new(
+        store: Arc<DeploymentStore>,
+        threads: IsolateThreads,
+        config: IsolateConfig,
+    ) -> Self {
+        WorkerRegistry {
+            store,
+            threads,
+            config,
+            view: WorkersView::default(),
+            live: HashMap::new(),
+        }
+    }
+
+    pub fn view(&self) -> WorkersView {
+        self.view.clone()
+    }
+
+    fn route_conflict(&self, name: &str, routes: &[String]) -> Option<(String, String)> {
+        for (other, d) in &self.live {
+            if other == name {
+                continue;
+            }
+            for r in routes {
+                if d.routes.iter().any(|o| o == r) {
+                    return Some((r.clone(), other.clone()));
+                }
+            }
+        }
+        None
+    }
+
+    /// Starts a supervisor for `script` and cold-starts its first isolate.
+    fn start_version(
+        &self,
+        script: Arc<WorkerScript>,
+        routes: Vec<String>,
+    ) -> impl std::future::Future<Output = Result<Deployment, ActorError>> + 'static {
+        let supervisor =
+            WorkerSupervisor::new(script.clone(), self.threads.clone(), self.config.clone());
+        let table = supervisor.table();
+        let addr = supervisor.start();
+        let grow_at = self.config.grow_at_in_flight;
+        let max = self.config.max_isolates;
+        async move {
+            match addr.send(Acquire).await {
+                Ok(Ok(_)) => Ok(Deployment::new(script, routes, addr, table, grow_at, max)),
+                Ok(Err(e)) => {
+                    addr.do_send(Drain);
+                    Err(match e {
+                        EngineError::Script(m) => ActorError::Script(m),
+                        EngineError::CpuLimit => ActorError::Script(
+                            "the worker's startup exceeded its CPU time limit".into(),
+                        ),
+                        EngineError::MemoryLimit => ActorError::Script(
+                            "the worker's startup exceeded its memory limit".into(),
+                        ),
+                        other => ActorError::Engine(other),
+                    })
+                }
+                Err(e) => Err(ActorError::Mailbox(e.to_string())),
+            }
+        }
+    }
+
+    /// Makes `deployment` live, replacing (and draining) the previous version.
+    fn go_live(&mut self, deployment: Deployment) -> Activated {
+        let activated = Activated {
+            name: deployment.name().to_owned(),
+            version: deployment.version(),
+            routes: deployment.routes.clone(),
+        };
+        tracing::info!(worker = %activated.name, version = activated.version, "version live");
+        if let Some(old) = self
+            .live
+            .insert(activated.name.clone(), Arc::new(deployment))
+        {
+            old.supervisor.do_send(Drain);
+        }
+        self.view.publish(self.live.clone());
+        activated
+    }
+}
+
+impl Actor for WorkerRegistry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deploy> for WorkerRegistry {
+    type Result = ResponseActFuture<Self, Result<Activated, ActorError>>;
+
+    fn handle(&mut self, msg: Deploy, ctx: &mut Self::Context) -> Self::Result {
+        let Deploy { mut script, routes } = msg;
+        if let Some((route, other)) = self.route_conflict(&script.name, &routes) {
+            return Box::pin(fut::ready(Err(ActorError::RouteConflict { route, other })));
+        }
+        match self.store.next_version(&script.name) {
+            Ok(v) => script.version = v,
+            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+        }
+        let script = Arc::new(script);
+        let starting = self.start_version(script.clone(), routes.clone());
+        let (tx, rx) = futures::channel::oneshot::channel();
+        // Hold the mailbox until this deploy is done: deploys never interleave.
+        ctx.wait(starting.into_actor(self).map(move |started, act, _ctx| {
+            let result = started.and_then(|deployment| {
+                if let Err(e) = act.store.insert_active(&script, &routes) {
+                    deployment.supervisor.do_send(Drain);
+                    return Err(ActorError::from(e));
+                }
+                Ok(act.go_live(deployment))
+            });
+            let _ = tx.send(result);
+        }));
+        Box::pin(fut::wrap_future(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ActorError::Mailbox("registry stopped".into())))
+        }))
+    }
+}
+
+impl Handler<Rollback> for WorkerRegistry {
+    type Result = ResponseActFuture<Self, Result<Activated, ActorError>>;
+
+    fn handle(&mut self, msg: Rollback, ctx: &mut Self::Context) -> Self::Result {
+        let lookup = || -> Result<_, ActorError> {
+            let record = self
+                .store
+                .worker(&msg.name)?
+                .ok_or_else(|| ActorError::NotFound(format!("worker '{}'", msg.name)))?;
+            let previous = self
+                .store
+                .previous_version(&msg.name, record.active_version)?
+                .ok_or_else(|| ActorError::NoPreviousVersion(msg.name.clone()))?;
+            self.store.version(&msg.name, previous)?.ok_or_else(|| {
+                ActorError::NotFound(format!("version {previous} of '{}'", msg.name))
+            })
+        };
+        let stored = match lookup() {
+            Ok(s) => s,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        if let Some((route, other)) = self.route_conflict(&msg.name, &stored.routes) {
+            return Box::pin(fut::ready(Err(ActorError::RouteConflict { route, other })));
+        }
+        let starting = self.start_version(Arc::new(stored.script.clone()), stored.routes.clone());
+        let (tx, rx) = futures::channel::oneshot::channel();
+        ctx.wait(starting.into_actor(self).map(move |started, act, _ctx| {
+            let result = started.and_then(|deployment| {
+                if let Err(e) = act
+                    .store
+                    .activate(&stored.script.name, stored.script.version)
+                {
+                    deployment.supervisor.do_send(Drain);
+                    return Err(ActorError::from(e));
+                }
+                Ok(act.go_live(deployment))
+            });
+            let _ = tx.send(result);
+        }));
+        Box::pin(fut::wrap_future(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ActorError::Mailbox("registry stopped".into())))
+        }))
+    }
+}
+
+impl Handler<Delete> for WorkerRegistry {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, msg: Delete, _ctx: &mut Self::Context) -> Self::Result {
+        let existed = self.store.delete(&msg.name)?;
+        let removed = self.live.remove(&msg.name);
+        if let Some(old) = &removed {
+            old.supervisor.do_send(Drain);
+            self.view.publish(self.live.clone());
+        }
+        if existed || removed.is_some() {
+            Ok(())
+        } else {
+            Err(ActorError::NotFound(format!("worker '{}'", msg.name)))
+        }
+    }
+}
+
+impl Handler<Restore> for WorkerRegistry {
+    type Result = ResponseActFuture<Self, Vec<(String, ActorError)>>;
+
+    fn handle(&mut self, _: Restore, ctx: &mut Self::Context) -> Self::Result {
+        let stored = match self.store.active_versions() {
+            Ok(s) => s,
+            Err(e) => return Box::pin(fut::ready(vec![("*".to_owned(), e.into())])),
+        };
+        let starts: Vec<_> = stored
+            .into_iter()
+            .map(|s| {
+                let name = s.script.name.clone();
+                let f = self.start_version(Arc::new(s.script), s.routes);
+                async move { (name, f.await) }
+            })
+            .collect();
+        let (tx, rx) = futures::channel::oneshot::channel();
+        ctx.wait(
+            fut::wrap_future::<_, Self>(futures::future::join_all(starts)).map(move |results, act, _| {
+                let mut failed = Vec::new();
+                for (name, r) in results {
+                    match r {
+                        Ok(d) => {
+                            act.go_live(d);
+                        }
+                        Err(e) => {
+                            tracing::error!(worker = %name, error = %e, "cannot restore worker");
+                            failed.push((name, e));
+                        }
+                    }
+                }
+                let _ = tx.send(failed);
+            }),
+        );
+        Box::pin(fut::wrap_future(
+            async move { rx.await.unwrap_or_default() },
+        ))
+    }
+}

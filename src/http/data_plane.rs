@@ -1,0 +1,214 @@
+//! The data plane: every request is routed to a worker and run in one of its
+//! isolates.
+//!
+//! Routing: `<worker>.workers.localhost` names a worker directly; anything else
+//! goes through the route table (cache → trie → the published deployments). No
+//! match is a 404 in the error shape. A worker's failures map to statuses the way
+//! Workers does it: an exception or a non-Response is a 500 with a generic body
+//! (the details go to the log), a CPU or memory limit is a 503 naming the limit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use parking_lot::RwLock;
+
+use super::body::read_body;
+use super::error::error_body;
+use super::metrics::{REQUESTS, REQUEST_SECONDS};
+use super::routes::RouteTable;
+use crate::actors::{next_request_id, Deployment, WorkersView};
+use crate::js::{InvokeError, InvokeRequest, InvokeResponse};
+
+const WORKERS_LOCALHOST: &str = ".workers.localhost";
+
+/// Shared state of the data plane's handlers.
+pub struct DataPlane {
+    view: WorkersView,
+    routes: RwLock<(u64, Arc<RouteTable>)>,
+    body_limit: usize,
+}
+
+impl DataPlane {
+    pub fn new(view: WorkersView, body_limit: usize) -> Self {
+        DataPlane {
+            view,
+            routes: RwLock::new((u64::MAX, Arc::new(RouteTable::build([])))),
+            body_limit,
+        }
+    }
+
+    /// The deployment serving `host` (no port) and `path`.
+    pub fn resolve(&self, host: &str, path: &str) -> Option<Arc<Deployment>> {
+        if let Some(name) = host.strip_suffix(WORKERS_LOCALHOST) {
+            if let Some(d) = self.view.get(name) {
+                return Some(d);
+            }
+        }
+        let published = self.view.current();
+        let table = {
+            let cached = self.routes.read();
+            if cached.0 == published.generation {
+                cached.1.clone()
+            } else {
+                drop(cached);
+                let table =
+                    Arc::new(RouteTable::build(published.workers.values().flat_map(
+                        |d| d.routes.iter().map(move |r| (r.as_str(), d.name())),
+                    )));
+                *self.routes.write() = (published.generation, table.clone());
+                table
+            }
+        };
+        let name = table.lookup(host, path)?;
+        published.workers.get(&*name).cloned()
+    }
+}
+
+fn host_of(req: &HttpRequest) -> String {
+    let raw = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    raw.to_ascii_lowercase()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map(|h| &host[..h.len() + 1])
+            .unwrap_or(host);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}
+
+/// The catch-all handler of the data plane.
+pub async fn serve(
+    req: HttpRequest,
+    payload: web::Payload,
+    plane: web::Data<DataPlane>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let host = host_of(&req);
+    let hostname = strip_port(&host);
+    let Some(deployment) = plane.resolve(hostname, req.path()) else {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no worker is routed for {hostname}{}", req.path()),
+        );
+    };
+    let worker = deployment.name().to_owned();
+    let response = match read_body(payload, plane.body_limit).await {
+        Err(e) => actix_web::ResponseError::error_response(&e),
+        Ok(body) => {
+            let method = req.method().as_str().to_owned();
+            let has_body = !(method == "GET" || method == "HEAD") && !body.is_empty();
+            let scheme = req.connection_info().scheme().to_owned();
+            let url = format!(
+                "{scheme}://{}{}",
+                if host.is_empty() { "localhost" } else { &host },
+                req.uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            let request = InvokeRequest {
+                method,
+                url,
+                headers,
+                body: has_body.then_some(body),
+            };
+            let request_id = next_request_id();
+            let result = deployment.invoke(request_id, request).await;
+            to_http(&worker, request_id, result)
+        }
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(REQUESTS, "worker" => worker.clone(), "status" => status).increment(1);
+    metrics::histogram!(REQUEST_SECONDS, "worker" => worker)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Headers the HTTP layer owns; a worker's values for them are not copied.
+fn is_connection_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"connection")
+        || name.eq_ignore_ascii_case(b"keep-alive")
+}
+
+fn to_http(
+    worker: &str,
+    request_id: u64,
+    result: Result<InvokeResponse, InvokeError>,
+) -> HttpResponse {
+    match result {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut builder = HttpResponse::build(status);
+            for (name, value) in &r.headers {
+                if is_connection_header(name) {
+                    continue;
+                }
+                if let (Ok(n), Ok(v)) =
+                    (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+                {
+                    builder.append_header((n, v));
+                }
+            }
+            match r.body {
+                Some(b) => builder.body(b),
+                None => builder.finish(),
+            }
+        }
+        Err(InvokeError::Exception(stack)) => {
+            tracing::error!(worker, request_id, "worker threw an exception: {stack}");
+            error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "worker_exception",
+                "the worker threw an exception",
+            )
+        }
+        Err(InvokeError::BadResponse(what)) => {
+            tracing::error!(worker, request_id, "worker returned no Response: {what}");
+            error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "worker_bad_response",
+                "the worker did not return a Response",
+            )
+        }
+        Err(InvokeError::CpuLimit) => error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cpu_limit_exceeded",
+            "the worker exceeded its CPU time limit",
+        ),
+        Err(InvokeError::MemoryLimit) => error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory_limit_exceeded",
+            "the worker exceeded its memory limit",
+        ),
+        Err(e @ (InvokeError::Unavailable(_) | InvokeError::Stopping)) => {
+            tracing::warn!(worker, request_id, error = %e, "worker unavailable");
+            error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker_unavailable",
+                &e.to_string(),
+            )
+        }
+    }
+}

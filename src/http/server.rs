@@ -1,0 +1,216 @@
+//! Node start-up: isolate threads, the registry (restoring stored deployments), and
+//! the two listeners. The data plane and the control plane are separate servers,
+//! so existing deployments keep serving whatever happens to the control plane.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::{web, App, HttpServer};
+
+use super::control_plane::{self, ControlPlane};
+use super::data_plane::{self, DataPlane};
+use crate::actors::{IsolateThreads, Restore, WorkerRegistry, WorkersView};
+use crate::config::Config;
+use crate::js::IsolateLimits;
+use crate::state::DeploymentStore;
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A running node.
+pub struct Node {
+    pub data_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+    pub view: WorkersView,
+    pub registry: actix::Addr<WorkerRegistry>,
+    data: actix_web::dev::Server,
+    control: actix_web::dev::Server,
+}
+
+impl Node {
+    /// Serves until either listener stops (signal or error).
+    pub async fn run(self) -> std::io::Result<()> {
+        let Node { data, control, .. } = self;
+        let data_handle = data.handle();
+        let control_handle = control.handle();
+        let result = tokio::select! {
+            r = data => r,
+            r = control => r,
+        };
+        data_handle.stop(true).await;
+        control_handle.stop(true).await;
+        result
+    }
+}
+
+fn ensure_token(config: &Config) -> Result<Option<String>, ServeError> {
+    if config.dev {
+        return Ok(None);
+    }
+    if !config.server.token.is_empty() {
+        return Ok(Some(config.server.token.clone()));
+    }
+    if let Ok(t) = std::env::var("EDGED_TOKEN") {
+        if !t.is_empty() {
+            return Ok(Some(t));
+        }
+    }
+    let path = config.server.data_dir.join("control-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if !t.is_empty() {
+            return Ok(Some(t));
+        }
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::create_dir_all(&config.server.data_dir)
+        .and_then(|_| write_private(&path, &token))
+        .map_err(|e| ServeError::Other(format!("cannot write {}: {e}", path.display())))?;
+    tracing::info!(path = %path.display(), "generated a control-plane token");
+    Ok(Some(token))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+/// Starts a node. Must be called inside an actix system.
+pub async fn start(config: Config) -> Result<Node, ServeError> {
+    config.validate()?;
+    super::metrics::prometheus();
+    let token = ensure_token(&config)?;
+    let store = Arc::new(DeploymentStore::open(&config.server.data_dir)?);
+    let limits = IsolateLimits {
+        cpu: config.limits.cpu(),
+        startup_cpu: config.limits.startup_cpu(),
+        heap_bytes: config.limits.heap_bytes(),
+    };
+    let threads = IsolateThreads::start(
+        config.isolates.thread_count(),
+        config.isolates.pool_size,
+        limits,
+    );
+    let registry = WorkerRegistry::new(store.clone(), threads, config.isolates.clone());
+    let view = registry.view();
+    let registry = registry.start();
+    let failed = registry
+        .send(Restore)
+        .await
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+    for (name, e) in failed {
+        tracing::error!(worker = %name, error = %e, "worker not restored");
+    }
+
+    let body_limit = config.body_limit();
+    let data_plane = web::Data::new(DataPlane::new(view.clone(), body_limit));
+    let http_workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let data_server = HttpServer::new(move || {
+        App::new()
+            .app_data(data_plane.clone())
+            .default_service(web::to(data_plane::serve))
+    })
+    .workers(http_workers)
+    .bind(config.server.listen)
+    .map_err(|source| ServeError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+    let data_addr = data_server.addrs()[0];
+
+    let control = web::Data::new(ControlPlane {
+        registry: registry.clone(),
+        view: view.clone(),
+        store,
+        token,
+        body_limit,
+    });
+    let control_server = HttpServer::new(move || {
+        App::new()
+            .app_data(control.clone())
+            .configure(control_plane::configure)
+    })
+    .workers(1)
+    .bind(config.server.control_listen)
+    .map_err(|source| ServeError::Bind {
+        addr: config.server.control_listen,
+        source,
+    })?;
+    let control_addr = control_server.addrs()[0];
+
+    Ok(Node {
+        data_addr,
+        control_addr,
+        view,
+        registry,
+        data: data_server.run(),
+        control: control_server.run(),
+    })
+}
+
+fn announce(node: &Node) {
+    // Tests and scripts read these two lines to find the ports.
+    println!("edged: data plane listening on http://{}", node.data_addr);
+    println!(
+        "edged: control plane listening on http://{}",
+        node.control_addr
+    );
+}
+
+/// `edged serve`: runs a node until it is stopped.
+pub fn serve_blocking(config: Config) -> Result<(), ServeError> {
+    actix::System::new().block_on(async move {
+        let node = start(config).await?;
+        announce(&node);
+        node.run()
+            .await
+            .map_err(|e| ServeError::Other(e.to_string()))
+    })
+}
+
+/// `edged dev`: runs a node with one worker deployed from local files.
+pub fn dev_blocking(
+    config: Config,
+    script: crate::js::WorkerScript,
+    routes: Vec<String>,
+) -> Result<(), ServeError> {
+    actix::System::new().block_on(async move {
+        let node = start(config).await?;
+        let name = script.name.clone();
+        let activated = node
+            .registry
+            .send(crate::actors::Deploy { script, routes })
+            .await
+            .map_err(|e| ServeError::Other(e.to_string()))?
+            .map_err(|e| ServeError::Other(format!("cannot deploy {name}: {e}")))?;
+        announce(&node);
+        println!(
+            "edged: worker '{}' version {} is live; try: curl http://{}/ -H 'host: {}.workers.localhost'",
+            activated.name, activated.version, node.data_addr, activated.name
+        );
+        node.run().await.map_err(|e| ServeError::Other(e.to_string()))
+    })
+}
