@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
 
 use super::error::EngineError;
 use super::extension::{extensions, EdgedPermissions, WorkerIdentity};
-use super::limits::metered;
+use super::limits::{metered, Segment};
 use super::loader::{TenantLoader, TENANT_PREFIX};
 use super::script::WorkerScript;
 use super::snapshot::startup_snapshot;
@@ -40,15 +41,69 @@ impl Default for IsolateLimits {
     }
 }
 
+/// Many isolates share one thread, and V8 keeps a per-thread stack of *entered*
+/// isolates (an isolate is entered when created and must be the current one when
+/// dropped). So an isolate here is entered only while it is used: [`Entered`] for
+/// each synchronous section, exited right after, and entered once more to drop.
+/// Sections never span an `await`, so entries nest properly on the thread.
+pub(crate) struct Entered(*mut v8::Isolate);
+
+impl Entered {
+    /// # Safety
+    /// `isolate` must be alive for the guard's lifetime.
+    unsafe fn new(isolate: *mut v8::Isolate) -> Self {
+        (*isolate).enter();
+        Entered(isolate)
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: the isolate outlives the guard (see `new`), and was entered by it.
+        unsafe { (*self.0).exit() }
+    }
+}
+
 /// The engine state every isolate shares between its blank and bound phases.
 pub(crate) struct Engine {
-    pub runtime: JsRuntime,
+    pub runtime: ManuallyDrop<JsRuntime>,
+    isolate: *mut v8::Isolate,
     pub handle: v8::IsolateHandle,
     pub heap_exceeded: Rc<Cell<bool>>,
     pub limits: IsolateLimits,
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SAFETY: the isolate is alive until the runtime is dropped; dropping it
+        // exits it, balancing this enter.
+        unsafe {
+            (*self.isolate).enter();
+            ManuallyDrop::drop(&mut self.runtime);
+        }
+    }
+}
+
 impl Engine {
+    /// Runs one synchronous section of JavaScript: entered and CPU-metered.
+    pub fn run<R>(
+        &mut self,
+        budget: Duration,
+        f: impl FnOnce(&mut JsRuntime) -> R,
+    ) -> (R, Segment) {
+        let _entered = self.enter();
+        let handle = self.handle.clone();
+        let runtime = &mut *self.runtime;
+        metered(&handle, budget, || f(runtime))
+    }
+
+    /// Enters the isolate for one synchronous section.
+    pub fn enter(&self) -> Entered {
+        // SAFETY: `self.isolate` points into `self.runtime`, alive while `self` is;
+        // callers keep the guard inside a borrow of the engine.
+        unsafe { Entered::new(self.isolate) }
+    }
+
     /// Maps a terminated execution to the limit that caused it.
     pub fn termination_cause(&self, over_cpu: bool) -> Option<EngineError> {
         if self.heap_exceeded.get() {
@@ -63,10 +118,11 @@ impl Engine {
 
 /// A pre-created isolate waiting in a pool for its tenant.
 pub struct BlankIsolate {
-    engine: Engine,
-    loader: Rc<TenantLoader>,
+    // Field order is drop order: handles into the isolate go before the engine.
     prepare: v8::Global<v8::Function>,
     bind: v8::Global<v8::Function>,
+    loader: Rc<TenantLoader>,
+    engine: Engine,
 }
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
@@ -87,6 +143,11 @@ impl BlankIsolate {
             ..Default::default()
         })
         .map_err(internal)?;
+        let isolate: *mut v8::Isolate = &mut **runtime.v8_isolate();
+        // Creation entered the isolate; leave it until it is used (see `Entered`).
+        // SAFETY: the isolate was just created and entered on this thread.
+        unsafe { (*isolate).exit() };
+        let _entered = unsafe { Entered::new(isolate) };
         runtime.op_state().borrow_mut().put(EdgedPermissions);
 
         let handle = runtime.v8_isolate().thread_safe_handle();
@@ -129,9 +190,11 @@ impl BlankIsolate {
             (prepare, bind)
         };
 
+        drop(_entered);
         Ok(BlankIsolate {
             engine: Engine {
-                runtime,
+                runtime: ManuallyDrop::new(runtime),
+                isolate,
                 handle,
                 heap_exceeded,
                 limits,
@@ -147,10 +210,10 @@ impl BlankIsolate {
     /// tenant code).
     pub async fn bind(self, script: &WorkerScript) -> Result<Worker, EngineError> {
         let BlankIsolate {
-            mut engine,
-            loader,
             prepare,
             bind,
+            loader,
+            mut engine,
         } = self;
         let budget = engine.limits.startup_cpu;
         let mut used = Duration::ZERO;
@@ -161,21 +224,17 @@ impl BlankIsolate {
         });
 
         // 1. env and the cloudflare:workers exports.
-        {
-            let handle = engine.handle.clone();
-            let runtime = &mut engine.runtime;
-            let (result, seg) = metered(&handle, budget, || {
-                let scope = &mut runtime.handle_scope();
-                let bindings = deno_core::serde_v8::to_v8(scope, &script.bindings)
-                    .map_err(|e| EngineError::Script(format!("TypeError: bad bindings: {e}")))?;
-                call(scope, &prepare, &[bindings]).map(|_| ())
-            });
-            used += seg.cpu;
-            if let Some(e) = engine.termination_cause(seg.over_budget) {
-                return Err(e);
-            }
-            result?;
+        let (result, seg) = engine.run(budget, |runtime| {
+            let scope = &mut runtime.handle_scope();
+            let bindings = deno_core::serde_v8::to_v8(scope, &script.bindings)
+                .map_err(|e| EngineError::Script(format!("TypeError: bad bindings: {e}")))?;
+            call(scope, &prepare, &[bindings]).map(|_| ())
+        });
+        used += seg.cpu;
+        if let Some(e) = engine.termination_cause(seg.over_budget) {
+            return Err(e);
         }
+        result?;
 
         // 2. load and evaluate the main module (and what it imports).
         if !script.modules.contains_key(&script.main_module) {
@@ -186,14 +245,19 @@ impl BlankIsolate {
         }
         let specifier = TenantLoader::specifier_for(&script.main_module)
             .map_err(|e| EngineError::Script(e.to_string()))?;
-        let module_id = engine
-            .runtime
-            .load_main_es_module(&specifier)
+        let module_id = {
+            let isolate = engine.isolate;
+            let mut loading = std::pin::pin!(engine.runtime.load_main_es_module(&specifier));
+            std::future::poll_fn(|cx| {
+                // SAFETY: the engine (and its isolate) outlives this future.
+                let _entered = unsafe { Entered::new(isolate) };
+                loading.as_mut().poll(cx)
+            })
             .await
-            .map_err(|e| EngineError::Script(format_core_error(&e)))?;
-        let handle = engine.handle.clone();
-        let (evaluation, seg) = metered(&handle, budget.saturating_sub(used), || {
-            engine.runtime.mod_evaluate(module_id)
+            .map_err(|e| EngineError::Script(format_core_error(&e)))?
+        };
+        let (evaluation, seg) = engine.run(budget.saturating_sub(used), |runtime| {
+            runtime.mod_evaluate(module_id)
         });
         used += seg.cpu;
         if let Some(e) = engine.termination_cause(seg.over_budget) {
@@ -203,10 +267,8 @@ impl BlankIsolate {
         // within the startup CPU budget and a wall-clock bound.
         let mut evaluation = std::pin::pin!(evaluation);
         let settle = std::future::poll_fn(|cx| {
-            let (polled, seg) = metered(&handle, budget.saturating_sub(used), || {
-                engine
-                    .runtime
-                    .poll_event_loop(cx, PollEventLoopOptions::default())
+            let (polled, seg) = engine.run(budget.saturating_sub(used), |runtime| {
+                runtime.poll_event_loop(cx, PollEventLoopOptions::default())
             });
             used += seg.cpu;
             if let Some(e) = engine.termination_cause(seg.over_budget) {
@@ -215,6 +277,7 @@ impl BlankIsolate {
             if let Poll::Ready(Err(e)) = polled {
                 return Poll::Ready(Err(EngineError::Script(format_core_error(&e))));
             }
+            let _entered = engine.enter();
             match evaluation.as_mut().poll(cx) {
                 Poll::Ready(r) => {
                     Poll::Ready(r.map_err(|e| EngineError::Script(format_core_error(&e))))
@@ -232,12 +295,10 @@ impl BlankIsolate {
         }
 
         // 3. check the default export and get the dispatch function.
-        let namespace = engine
-            .runtime
-            .get_module_namespace(module_id)
-            .map_err(|e| EngineError::Script(format_core_error(&e)))?;
-        let runtime = &mut engine.runtime;
-        let (dispatch, seg) = metered(&handle, budget.saturating_sub(used), || {
+        let (dispatch, seg) = engine.run(budget.saturating_sub(used), |runtime| {
+            let namespace = runtime
+                .get_module_namespace(module_id)
+                .map_err(|e| EngineError::Script(format_core_error(&e)))?;
             let scope = &mut runtime.handle_scope();
             let ns = v8::Local::new(scope, &namespace);
             let f = call(scope, &bind, &[ns.into()])?;
@@ -293,8 +354,10 @@ pub fn format_js_error(err: &deno_core::error::JsError) -> String {
         if let (Some(file), Some(line), Some(col)) =
             (&frame.file_name, frame.line_number, frame.column_number)
         {
-            let file = file.strip_prefix(TENANT_PREFIX).unwrap_or(file);
-            message = format!("{message} ({file}:{line}:{col})");
+            // Only tenant locations: the runtime's own files mean nothing to users.
+            if let Some(file) = file.strip_prefix(TENANT_PREFIX) {
+                message = format!("{message} ({file}:{line}:{col})");
+            }
         }
     }
     message

@@ -16,10 +16,16 @@ use super::extension::extensions;
 pub fn startup_snapshot() -> &'static [u8] {
     static SNAPSHOT: OnceLock<&'static [u8]> = OnceLock::new();
     SNAPSHOT.get_or_init(|| {
-        let runtime = JsRuntimeForSnapshot::new(RuntimeOptions {
-            extensions: extensions(true),
-            ..Default::default()
-        });
-        Box::leak(runtime.snapshot())
+        // On a thread of its own: the snapshot's isolate is left entered (deno_core
+        // leaks it), which must not disturb the isolates of a real isolate thread.
+        std::thread::spawn(|| {
+            let runtime = JsRuntimeForSnapshot::new(RuntimeOptions {
+                extensions: extensions(true),
+                ..Default::default()
+            });
+            &*Box::leak(runtime.snapshot())
+        })
+        .join()
+        .expect("building the startup snapshot failed")
     })
 }

@@ -23,7 +23,6 @@ use futures::channel::oneshot;
 
 use super::error::{EngineError, InvokeError};
 use super::isolate::{call, Engine};
-use super::limits::metered;
 use super::script::{InvokeRequest, InvokeResponse};
 
 /// Where a request's outcome goes.
@@ -37,10 +36,11 @@ struct InFlight {
 
 /// An isolate bound to one worker version.
 pub struct Worker {
-    engine: Engine,
+    // Field order is drop order: handles into the isolate go before the engine.
     dispatch: v8::Global<v8::Function>,
-    name: Arc<str>,
     in_flight: Vec<InFlight>,
+    name: Arc<str>,
+    engine: Engine,
 }
 
 impl Worker {
@@ -70,11 +70,9 @@ impl Worker {
         request: InvokeRequest,
         reply: Reply,
     ) -> Result<(), EngineError> {
-        let handle = self.engine.handle.clone();
         let budget = self.engine.limits.cpu;
         let dispatch = &self.dispatch;
-        let runtime = &mut self.engine.runtime;
-        let (result, seg) = metered(&handle, budget, || {
+        let (result, seg) = self.engine.run(budget, |runtime| {
             let scope = &mut runtime.handle_scope();
             let args = request_args(scope, request_id, request)?;
             let value = call(scope, dispatch, &args)?;
@@ -110,7 +108,6 @@ impl Worker {
     /// only when the isolate has died; every request in flight has then been
     /// answered with the error.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<EngineError> {
-        let handle = self.engine.handle.clone();
         let limit = self.engine.limits.cpu;
         let budget = self
             .in_flight
@@ -118,8 +115,7 @@ impl Worker {
             .map(|r| limit.saturating_sub(r.cpu))
             .min()
             .unwrap_or(limit);
-        let runtime = &mut self.engine.runtime;
-        let (polled, seg) = metered(&handle, budget, || {
+        let (polled, seg) = self.engine.run(budget, |runtime| {
             runtime.poll_event_loop(cx, PollEventLoopOptions::default())
         });
         if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
@@ -143,6 +139,7 @@ impl Worker {
     }
 
     fn answer_settled(&mut self) {
+        let _entered = self.engine.enter();
         let mut i = 0;
         while i < self.in_flight.len() {
             let outcome = {

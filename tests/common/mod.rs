@@ -1,0 +1,186 @@
+//! Shared helpers for end-to-end tests: a real `edged serve` process on free
+//! loopback ports, with its own data directory, and a small blocking HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-token";
+
+pub struct TestNode {
+    child: Option<Child>,
+    pub data: String,
+    pub control: String,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra_config: String,
+    pub http: reqwest::blocking::Client,
+}
+
+fn spawn(dir: &Path, extra_config: &str) -> (Child, String, String) {
+    let config = dir.join("edged.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ntoken = \"{TOKEN}\"\n{extra_config}",
+        dir.join("data").display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edged"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("EDGED_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start edged");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut data, mut control) = (None, None);
+    while data.is_none() || control.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("edged did not announce its listeners within 60 s");
+        if let Some(a) = line.strip_prefix("edged: data plane listening on ") {
+            data = Some(a.to_owned());
+        }
+        if let Some(a) = line.strip_prefix("edged: control plane listening on ") {
+            control = Some(a.to_owned());
+        }
+    }
+    (child, data.unwrap_or_default(), control.unwrap_or_default())
+}
+
+impl TestNode {
+    pub fn start() -> TestNode {
+        Self::start_with("")
+    }
+
+    /// Starts a node; `extra_config` is TOML appended to the generated `[server]`
+    /// table: plain keys land in it, and a `[table]` header opens another.
+    pub fn start_with(extra_config: &str) -> TestNode {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let (child, data, control) = spawn(&dir, extra_config);
+        TestNode {
+            child: Some(child),
+            data,
+            control,
+            dir,
+            _tmp: Some(tmp),
+            extra_config: extra_config.to_owned(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Kills the process (SIGKILL) and starts a new one on the same data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, data, control) = spawn(&self.dir, &self.extra_config);
+        self.child = Some(child);
+        self.data = data;
+        self.control = control;
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    pub fn control_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.control))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().expect("control plane request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn deploy_body(&self, name: &str, body: &Value) -> (u16, Value) {
+        self.control_request(
+            reqwest::Method::PUT,
+            &format!("/v1/workers/{name}"),
+            Some(body),
+        )
+    }
+
+    /// Deploys one module with bindings and routes; returns (status, JSON).
+    pub fn deploy(
+        &self,
+        name: &str,
+        source: &str,
+        bindings: Value,
+        routes: &[&str],
+    ) -> (u16, Value) {
+        self.deploy_body(
+            name,
+            &json!({
+                "main_module": "worker.js",
+                "modules": { "worker.js": source },
+                "bindings": bindings,
+                "routes": routes,
+            }),
+        )
+    }
+
+    /// Deploys and asserts success.
+    pub fn deploy_ok(&self, name: &str, source: &str) -> Value {
+        let (status, body) = self.deploy(name, source, json!([]), &[]);
+        assert_eq!(status, 200, "deploy {name}: {body}");
+        body
+    }
+
+    /// A data-plane request with the given Host header.
+    pub fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.data))
+            .header("host", host)
+            .send()
+            .expect("data plane request");
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap_or_default())
+    }
+
+    /// GET on `<worker>.workers.localhost`.
+    pub fn get_worker(&self, worker: &str, path: &str) -> (u16, String) {
+        self.get(&format!("{worker}.workers.localhost"), path)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

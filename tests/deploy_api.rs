@@ -1,0 +1,357 @@
+//! End-to-end: the control plane's deploy API and the data plane's routing, against
+//! a real node process.
+
+mod common;
+
+use common::{TestNode, TOKEN};
+use reqwest::Method;
+use serde_json::json;
+
+const HELLO_V1: &str = "export default { fetch() { return new Response('v1'); } }";
+const HELLO_V2: &str = "export default { fetch() { return new Response('v2'); } }";
+
+#[test]
+fn deploy_list_get_delete() {
+    let node = TestNode::start();
+    let (status, body) = node.deploy(
+        "api",
+        "export default { fetch(req, env) { return new Response(env.GREETING + ' ' + env.KEY.length); } }",
+        json!([
+            {"type":"plain_text","name":"GREETING","text":"hi"},
+            {"type":"secret_text","name":"KEY","text":"s3cr3t"},
+            {"type":"kv_namespace","name":"CACHE","namespace":"cache"},
+            {"type":"durable_object_namespace","name":"ROOMS","class_name":"ChatRoom"}
+        ]),
+        &["api.example.com/*"],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"name":"api","version":1,"routes":["api.example.com/*"]})
+    );
+
+    assert_eq!(node.get("api.example.com", "/x"), (200, "hi 6".to_owned()));
+    assert_eq!(node.get_worker("api", "/"), (200, "hi 6".to_owned()));
+
+    let (status, list) = node.control_request(Method::GET, "/v1/workers", None);
+    assert_eq!(status, 200);
+    assert_eq!(list["workers"][0]["name"], "api");
+    assert_eq!(list["workers"][0]["version"], 1);
+
+    let (status, detail) = node.control_request(Method::GET, "/v1/workers/api", None);
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["versions"], json!([1]));
+    assert_eq!(detail["routes"], json!(["api.example.com/*"]));
+    let text = detail.to_string();
+    assert!(!text.contains("s3cr3t"), "secret echoed: {text}");
+    assert!(detail["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["name"] == "KEY" && b["type"] == "secret_text"));
+
+    let (status, _) = node.control_request(Method::DELETE, "/v1/workers/api", None);
+    assert_eq!(status, 200);
+    let (status, body) = node.get("api.example.com", "/x");
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = node.control_request(Method::GET, "/v1/workers/api", None);
+    assert_eq!(status, 404);
+    let (status, err) = node.control_request(Method::DELETE, "/v1/workers/api", None);
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "not_found");
+}
+
+#[test]
+fn bad_scripts_are_rejected_and_the_old_version_keeps_serving() {
+    let node = TestNode::start();
+    node.deploy_ok("app", HELLO_V1);
+
+    let (status, err) = node.deploy(
+        "app",
+        "export default {\n  fetch() { return 1 +; }\n};",
+        json!([]),
+        &[],
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "script_error");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("SyntaxError"), "{msg}");
+    assert!(msg.contains("(worker.js:2:"), "{msg}");
+
+    let (status, err) = node.deploy(
+        "app",
+        "throw new RangeError('boom at top');\nexport default {};",
+        json!([]),
+        &[],
+    );
+    assert_eq!(status, 400);
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("RangeError: boom at top"), "{msg}");
+    assert!(msg.contains("worker.js:1:"), "{msg}");
+
+    let (status, err) = node.deploy("app", "export const x = 1;", json!([]), &[]);
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "script_error");
+
+    let (status, err) = node.deploy(
+        "app",
+        "import x from 'ext:core/ops'; export default {fetch(){return new Response('x')}};",
+        json!([]),
+        &[],
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "script_error");
+
+    let (status, err) = node.deploy("app", "while (true) {}", json!([]), &[]);
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("CPU"),
+        "{err}"
+    );
+
+    assert_eq!(node.get_worker("app", "/"), (200, "v1".to_owned()));
+    let (_, detail) = node.control_request(Method::GET, "/v1/workers/app", None);
+    assert_eq!(
+        detail["versions"],
+        json!([1]),
+        "a rejected version must not be stored"
+    );
+}
+
+#[test]
+fn malformed_requests_get_the_error_shape_and_change_nothing() {
+    let node = TestNode::start_with("request_body_mb = 1\n");
+    node.deploy_ok("keep", HELLO_V1);
+    let put = |name: &str, body: &str| {
+        let resp = node
+            .http
+            .put(format!("{}/v1/workers/{name}", node.control))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().unwrap())
+    };
+    let (s, e) = put("keep", "{not json");
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (s, e) = put(
+        "Bad_Name",
+        r#"{"main_module":"w.js","modules":{"w.js":""}}"#,
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (400, Some("invalid_name"))
+    );
+    let (s, e) = put(
+        &"a".repeat(64),
+        r#"{"main_module":"w.js","modules":{"w.js":""}}"#,
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (400, Some("invalid_name"))
+    );
+    let (s, e) = put(
+        "keep",
+        r#"{"main_module":"w.js","modules":{"w.js":"export default {}"},"bindings":[{"type":"queue","name":"Q"}]}"#,
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (400, Some("invalid_binding")),
+        "{e}"
+    );
+    let (s, e) = put(
+        "keep",
+        r#"{"main_module":"w.js","modules":{"w.js":"export default {}"},"routes":["no-path.example.com"]}"#,
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (400, Some("invalid_route")),
+        "{e}"
+    );
+    let (s, e) = put(
+        "keep",
+        r#"{"main_module":"missing.js","modules":{"w.js":""}}"#,
+    );
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
+
+    // A body over the limit (1 MiB here) is refused before it is buffered.
+    let big = node
+        .http
+        .put(format!("{}/v1/workers/keep", node.control))
+        .bearer_auth(TOKEN)
+        .body(vec![b' '; 2 << 20])
+        .send();
+    if let Ok(resp) = big {
+        assert_eq!(resp.status().as_u16(), 413);
+        let e: serde_json::Value = resp.json().unwrap();
+        assert_eq!(e["error"]["code"], "payload_too_large");
+    }
+
+    assert_eq!(node.get_worker("keep", "/"), (200, "v1".to_owned()));
+    let (_, detail) = node.control_request(Method::GET, "/v1/workers/keep", None);
+    assert_eq!(detail["versions"], json!([1]));
+}
+
+#[test]
+fn control_plane_requires_the_token() {
+    let node = TestNode::start();
+    let resp = node
+        .http
+        .get(format!("{}/v1/workers", node.control))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let resp = node
+        .http
+        .put(format!("{}/v1/workers/x", node.control))
+        .bearer_auth("wrong")
+        .json(&json!({"main_module":"w.js","modules":{"w.js":HELLO_V1}}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let (status, _) = node.get_worker("x", "/");
+    assert_eq!(status, 404, "nothing was deployed");
+    // Health and metrics stay open for load balancers and Prometheus.
+    assert_eq!(
+        node.http
+            .get(format!("{}/healthz", node.control))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[test]
+fn unknown_host_is_a_json_404() {
+    let node = TestNode::start();
+    node.deploy("a", HELLO_V1, json!([]), &["a.example.com/*"]);
+    let (status, body) = node.get("nobody.example.net", "/x");
+    assert_eq!(status, 404);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "not_found");
+}
+
+#[test]
+fn route_precedence() {
+    let node = TestNode::start();
+    let echo =
+        |tag: &str| format!("export default {{ fetch() {{ return new Response('{tag}'); }} }}");
+    for (name, route) in [
+        ("catchall", "*/*"),
+        ("wild", "*.example.com/*"),
+        ("api", "api.example.com/*"),
+        ("v2", "api.example.com/v2/*"),
+        ("health", "api.example.com/v2/health"),
+    ] {
+        let (s, b) = node.deploy(name, &echo(name), json!([]), &[route]);
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(node.get("api.example.com", "/x").1, "api");
+    assert_eq!(node.get("api.example.com", "/v2/x").1, "v2");
+    assert_eq!(node.get("api.example.com", "/v2/health").1, "health");
+    assert_eq!(node.get("www.example.com", "/").1, "wild");
+    assert_eq!(node.get("deep.www.example.com", "/").1, "wild");
+    assert_eq!(node.get("example.org", "/").1, "catchall");
+    assert_eq!(node.get("API.EXAMPLE.COM:8080", "/v2/x").1, "v2");
+
+    // The same route twice is a conflict, not a silent takeover.
+    let (s, e) = node.deploy("other", &echo("other"), json!([]), &["api.example.com/*"]);
+    assert_eq!(s, 409, "{e}");
+    assert_eq!(e["error"]["code"], "route_conflict");
+
+    // Redeploying a worker without a route releases it.
+    node.deploy("v2", &echo("v2b"), json!([]), &[]);
+    assert_eq!(node.get("api.example.com", "/v2/x").1, "api");
+}
+
+#[test]
+fn rollback_and_restart() {
+    let mut node = TestNode::start();
+    node.deploy_ok("app", HELLO_V1);
+    let v2 = node.deploy_ok("app", HELLO_V2);
+    assert_eq!(v2["version"], 2);
+    assert_eq!(node.get_worker("app", "/").1, "v2");
+
+    let (status, body) = node.control_request(Method::POST, "/v1/workers/app/rollback", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 1);
+    assert_eq!(node.get_worker("app", "/").1, "v1");
+
+    let (status, body) = node.control_request(Method::POST, "/v1/workers/app/rollback", None);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "no_previous_version");
+
+    node.deploy("routed", HELLO_V2, json!([]), &["routed.example.com/*"]);
+
+    node.restart();
+    assert_eq!(
+        node.get_worker("app", "/").1,
+        "v1",
+        "rolled-back version survives restart"
+    );
+    assert_eq!(
+        node.get("routed.example.com", "/").1,
+        "v2",
+        "routes survive restart"
+    );
+    let v3 = node.deploy_ok(
+        "app",
+        "export default { fetch() { return new Response('v3'); } }",
+    );
+    assert_eq!(v3["version"], 3, "version numbers continue after restart");
+}
+
+#[test]
+fn redeploy_under_load_has_no_errors() {
+    let node = TestNode::start();
+    node.deploy_ok("live", HELLO_V1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let stop = stop.clone();
+        let url = format!("{}/", node.data);
+        handles.push(std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let (mut ok, mut bad, mut seen) = (0u32, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client
+                    .get(&url)
+                    .header("host", "live.workers.localhost")
+                    .send()
+                {
+                    Ok(r) if r.status().is_success() => {
+                        ok += 1;
+                        seen.insert(r.text().unwrap_or_default());
+                    }
+                    Ok(r) => bad.push(r.status().as_u16()),
+                    Err(e) => bad.push(if e.is_connect() { 1 } else { 0 }),
+                }
+            }
+            (ok, bad, seen)
+        }));
+    }
+    for i in 2..=6 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let src = format!("export default {{ fetch() {{ return new Response('v{i}'); }} }}");
+        node.deploy_ok("live", &src);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for h in handles {
+        let (ok, bad, seen) = h.join().unwrap();
+        assert!(bad.is_empty(), "non-2xx responses during redeploy: {bad:?}");
+        total += ok;
+        versions.extend(seen);
+    }
+    assert!(total > 50, "too few requests to mean anything: {total}");
+    assert!(versions.contains("v6"), "{versions:?}");
+    assert_eq!(node.get_worker("live", "/").1, "v6");
+}
