@@ -97,9 +97,11 @@ enum WorkersAction {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -29,13 +29,18 @@ fn spawn(dir: &Path, extra_config: &str) -> (Child, String, String) {
         dir.join("data").display()
     );
     std::fs::write(&config, text).expect("write config");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("edged.log"))
+        .expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_edged"))
         .arg("serve")
         .arg("--config")
         .arg(&config)
         .env("EDGED_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("start edged");
     let stdout = child.stdout.take().expect("stdout");
@@ -99,6 +104,11 @@ impl TestNode {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Everything the node has logged so far (stderr of every run).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("edged.log")).unwrap_or_default()
     }
 
     /// Whether the process is still running.
@@ -182,5 +192,8 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- node log ----\n{}", self.log());
+        }
     }
 }

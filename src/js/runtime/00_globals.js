@@ -22,7 +22,7 @@ import * as compression from "ext:deno_web/14_compression.js";
 import * as performance from "ext:deno_web/15_performance.js";
 import * as url from "ext:deno_url/00_url.js";
 import * as urlPattern from "ext:deno_url/01_urlpattern.js";
-import { Console } from "ext:deno_console/01_console.js";
+import { Console, setNoColorFns } from "ext:deno_console/01_console.js";
 import * as headers from "ext:deno_fetch/20_headers.js";
 import * as formData from "ext:deno_fetch/21_formdata.js";
 import * as request from "ext:deno_fetch/23_request.js";
@@ -43,6 +43,9 @@ export function currentRequestId() {
   const id = core.getAsyncContext();
   return typeof id === "number" ? id : 0;
 }
+
+// Log lines are plain text: no terminal colours in inspected values.
+setNoColorFns(() => true, () => true);
 
 const console = new Console((msg, level) => {
   // deno's Console ends every message with "\n"; the log adds its own.
@@ -128,3 +131,11 @@ core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
 core.setReportExceptionCallback((error) => {
   console.error("Uncaught", error);
 });
+
+// Errors raised by Rust ops arrive by class name; give each its Web class
+// (deno_core itself registers the JS built-ins, BadResource and NotCapable).
+for (const name of ["OperationError", "NotSupportedError", "QuotaExceededError", "InvalidCharacterError", "DataError"]) {
+  core.registerErrorBuilder(`DOMException${name}`, (msg) => new DOMException(msg, name));
+}
+core.registerErrorClass("NotSupported", TypeError);
+core.registerErrorClass("Busy", Error);
