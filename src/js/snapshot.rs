@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use deno_core::{JsRuntimeForSnapshot, RuntimeOptions};
+use deno_core::{JsRuntime, JsRuntimeForSnapshot, RuntimeOptions};
 
 use super::extension::extensions;
 
@@ -16,6 +16,11 @@ use super::extension::extensions;
 pub fn startup_snapshot() -> &'static [u8] {
     static SNAPSHOT: OnceLock<&'static [u8]> = OnceLock::new();
     SNAPSHOT.get_or_init(|| {
+        // Initialise V8 for serving before anything else does: deno_core would
+        // otherwise initialise it process-wide with its snapshot-building flags
+        // (`--predictable --random-seed=42`), which would give every isolate the
+        // same Math.random sequence and single-threaded garbage collection.
+        JsRuntime::init_platform(None, false);
         // On a thread of its own: the snapshot's isolate is left entered (deno_core
         // leaks it), which must not disturb the isolates of a real isolate thread.
         std::thread::spawn(|| {
