@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The whole configuration of one node.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -65,19 +65,6 @@ pub struct DurableObjectConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct KvConfig {
     pub cache_ttl_s: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            limits: Limits::default(),
-            isolates: IsolateConfig::default(),
-            durable_objects: DurableObjectConfig::default(),
-            kv: KvConfig::default(),
-            dev: false,
-        }
-    }
 }
 
 impl Default for ServerConfig {

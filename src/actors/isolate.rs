@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
@@ -65,6 +66,7 @@ pub struct IsolateActor {
     control: Arc<IsolateControl>,
     supervisor: Option<Recipient<IsolateExited>>,
     driver: Option<Waker>,
+    turn_scheduled: bool,
     cause: Option<EngineError>,
 }
 
@@ -81,7 +83,14 @@ impl IsolateActor {
             control,
             supervisor,
             driver: None,
+            turn_scheduled: false,
             cause: None,
+        }
+    }
+
+    fn wake_driver(&self) {
+        if let Some(w) = &self.driver {
+            w.wake_by_ref();
         }
     }
 
@@ -112,22 +121,39 @@ impl Actor for IsolateActor {
 }
 
 impl Handler<Invoke> for IsolateActor {
-    type Result = ResponseFuture<Result<InvokeResponse, InvokeError>>;
+    type Result = actix::Response<Result<InvokeResponse, InvokeError>>;
 
     fn handle(&mut self, msg: Invoke, ctx: &mut Self::Context) -> Self::Result {
         if self.control.stop_requested() {
-            return Box::pin(async { Err(InvokeError::Stopping) });
+            return actix::Response::reply(Err(InvokeError::Stopping));
         }
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         if let Err(fatal) = self.worker.start(msg.request_id, msg.request, tx) {
             self.die(fatal, ctx);
-        } else if let Some(w) = &self.driver {
-            w.wake_by_ref();
         }
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(InvokeError::Unavailable("isolate stopped".into())))
-        })
+        match rx.try_recv() {
+            // Settled during start: answer without another hop. Async ops and
+            // timers the handler started wake the driver themselves; anything
+            // else (a stray rejection to report) waits for one deferred turn,
+            // shared by all requests in the same millisecond.
+            Ok(Some(result)) => {
+                if !self.turn_scheduled {
+                    self.turn_scheduled = true;
+                    ctx.run_later(Duration::from_millis(1), |act, _| {
+                        act.turn_scheduled = false;
+                        act.wake_driver();
+                    });
+                }
+                actix::Response::reply(result)
+            }
+            _ => {
+                self.wake_driver();
+                actix::Response::fut(async move {
+                    rx.await
+                        .unwrap_or_else(|_| Err(InvokeError::Unavailable("isolate stopped".into())))
+                })
+            }
+        }
     }
 }
 

@@ -110,7 +110,7 @@ pub async fn serve(
         Err(e) => actix_web::ResponseError::error_response(&e),
         Ok(body) => {
             let method = req.method().as_str().to_owned();
-            let has_body = !(method == "GET" || method == "HEAD") && !body.is_empty();
+            let has_body = !(method == "GET" || method == "HEAD" || body.is_empty());
             let scheme = req.connection_info().scheme().to_owned();
             let url = format!(
                 "{scheme}://{}{}",

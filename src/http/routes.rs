@@ -20,6 +20,9 @@ use parking_lot::Mutex;
 
 const CACHE_CAPACITY: usize = 10_000;
 
+/// `(host, path)` of a lookup.
+type RouteKey = (String, String);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostPattern {
     Exact(String),
@@ -129,7 +132,7 @@ pub struct RouteTable {
     routes: Vec<(RoutePattern, Arc<str>)>,
     root: Node,
     any_host: Vec<usize>,
-    cache: Mutex<HashMap<(String, String), Option<Arc<str>>>>,
+    cache: Mutex<HashMap<RouteKey, Option<Arc<str>>>>,
 }
 
 impl RouteTable {

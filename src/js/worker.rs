@@ -78,6 +78,9 @@ impl Worker {
             let value = call(scope, dispatch, &args)?;
             let promise = v8::Local::<v8::Promise>::try_from(value)
                 .map_err(|_| EngineError::Internal("dispatch did not return a promise".into()))?;
+            // Run the handler's promise reactions now: a handler that does no I/O
+            // settles here and is answered without waiting for an event-loop turn.
+            scope.perform_microtask_checkpoint();
             Ok::<_, EngineError>(v8::Global::new(scope, promise))
         });
         if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
@@ -91,6 +94,7 @@ impl Worker {
                     cpu: seg.cpu,
                     reply,
                 });
+                self.answer_settled();
                 Ok(())
             }
             Err(EngineError::Script(msg)) => {
@@ -253,12 +257,14 @@ fn read_outcome(
         i += 2;
     }
     let body = match array.get_index(scope, 2) {
-        Some(v) if v.is_uint8_array() => {
-            let view = v8::Local::<v8::Uint8Array>::try_from(v).map_err(|_| malformed())?;
+        Some(v) if v.is_array_buffer_view() => {
+            let view = v8::Local::<v8::ArrayBufferView>::try_from(v).map_err(|_| malformed())?;
             let mut buf = vec![0u8; view.byte_length()];
             view.copy_contents(&mut buf);
             Some(bytes::Bytes::from(buf))
         }
+        // A string body is sent as UTF-8 (Fetch's "extract a body").
+        Some(v) if v.is_string() => Some(bytes::Bytes::from(v.to_rust_string_lossy(scope))),
         _ => None,
     };
     Ok(InvokeResponse {

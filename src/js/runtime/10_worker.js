@@ -9,7 +9,10 @@
 // ["error", kind, message] so that Rust can tell a tenant bug from a response.
 
 import { core } from "ext:core/mod.js";
-import { headerListFromHeaders } from "ext:deno_fetch/20_headers.js";
+import { extractBody } from "ext:deno_fetch/22_body.js";
+import { fromInnerRequest, newInnerRequest } from "ext:deno_fetch/23_request.js";
+import { toInnerResponse } from "ext:deno_fetch/23_response.js";
+import { ReadableStream } from "ext:deno_web/06_streams.js";
 import { currentRequestId } from "ext:edged/00_globals.js";
 
 const CFW_KEY = "__edged_cloudflare_workers";
@@ -96,8 +99,7 @@ export function prepare(bindings) {
   });
 }
 
-function flattenHeaders(headers) {
-  const list = headerListFromHeaders(headers);
+function flattenHeaders(list) {
   const flat = [];
   for (let i = 0; i < list.length; i++) {
     flat.push(list[i][0], list[i][1]);
@@ -151,13 +153,18 @@ export function bind(ns) {
 
   return async function dispatch(id, method, url, flatHeaders, body) {
     try {
-      const headers = [];
+      const headerList = [];
       for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
-        headers.push([flatHeaders[i], flatHeaders[i + 1]]);
+        headerList.push([flatHeaders[i], flatHeaders[i + 1]]);
       }
-      const init = { method, headers };
-      if (body !== null) init.body = body;
-      const request = new Request(url, init);
+      // Built from the inner request directly (as deno's HTTP server does): the
+      // parts come from the HTTP layer already validated; headers are immutable
+      // as in Workers.
+      const innerBody = body === null ? null : extractBody(body).body;
+      const request = fromInnerRequest(
+        newInnerRequest(method, url, () => headerList, innerBody, false),
+        "immutable",
+      );
       const ctx = new ExecutionContext();
       const previous = core.getAsyncContext();
       core.setAsyncContext(id);
@@ -175,14 +182,47 @@ export function bind(ns) {
           `fetch handler returned ${describe(response)} instead of a Response`,
         ];
       }
-      const out = response.body === null
-        ? null
-        : new Uint8Array(await response.arrayBuffer());
-      return [response.status, flattenHeaders(response.headers), out];
+      const inner = toInnerResponse(response);
+      const headers = flattenHeaders(inner.headerList);
+      if (inner.body === null) return [inner.status, headers, null];
+      const stored = inner.body.streamOrStatic;
+      if (!(stored instanceof ReadableStream) && !stored.consumed) {
+        // A string or bytes body: hand it over as is (Rust encodes strings as UTF-8).
+        return [inner.status, headers, stored.body];
+      }
+      return [inner.status, headers, new Uint8Array(await response.arrayBuffer())];
     } catch (e) {
       return ["error", "exception", errorText(e)];
     }
   };
+}
+
+// Runs the request path a few times so that its functions are compiled. Called
+// once while the startup snapshot is made (the snapshot keeps compiled code), so
+// a cold start does not pay for compiling the runtime's own JavaScript.
+export async function warmup() {
+  prepare([{ type: "plain_text", name: "W", text: "w" }]);
+  const dispatch = bind({
+    default: {
+      async fetch(request, env, ctx) {
+        const url = new URL(request.url);
+        const text = request.body === null ? "" : await request.text();
+        ctx.waitUntil(Promise.resolve());
+        request.headers.get("accept");
+        if (url.pathname === "/json") return Response.json({ text, q: url.searchParams.get("q") });
+        return new Response(`${url.pathname}${text}`, { headers: { "content-type": "text/plain" } });
+      },
+    },
+  });
+  const headers = ["accept", "*/*", "content-type", "text/plain", "user-agent", "warmup"];
+  for (let i = 0; i < 20; i++) {
+    await dispatch(0, "GET", "http://warm.up/json?q=1", headers, null);
+    await dispatch(0, "POST", "http://warm.up/post", headers, new Uint8Array([104, 105]));
+    await dispatch(0, "GET", "http://warm.up/", [], null);
+  }
+  new Headers({ a: "b" }).getSetCookie();
+  new TextDecoder().decode(new TextEncoder().encode("warm"));
+  env = null;
 }
 
 export { currentRequestId };

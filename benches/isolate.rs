@@ -1,0 +1,154 @@
+//! Criterion benches of the isolate hot paths:
+//! - `cold_start/pool_hit`: a pre-created blank isolate → tenant module evaluated
+//!   → first response (what a cold start costs when the pool has an isolate);
+//! - `cold_start/blank_isolate`: making a blank isolate from the snapshot (the
+//!   work the pool does off the request path);
+//! - `warm/engine_direct`: one request straight into a bound isolate (the handler
+//!   plus the engine's dispatch, no actors);
+//! - `warm/deployment`: one request the way the data plane sends it: dispatch
+//!   table → IsolateActor on an isolate thread → response.
+//!   `warm/deployment` minus `warm/engine_direct` is the actor path's overhead.
+
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::task::Poll;
+
+use actix::Actor;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use edged::actors::{Deploy, IsolateThreads, WorkerRegistry};
+use edged::config::IsolateConfig;
+use edged::js::{BlankIsolate, InvokeRequest, IsolateLimits, Worker, WorkerScript};
+use futures::channel::oneshot;
+
+const HELLO: &str = "export default { fetch(req) { return new Response('hello'); } }";
+
+fn script(name: &str) -> WorkerScript {
+    WorkerScript {
+        name: name.into(),
+        version: 1,
+        main_module: "worker.js".into(),
+        modules: BTreeMap::from([("worker.js".to_owned(), HELLO.to_owned())]),
+        bindings: vec![],
+        compatibility_date: None,
+    }
+}
+
+fn request() -> InvokeRequest {
+    InvokeRequest {
+        method: "GET".into(),
+        url: "http://bench.workers.localhost/".into(),
+        headers: vec![("accept".into(), b"*/*".to_vec())],
+        body: None,
+    }
+}
+
+async fn invoke(worker: &mut Worker) -> usize {
+    let (tx, mut rx) = oneshot::channel();
+    worker.start(1, request(), tx).expect("alive");
+    let resp = poll_fn(|cx| {
+        if let Poll::Ready(e) = worker.poll(cx) {
+            panic!("isolate died: {e}");
+        }
+        match rx.try_recv() {
+            Ok(Some(r)) => Poll::Ready(r),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+    .expect("response");
+    resp.body.map(|b| b.len()).unwrap_or(0)
+}
+
+fn engine(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let s = script("bench");
+    let mut group = c.benchmark_group("cold_start");
+    group.bench_function("pool_hit", |b| {
+        b.iter_batched(
+            || BlankIsolate::new(IsolateLimits::default()).unwrap(),
+            |blank| {
+                local.block_on(&rt, async {
+                    let mut w = blank.bind(&s).await.unwrap();
+                    invoke(&mut w).await
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("blank_isolate", |b| {
+        b.iter(|| BlankIsolate::new(IsolateLimits::default()).unwrap())
+    });
+    group.finish();
+
+    let mut worker = local.block_on(&rt, async {
+        BlankIsolate::new(IsolateLimits::default())
+            .unwrap()
+            .bind(&s)
+            .await
+            .unwrap()
+    });
+    c.bench_function("warm/engine_direct", |b| {
+        b.iter(|| local.block_on(&rt, invoke(&mut worker)))
+    });
+}
+
+fn actors(c: &mut Criterion) {
+    let system = actix_rt::System::new();
+    let deployment = system.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(edged::state::DeploymentStore::open(dir.path()).unwrap());
+        std::mem::forget(dir);
+        let threads = IsolateThreads::start(1, 2, IsolateLimits::default());
+        let registry = WorkerRegistry::new(store, threads, IsolateConfig::default());
+        let view = registry.view();
+        let addr = registry.start();
+        addr.send(Deploy {
+            script: script("bench"),
+            routes: vec![],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        view.get("bench").unwrap()
+    });
+    // The floor under any cross-thread actor call: a no-op message to an actor on
+    // another arbiter and back, as the data plane does for every request.
+    let pinger = system.block_on(async {
+        let arbiter = actix::Arbiter::new();
+        let addr = Ping::start_in_arbiter(&arbiter.handle(), |_| Ping);
+        std::mem::forget(arbiter);
+        addr
+    });
+    c.bench_function("baseline/actor_round_trip", |b| {
+        b.iter(|| system.block_on(async { pinger.send(PingMsg).await.unwrap() }))
+    });
+    c.bench_function("warm/deployment", |b| {
+        b.iter(|| {
+            system.block_on(async {
+                let r = deployment.invoke(1, request()).await.unwrap();
+                r.body.map(|b| b.len()).unwrap_or(0)
+            })
+        })
+    });
+}
+
+struct Ping;
+impl actix::Actor for Ping {
+    type Context = actix::Context<Self>;
+}
+#[derive(actix::Message)]
+#[rtype(result = "u8")]
+struct PingMsg;
+impl actix::Handler<PingMsg> for Ping {
+    type Result = u8;
+    fn handle(&mut self, _: PingMsg, _: &mut actix::Context<Self>) -> u8 {
+        1
+    }
+}
+
+criterion_group!(benches, engine, actors);
+criterion_main!(benches);

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The project's checks: formatting, lints, and every test (release mode, one build
+# shared by all test binaries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-v8.sh
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
+cargo test --release
