@@ -72,7 +72,7 @@ fn engine(c: &mut Criterion) {
             || BlankIsolate::new(IsolateLimits::default()).unwrap(),
             |blank| {
                 local.block_on(&rt, async {
-                    let mut w = blank.bind(&s).await.unwrap();
+                    let mut w = blank.bind(&s, &Default::default()).await.unwrap();
                     invoke(&mut w).await
                 })
             },
@@ -87,7 +87,7 @@ fn engine(c: &mut Criterion) {
     let mut worker = local.block_on(&rt, async {
         BlankIsolate::new(IsolateLimits::default())
             .unwrap()
-            .bind(&s)
+            .bind(&s, &Default::default())
             .await
             .unwrap()
     });
@@ -102,7 +102,7 @@ fn actors(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(edged::state::DeploymentStore::open(dir.path()).unwrap());
         std::mem::forget(dir);
-        let threads = IsolateThreads::start(1, 2, IsolateLimits::default());
+        let threads = IsolateThreads::start(1, 2, IsolateLimits::default(), Default::default());
         let registry = WorkerRegistry::new(store, threads, IsolateConfig::default());
         let view = registry.view();
         let addr = registry.start();

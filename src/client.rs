@@ -197,6 +197,102 @@ impl ControlClient {
         )
     }
 
+    fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::blocking::Response, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().map_err(|e| {
+            ClientError(format!(
+                "cannot reach the control plane at {}: {e}",
+                self.base
+            ))
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let value: Value = resp.json().unwrap_or(Value::Null);
+        let code = value["error"]["code"].as_str().unwrap_or("error");
+        let message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed");
+        Err(ClientError(format!("{status}: {code}: {message}")))
+    }
+
+    fn kv_path(namespace: &str, key: &str) -> String {
+        let key: String = key
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("/v1/kv/{namespace}/values/{key}")
+    }
+
+    /// The raw bytes of a KV value.
+    pub fn kv_get(&self, namespace: &str, key: &str) -> Result<Vec<u8>, ClientError> {
+        let resp = self.send_raw(reqwest::Method::GET, &Self::kv_path(namespace, key), None)?;
+        resp.bytes()
+            .map(|b| b.to_vec())
+            .map_err(|e| ClientError(format!("cannot read the value: {e}")))
+    }
+
+    pub fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let mut path = Self::kv_path(namespace, key);
+        if let Some(t) = ttl {
+            path.push_str(&format!("?expiration_ttl={t}"));
+        }
+        self.send_raw(reqwest::Method::PUT, &path, Some(value))
+            .map(|_| ())
+    }
+
+    pub fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), ClientError> {
+        self.send_raw(
+            reqwest::Method::DELETE,
+            &Self::kv_path(namespace, key),
+            None,
+        )
+        .map(|_| ())
+    }
+
+    pub fn kv_list(
+        &self,
+        namespace: &str,
+        prefix: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/kv/{namespace}/keys", self.base))
+            .map_err(|e| ClientError(format!("bad control URL: {e}")))?;
+        if let Some(p) = prefix {
+            url.query_pairs_mut().append_pair("prefix", p);
+        }
+        if let Some(c) = cursor {
+            url.query_pairs_mut().append_pair("cursor", c);
+        }
+        let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+        let resp = self.send_raw(reqwest::Method::GET, &path, None)?;
+        resp.json()
+            .map_err(|e| ClientError(format!("bad response: {e}")))
+    }
+
     pub fn rollback(&self, name: &str) -> Result<Value, ClientError> {
         self.call(
             reqwest::Method::POST,

@@ -65,6 +65,7 @@ pub struct DurableObjectConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct KvConfig {
     pub cache_ttl_s: u64,
+    pub cache_mb: u64,
 }
 
 impl Default for ServerConfig {
@@ -138,7 +139,10 @@ impl Default for DurableObjectConfig {
 
 impl Default for KvConfig {
     fn default() -> Self {
-        KvConfig { cache_ttl_s: 60 }
+        KvConfig {
+            cache_ttl_s: 60,
+            cache_mb: 64,
+        }
     }
 }
 

@@ -40,10 +40,15 @@ struct BindingFlags {
 #[derive(clap::Args, Clone)]
 struct ControlFlags {
     /// Control-plane URL
-    #[arg(long, default_value = "http://127.0.0.1:8081", env = "EDGED_CONTROL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8081",
+        env = "EDGED_CONTROL"
+    )]
     control: String,
     /// Control-plane bearer token
-    #[arg(long, env = "EDGED_TOKEN")]
+    #[arg(long, global = true, env = "EDGED_TOKEN")]
     token: Option<String>,
 }
 
@@ -75,12 +80,46 @@ enum Command {
         #[command(flatten)]
         control: ControlFlags,
     },
+    /// Read and write Workers KV on a running node
+    Kv {
+        #[command(subcommand)]
+        action: KvAction,
+        #[command(flatten)]
+        control: ControlFlags,
+    },
     /// Manage deployed workers
     Workers {
         #[command(subcommand)]
         action: WorkersAction,
         #[command(flatten)]
         control: ControlFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum KvAction {
+    /// Print a value (raw bytes to stdout)
+    Get { namespace: String, key: String },
+    /// Write a value (from the argument, or stdin with --stdin)
+    Put {
+        namespace: String,
+        key: String,
+        value: Option<String>,
+        #[arg(long)]
+        stdin: bool,
+        /// Expire after this many seconds (at least 60)
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Delete a key
+    Delete { namespace: String, key: String },
+    /// List keys (JSON), optionally under a prefix
+    List {
+        namespace: String,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
@@ -178,6 +217,59 @@ fn run(cli: Cli) -> Result<(), String> {
                 out["version"]
             );
             Ok(())
+        }
+        Command::Kv { action, control } => {
+            let client = ControlClient::new(&control.control, control.token);
+            match action {
+                KvAction::Get { namespace, key } => {
+                    use std::io::Write;
+                    let bytes = client.kv_get(&namespace, &key).map_err(|e| e.to_string())?;
+                    std::io::stdout()
+                        .write_all(&bytes)
+                        .map_err(|e| e.to_string())
+                }
+                KvAction::Put {
+                    namespace,
+                    key,
+                    value,
+                    stdin,
+                    ttl,
+                } => {
+                    let bytes = match (value, stdin) {
+                        (Some(v), false) => v.into_bytes(),
+                        (None, true) => {
+                            use std::io::Read;
+                            let mut buf = Vec::new();
+                            std::io::stdin()
+                                .read_to_end(&mut buf)
+                                .map_err(|e| e.to_string())?;
+                            buf
+                        }
+                        _ => {
+                            return Err(
+                                "give the value as an argument or use --stdin (not both)".into()
+                            )
+                        }
+                    };
+                    client
+                        .kv_put(&namespace, &key, bytes, ttl)
+                        .map_err(|e| e.to_string())
+                }
+                KvAction::Delete { namespace, key } => client
+                    .kv_delete(&namespace, &key)
+                    .map_err(|e| e.to_string()),
+                KvAction::List {
+                    namespace,
+                    prefix,
+                    cursor,
+                } => {
+                    let out = client
+                        .kv_list(&namespace, prefix.as_deref(), cursor.as_deref())
+                        .map_err(|e| e.to_string())?;
+                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                    Ok(())
+                }
+            }
         }
         Command::Workers { action, control } => {
             let client = ControlClient::new(&control.control, control.token);

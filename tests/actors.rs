@@ -85,7 +85,7 @@ export default {
 #[test]
 fn pool_hands_out_blank_isolates_and_refills() {
     actix_rt::System::new().block_on(async {
-        let threads = IsolateThreads::start(1, 2, IsolateLimits::default());
+        let threads = IsolateThreads::start(1, 2, IsolateLimits::default(), Default::default());
         let pool = threads.pool(0).clone();
         wait_for_pool(&pool, 2).await;
 
@@ -150,7 +150,7 @@ async fn wait_for_pool(pool: &Addr<edged::actors::IsolatePool>, n: usize) {
 #[test]
 fn isolate_interleaves_requests_and_dies_on_cpu_limit() {
     actix_rt::System::new().block_on(async {
-        let threads = IsolateThreads::start(1, 1, IsolateLimits::default());
+        let threads = IsolateThreads::start(1, 1, IsolateLimits::default(), Default::default());
         let exits = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let log = ExitLog(exits.clone()).start();
         let addr = threads
@@ -187,7 +187,7 @@ fn isolate_interleaves_requests_and_dies_on_cpu_limit() {
 #[test]
 fn supervisor_scales_replaces_and_drains() {
     actix_rt::System::new().block_on(async {
-        let threads = IsolateThreads::start(2, 1, IsolateLimits::default());
+        let threads = IsolateThreads::start(2, 1, IsolateLimits::default(), Default::default());
         let config = IsolateConfig {
             min_warm: 1,
             max_isolates: 2,

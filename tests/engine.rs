@@ -34,7 +34,7 @@ fn run<F: std::future::Future>(f: F) -> F::Output {
 async fn bind(source: &str) -> Result<Worker, EngineError> {
     BlankIsolate::new(IsolateLimits::default())
         .unwrap()
-        .bind(&script(source))
+        .bind(&script(source), &Default::default())
         .await
 }
 

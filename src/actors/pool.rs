@@ -16,7 +16,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::isolate::{IsolateActor, IsolateControl, IsolateExited};
-use crate::js::{BlankIsolate, EngineError, IsolateLimits, WorkerScript};
+use crate::js::{BlankIsolate, EngineError, HostServices, IsolateLimits, WorkerScript};
 
 pub(crate) const POOL_HITS: &str = "edged_warm_pool_hits_total";
 pub(crate) const POOL_MISSES: &str = "edged_warm_pool_misses_total";
@@ -47,14 +47,16 @@ pub struct IsolatePool {
     blanks: VecDeque<BlankIsolate>,
     target: usize,
     limits: IsolateLimits,
+    host: HostServices,
 }
 
 impl IsolatePool {
-    pub fn new(target: usize, limits: IsolateLimits) -> Self {
+    pub fn new(target: usize, limits: IsolateLimits, host: HostServices) -> Self {
         IsolatePool {
             blanks: VecDeque::with_capacity(target),
             target,
             limits,
+            host,
         }
     }
 }
@@ -110,8 +112,9 @@ impl Handler<Spawn> for IsolatePool {
                 BlankIsolate::new(self.limits)
             }
         };
+        let host = self.host.clone();
         let fut = async move {
-            let worker = blank?.bind(&msg.script).await?;
+            let worker = blank?.bind(&msg.script, &host).await?;
             let actor = IsolateActor::new(msg.isolate_id, worker, msg.control, msg.supervisor);
             Ok(actor.start())
         };
@@ -145,7 +148,12 @@ impl Drop for ArbiterGuard {
 impl IsolateThreads {
     /// Starts `threads` isolate threads, each with a pool of `pool_size` blank
     /// isolates. Must be called inside an actix system.
-    pub fn start(threads: usize, pool_size: usize, limits: IsolateLimits) -> Self {
+    pub fn start(
+        threads: usize,
+        pool_size: usize,
+        limits: IsolateLimits,
+        host: HostServices,
+    ) -> Self {
         // Build the snapshot once, here, rather than racing for it on every thread.
         crate::js::snapshot::startup_snapshot();
         let mut pools = Vec::with_capacity(threads);
@@ -153,8 +161,9 @@ impl IsolateThreads {
         for _ in 0..threads.max(1) {
             let arbiter = Arbiter::new();
             let handle = arbiter.handle();
+            let host = host.clone();
             pools.push(IsolatePool::start_in_arbiter(&handle, move |_| {
-                IsolatePool::new(pool_size, limits)
+                IsolatePool::new(pool_size, limits, host)
             }));
             arbiters.push(ArbiterGuard(handle));
         }

@@ -25,6 +25,7 @@ pub struct ControlPlane {
     pub registry: Addr<WorkerRegistry>,
     pub view: WorkersView,
     pub store: std::sync::Arc<DeploymentStore>,
+    pub kv: std::sync::Arc<crate::state::KvService>,
     /// `None` in dev mode: no authentication.
     pub token: Option<String>,
     pub body_limit: usize,
@@ -85,6 +86,16 @@ fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
                 format!("binding {i} (type '{kind}'): {e}"),
             )
         })?;
+        if let Binding::KvNamespace { namespace, .. } = &binding {
+            if !crate::state::kv::valid_namespace(namespace) {
+                return Err(HttpError::bad_request(
+                    "invalid_binding",
+                    format!(
+                        "KV namespace '{namespace}' must be 1-64 of A-Z, a-z, 0-9, '_' and '-'"
+                    ),
+                ));
+            }
+        }
         let name = binding.name();
         if !valid_identifier(name) {
             return Err(HttpError::bad_request(
@@ -103,7 +114,7 @@ fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
     Ok(out)
 }
 
-fn authorize(req: &HttpRequest, plane: &ControlPlane) -> Result<(), HttpError> {
+pub(crate) fn authorize(req: &HttpRequest, plane: &ControlPlane) -> Result<(), HttpError> {
     let Some(token) = &plane.token else {
         return Ok(());
     };
@@ -324,6 +335,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/workers/{name}/rollback",
             web::post().to(rollback_worker),
         )
+        .configure(super::kv_admin::configure)
         .default_service(web::to(not_found));
 }
 

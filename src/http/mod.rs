@@ -2,7 +2,8 @@
 //!
 //! Role: the outermost layer. Two actix-web servers: the data plane (`data_plane.rs`:
 //! route the request, run it in a worker) and the control plane
-//! (`control_plane.rs`: deploy API, `/healthz`, `/metrics`), started by
+//! (`control_plane.rs`: deploy API, `/healthz`, `/metrics`; `kv_admin.rs`: the KV
+//! API), started by
 //! `server.rs`. Route matching is `routes.rs`; Prometheus is `metrics.rs`.
 //!
 //! Invariants:
@@ -16,6 +17,7 @@ pub mod body;
 pub mod control_plane;
 pub mod data_plane;
 pub mod error;
+pub mod kv_admin;
 pub mod metrics;
 pub mod routes;
 pub mod server;

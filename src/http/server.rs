@@ -12,8 +12,8 @@ use super::control_plane::{self, ControlPlane};
 use super::data_plane::{self, DataPlane};
 use crate::actors::{IsolateThreads, Restore, WorkerRegistry, WorkersView};
 use crate::config::Config;
-use crate::js::IsolateLimits;
-use crate::state::DeploymentStore;
+use crate::js::{HostServices, IsolateLimits};
+use crate::state::{DeploymentStore, KvService};
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +107,20 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         startup_cpu: config.limits.startup_cpu(),
         heap_bytes: config.limits.heap_bytes(),
     };
+    let kv = KvService::new(
+        &config.server.data_dir,
+        (config.kv.cache_mb as usize) << 20,
+        std::time::Duration::from_secs(config.kv.cache_ttl_s),
+    );
+    kv.spawn_purger(std::time::Duration::from_secs(30));
+    let host = HostServices {
+        kv: Some(kv.clone()),
+    };
     let threads = IsolateThreads::start(
         config.isolates.thread_count(),
         config.isolates.pool_size,
         limits,
+        host,
     );
     let registry = WorkerRegistry::new(store.clone(), threads, config.isolates.clone());
     let view = registry.view();
@@ -145,6 +155,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         registry: registry.clone(),
         view: view.clone(),
         store,
+        kv,
         token,
         body_limit,
     });

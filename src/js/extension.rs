@@ -68,7 +68,13 @@ fn op_edged_log(state: &mut OpState, level: u32, request_id: f64, #[string] msg:
 deno_core::extension!(
     edged,
     deps = [deno_webidl, deno_console, deno_url, deno_web, deno_fetch, deno_crypto],
-    ops = [op_edged_log],
+    ops = [
+        op_edged_log,
+        super::kv::op_kv_get,
+        super::kv::op_kv_put,
+        super::kv::op_kv_delete,
+        super::kv::op_kv_list,
+    ],
     esm_entry_point = "ext:edged/99_main.js",
     esm = [
         dir "src/js/runtime",
@@ -77,6 +83,7 @@ deno_core::extension!(
         "ext:deno_telemetry/util.ts" = "03_telemetry_shim.js",
         "00_globals.js",
         "10_worker.js",
+        "20_kv.js",
         "99_main.js"
     ],
 );

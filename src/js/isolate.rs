@@ -41,6 +41,13 @@ impl Default for IsolateLimits {
     }
 }
 
+/// What the node provides to isolates beyond the engine: storage backends.
+/// Cloned into every pool; a bound isolate sees only its worker's share.
+#[derive(Clone, Default)]
+pub struct HostServices {
+    pub kv: Option<std::sync::Arc<dyn super::kv::KvBackend>>,
+}
+
 /// Many isolates share one thread, and V8 keeps a per-thread stack of *entered*
 /// isolates (an isolate is entered when created and must be the current one when
 /// dropped). So an isolate here is entered only while it is used: [`Entered`] for
@@ -208,7 +215,11 @@ impl BlankIsolate {
     /// Binds the isolate to one worker version: evaluates its modules and checks
     /// its default export. On error the isolate is dropped (it may hold half-run
     /// tenant code).
-    pub async fn bind(self, script: &WorkerScript) -> Result<Worker, EngineError> {
+    pub async fn bind(
+        self,
+        script: &WorkerScript,
+        host: &HostServices,
+    ) -> Result<Worker, EngineError> {
         let BlankIsolate {
             prepare,
             bind,
@@ -222,6 +233,24 @@ impl BlankIsolate {
             name: script.name.as_str().into(),
             version: script.version,
         });
+        if let Some(kv) = &host.kv {
+            let namespaces = script
+                .bindings
+                .iter()
+                .filter_map(|b| match b {
+                    crate::js::Binding::KvNamespace { namespace, .. } => Some(namespace.clone()),
+                    _ => None,
+                })
+                .collect();
+            engine
+                .runtime
+                .op_state()
+                .borrow_mut()
+                .put(super::kv::KvAccess {
+                    backend: kv.clone(),
+                    namespaces,
+                });
+        }
 
         // 1. env and the cloudflare:workers exports.
         let (result, seg) = engine.run(budget, |runtime| {

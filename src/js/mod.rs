@@ -27,6 +27,7 @@
 pub mod error;
 pub mod extension;
 pub mod isolate;
+pub mod kv;
 pub mod limits;
 pub mod loader;
 pub mod script;
@@ -34,6 +35,7 @@ pub mod snapshot;
 pub mod worker;
 
 pub use error::{EngineError, InvokeError};
-pub use isolate::{BlankIsolate, IsolateLimits};
+pub use isolate::{BlankIsolate, HostServices, IsolateLimits};
+pub use kv::{KvBackend, KvError, KvListOptions, KvListResult, KvPutOptions, KvValue};
 pub use script::{Binding, InvokeRequest, InvokeResponse, WorkerScript};
 pub use worker::{Reply, Worker};

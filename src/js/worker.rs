@@ -209,7 +209,8 @@ fn request_args<'s>(
         None => v8::null(scope).into(),
         Some(bytes) => {
             let len = bytes.len();
-            let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes.to_vec()).make_shared();
+            // Zero-copy when the HTTP layer handed over the only reference.
+            let store = v8::ArrayBuffer::new_backing_store_from_vec(Vec::from(bytes)).make_shared();
             let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
             v8::Uint8Array::new(scope, buffer, 0, len)
                 .ok_or_else(|| bad("body"))?

@@ -1,8 +1,9 @@
 //! # state — what a node keeps on disk
 //!
 //! Role: durable node state under the data directory. Today: the deployment store
-//! (`deployments.rs`), every worker version and which one is active. KV namespaces
-//! and Durable Object storage join it as their issues land.
+//! (`deployments.rs`), every worker version and which one is active; Workers KV
+//! (`kv/`), an origin store per namespace behind an edge cache. Durable Object
+//! storage joins it when its issue lands.
 //!
 //! Invariants:
 //! - Every acknowledged change is durable (SQLite WAL with `synchronous=FULL`).
@@ -14,6 +15,8 @@
 
 pub mod deployments;
 pub mod error;
+pub mod kv;
 
 pub use deployments::{DeploymentStore, StoredVersion, WorkerRecord};
 pub use error::StateError;
+pub use kv::KvService;

@@ -9,10 +9,11 @@
 // ["error", kind, message] so that Rust can tell a tenant bug from a response.
 
 import { core } from "ext:core/mod.js";
-import { extractBody } from "ext:deno_fetch/22_body.js";
+import { InnerBody } from "ext:deno_fetch/22_body.js";
 import { fromInnerRequest, newInnerRequest } from "ext:deno_fetch/23_request.js";
 import { toInnerResponse } from "ext:deno_fetch/23_response.js";
 import { ReadableStream } from "ext:deno_web/06_streams.js";
+import { KVNamespace } from "ext:edged/20_kv.js";
 import { currentRequestId } from "ext:edged/00_globals.js";
 
 const CFW_KEY = "__edged_cloudflare_workers";
@@ -71,7 +72,7 @@ function makeEnv(bindings) {
         env[b.name] = JSON.parse(b.json);
         break;
       case "kv_namespace":
-        env[b.name] = unavailableBinding("KV namespace", b.name, "Workers KV");
+        env[b.name] = new KVNamespace(b.namespace);
         break;
       case "durable_object_namespace":
         env[b.name] = unavailableBinding(
@@ -160,7 +161,14 @@ export function bind(ns) {
       // Built from the inner request directly (as deno's HTTP server does): the
       // parts come from the HTTP layer already validated; headers are immutable
       // as in Workers.
-      const innerBody = body === null ? null : extractBody(body).body;
+      // The body bytes are fresh from Rust: wrap them without the copy that
+      // extractBody makes.
+      let innerBody = null;
+      if (body !== null) {
+        innerBody = new InnerBody({ body, consumed: false });
+        innerBody.source = body;
+        innerBody.length = body.byteLength;
+      }
       const request = fromInnerRequest(
         newInnerRequest(method, url, () => headerList, innerBody, false),
         "immutable",

@@ -1,0 +1,207 @@
+//! The control plane's KV API, for operators and tests:
+//!
+//! | call | does |
+//! | --- | --- |
+//! | `PUT /v1/kv/{ns}/values/{key}?expiration_ttl=&expiration=&metadata=` | body is the value |
+//! | `GET /v1/kv/{ns}/values/{key}` | the value's bytes, or 404 |
+//! | `DELETE /v1/kv/{ns}/values/{key}` | deletes the key |
+//! | `GET /v1/kv/{ns}/keys?prefix=&limit=&cursor=` | `{keys, list_complete, cursor}` |
+//! | `POST /v1/kv/{ns}/bulk` | JSON array of `{key, value, expiration_ttl, expiration, metadata, base64}` |
+//!
+//! Everything goes through the same `KvService` as the binding, so limits and
+//! error messages are the same; a bulk write checks every entry before writing any.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::read_body;
+use super::control_plane::{authorize, ControlPlane};
+use super::error::HttpError;
+use crate::js::{KvBackend, KvError, KvListOptions, KvPutOptions};
+
+const MAX_BULK: usize = 10_000;
+
+impl From<KvError> for HttpError {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::Invalid(m) => {
+                // Workers' messages carry the status: "KV PUT failed: 413 …".
+                let status = m
+                    .split("failed: ")
+                    .nth(1)
+                    .and_then(|r| r.get(..3))
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .filter(|s| s.is_client_error())
+                    .unwrap_or(StatusCode::BAD_REQUEST);
+                HttpError::new(status, "kv_invalid", m)
+            }
+            KvError::Unavailable(m) => {
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "kv_unavailable", m)
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PutQuery {
+    expiration_ttl: Option<f64>,
+    expiration: Option<f64>,
+    metadata: Option<String>,
+}
+
+fn check_metadata(m: Option<String>) -> Result<Option<String>, HttpError> {
+    match m {
+        None => Ok(None),
+        Some(text) => {
+            serde_json::from_str::<Value>(&text).map_err(|e| {
+                HttpError::bad_request("bad_request", format!("metadata is not JSON: {e}"))
+            })?;
+            Ok(Some(text))
+        }
+    }
+}
+
+async fn put_value(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<PutQuery>,
+    payload: web::Payload,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &plane)?;
+    let (ns, key) = path.into_inner();
+    let body = read_body(payload, plane.body_limit).await?;
+    let q = query.into_inner();
+    let options = KvPutOptions {
+        expiration: q.expiration,
+        expiration_ttl: q.expiration_ttl,
+        metadata: check_metadata(q.metadata)?,
+    };
+    plane.kv.put(&ns, &key, body, options).await?;
+    Ok(HttpResponse::Ok().json(json!({ "key": key })))
+}
+
+async fn get_value(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &plane)?;
+    let (ns, key) = path.into_inner();
+    match plane.kv.get(&ns, &key, None).await? {
+        Some(v) => {
+            let mut resp = HttpResponse::Ok();
+            resp.content_type("application/octet-stream");
+            if let Some(m) = &v.metadata {
+                resp.insert_header(("x-kv-metadata", m.as_str()));
+            }
+            if let Some(e) = v.expiration {
+                resp.insert_header(("x-kv-expiration", e.to_string()));
+            }
+            Ok(resp.body(v.value))
+        }
+        None => Err(HttpError::not_found(format!(
+            "key '{key}' not found in namespace '{ns}'"
+        ))),
+    }
+}
+
+async fn delete_value(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &plane)?;
+    let (ns, key) = path.into_inner();
+    plane.kv.delete(&ns, &key).await?;
+    Ok(HttpResponse::Ok().json(json!({ "deleted": key })))
+}
+
+async fn list_keys(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<KvListOptions>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &plane)?;
+    let result = plane
+        .kv
+        .list(&path.into_inner(), query.into_inner())
+        .await?;
+    Ok(HttpResponse::Ok().json(result))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkEntry {
+    key: String,
+    value: String,
+    expiration_ttl: Option<f64>,
+    expiration: Option<f64>,
+    metadata: Option<Value>,
+    #[serde(default)]
+    base64: bool,
+}
+
+async fn bulk_put(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &plane)?;
+    let ns = path.into_inner();
+    let body = read_body(payload, plane.body_limit).await?;
+    let entries: Vec<BulkEntry> = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid bulk JSON: {e}")))?;
+    if entries.len() > MAX_BULK {
+        return Err(HttpError::bad_request(
+            "bad_request",
+            format!(
+                "a bulk write takes at most {MAX_BULK} entries, got {}",
+                entries.len()
+            ),
+        ));
+    }
+    // Decode and check everything first: a bad entry writes nothing.
+    let mut writes = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let value = if e.base64 {
+            base64::engine::general_purpose::STANDARD
+                .decode(&e.value)
+                .map_err(|err| {
+                    HttpError::bad_request("bad_request", format!("entry {i}: bad base64: {err}"))
+                })?
+        } else {
+            e.value.into_bytes()
+        };
+        let options = KvPutOptions {
+            expiration: e.expiration,
+            expiration_ttl: e.expiration_ttl,
+            metadata: e.metadata.map(|m| m.to_string()),
+        };
+        crate::state::kv::check_put(&e.key, value.len(), &options)
+            .map_err(|err| HttpError::from(err).with_prefix(&format!("entry {i}: ")))?;
+        writes.push((e.key, value, options));
+    }
+    let n = writes.len();
+    for (key, value, options) in writes {
+        plane.kv.put(&ns, &key, value.into(), options).await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({ "written": n })))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/kv/{ns}/values/{key:.+}", web::put().to(put_value))
+        .route("/v1/kv/{ns}/values/{key:.+}", web::get().to(get_value))
+        .route(
+            "/v1/kv/{ns}/values/{key:.+}",
+            web::delete().to(delete_value),
+        )
+        .route("/v1/kv/{ns}/keys", web::get().to(list_keys))
+        .route("/v1/kv/{ns}/bulk", web::post().to(bulk_put));
+}

@@ -1,0 +1,158 @@
+//! Workers KV as the engine sees it: the [`KvBackend`] interface the node plugs in
+//! (implemented by `state::kv`), and the `op_kv_*` ops behind the `KVNamespace`
+//! binding in `runtime/20_kv.js`.
+//!
+//! The engine layer does not depend on storage: the node hands every isolate a
+//! `HostServices` with the backend, and a bound isolate may reach only the
+//! namespaces its worker was deployed with ([`KvAccess`]), whatever its JS does.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
+use serde::{Deserialize, Serialize};
+
+/// A stored value with what was stored beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvValue {
+    pub value: Bytes,
+    /// JSON text of the metadata, as given at `put`.
+    pub metadata: Option<String>,
+    /// Absolute expiration, seconds since the Unix epoch.
+    pub expiration: Option<u64>,
+}
+
+/// Options of a `put`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KvPutOptions {
+    pub expiration: Option<f64>,
+    pub expiration_ttl: Option<f64>,
+    /// JSON text of the metadata.
+    pub metadata: Option<String>,
+}
+
+/// Options of a `list`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KvListOptions {
+    pub prefix: Option<String>,
+    pub limit: Option<f64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KvListKey {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The result of a `list`, shaped as Workers returns it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KvListResult {
+    pub keys: Vec<KvListKey>,
+    pub list_complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A KV operation that failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, deno_error::JsError)]
+pub enum KvError {
+    /// Bad input (a limit, a bad key, a bad option): a TypeError in JS, a 4xx on
+    /// the control plane.
+    #[class(type)]
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[class(generic)]
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub type KvFuture<T> = Pin<Box<dyn Future<Output = Result<T, KvError>> + Send>>;
+
+/// The node's KV implementation.
+pub trait KvBackend: Send + Sync + 'static {
+    /// `cache_ttl`: seconds a value read from the origin may be served from the
+    /// edge cache (None: the node's default).
+    fn get(&self, namespace: &str, key: &str, cache_ttl: Option<u64>) -> KvFuture<Option<KvValue>>;
+    fn put(&self, namespace: &str, key: &str, value: Bytes, options: KvPutOptions) -> KvFuture<()>;
+    fn delete(&self, namespace: &str, key: &str) -> KvFuture<()>;
+    fn list(&self, namespace: &str, options: KvListOptions) -> KvFuture<KvListResult>;
+}
+
+/// What a bound isolate may use: the backend and its worker's namespaces.
+pub struct KvAccess {
+    pub backend: Arc<dyn KvBackend>,
+    pub namespaces: HashSet<String>,
+}
+
+fn backend(state: &Rc<RefCell<OpState>>, namespace: &str) -> Result<Arc<dyn KvBackend>, KvError> {
+    let state = state.borrow();
+    let access = state
+        .try_borrow::<KvAccess>()
+        .ok_or_else(|| KvError::Unavailable("Workers KV is not available on this node".into()))?;
+    if !access.namespaces.contains(namespace) {
+        return Err(KvError::Invalid(format!(
+            "KV namespace '{namespace}' is not bound to this worker"
+        )));
+    }
+    Ok(access.backend.clone())
+}
+
+/// `[value bytes, metadata JSON or null, expiration or null]`, or null.
+#[op2(async)]
+#[serde]
+pub async fn op_kv_get(
+    state: Rc<RefCell<OpState>>,
+    #[string] namespace: String,
+    #[string] key: String,
+    cache_ttl: f64,
+) -> Result<Option<(ToJsBuffer, Option<String>, Option<u64>)>, KvError> {
+    let backend = backend(&state, &namespace)?;
+    let ttl = (cache_ttl > 0.0).then_some(cache_ttl as u64);
+    let value = backend.get(&namespace, &key, ttl).await?;
+    Ok(value.map(|v| (ToJsBuffer::from(v.value.to_vec()), v.metadata, v.expiration)))
+}
+
+#[op2(async)]
+pub async fn op_kv_put(
+    state: Rc<RefCell<OpState>>,
+    #[string] namespace: String,
+    #[string] key: String,
+    #[buffer] value: JsBuffer,
+    #[serde] options: KvPutOptions,
+) -> Result<(), KvError> {
+    let backend = backend(&state, &namespace)?;
+    let value = Bytes::copy_from_slice(&value);
+    backend.put(&namespace, &key, value, options).await
+}
+
+#[op2(async)]
+pub async fn op_kv_delete(
+    state: Rc<RefCell<OpState>>,
+    #[string] namespace: String,
+    #[string] key: String,
+) -> Result<(), KvError> {
+    let backend = backend(&state, &namespace)?;
+    backend.delete(&namespace, &key).await
+}
+
+#[op2(async)]
+#[serde]
+pub async fn op_kv_list(
+    state: Rc<RefCell<OpState>>,
+    #[string] namespace: String,
+    #[serde] options: KvListOptions,
+) -> Result<KvListResult, KvError> {
+    let backend = backend(&state, &namespace)?;
+    backend.list(&namespace, options).await
+}

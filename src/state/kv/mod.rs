@@ -1,0 +1,348 @@
+//! Workers KV on one node: an origin store per namespace (`store.rs`, SQLite) and
+//! an edge cache in front of all of them (`cache.rs`), with Workers' limits and
+//! error messages (checked here, once, for both the JS binding and the control
+//! plane).
+//!
+//! Consistency, as in Workers: a write is visible to reads on the same node as
+//! soon as its `put` resolves (the write updates this node's cache when it
+//! commits); values cached from elsewhere may be stale for up to their
+//! `cacheTtl`. Durability: a `put` resolves only after its SQLite transaction is
+//! on disk. SQLite work runs on tokio's blocking pool, never on isolate or HTTP
+//! threads; a cached read never leaves the calling thread.
+
+pub mod cache;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use self::cache::{Cached, EdgeCache};
+use self::store::KvStore;
+use crate::js::kv::{KvFuture, KvListKey};
+use crate::js::{KvBackend, KvError, KvListOptions, KvListResult, KvPutOptions, KvValue};
+
+pub const MAX_KEY_BYTES: usize = 512;
+pub const MAX_VALUE_BYTES: usize = 25 << 20;
+pub const MAX_METADATA_BYTES: usize = 1024;
+pub const MIN_EXPIRATION_TTL: u64 = 60;
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+const OPS: &str = "edged_kv_operations_total";
+const CACHE_HITS: &str = "edged_kv_cache_hits_total";
+const CACHE_MISSES: &str = "edged_kv_cache_misses_total";
+const BYTES_STORED: &str = "edged_kv_bytes_stored";
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Namespace names: `[A-Za-z0-9_-]{1,64}` (they name files).
+pub fn valid_namespace(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn check_key(op: &str, key: &str) -> Result<(), KvError> {
+    if key.is_empty() || key == "." || key == ".." {
+        return Err(KvError::Invalid(format!(
+            "KV {op} failed: 400 Invalid key name: a key cannot be empty, \".\" or \"..\"."
+        )));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KvError::Invalid(format!(
+            "KV {op} failed: 414 UTF-8 encoded length of {} exceeds key length limit of {MAX_KEY_BYTES}.",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a `put` against Workers' limits (key, value size, metadata size,
+/// expiration) without writing anything.
+pub fn check_put(key: &str, value_len: usize, options: &KvPutOptions) -> Result<(), KvError> {
+    check_key("PUT", key)?;
+    if value_len > MAX_VALUE_BYTES {
+        return Err(KvError::Invalid(format!(
+            "KV PUT failed: 413 Value length of {value_len} exceeds limit of {MAX_VALUE_BYTES}."
+        )));
+    }
+    if let Some(m) = &options.metadata {
+        if m.len() > MAX_METADATA_BYTES {
+            return Err(KvError::Invalid(format!(
+                "KV PUT failed: 413 Metadata length of {} exceeds limit of {MAX_METADATA_BYTES}.",
+                m.len()
+            )));
+        }
+    }
+    expiration(options, now_unix()).map(|_| ())
+}
+
+/// Turns put options into an absolute expiration, checking Workers' limits.
+fn expiration(options: &KvPutOptions, now: u64) -> Result<Option<u64>, KvError> {
+    let bad = |m: String| Err(KvError::Invalid(format!("KV PUT failed: 400 {m}")));
+    if let Some(ttl) = options.expiration_ttl {
+        if !ttl.is_finite() || ttl < MIN_EXPIRATION_TTL as f64 {
+            return bad(format!(
+                "Invalid expiration_ttl of {ttl}. Expiration TTL must be at least {MIN_EXPIRATION_TTL}."
+            ));
+        }
+        return Ok(Some(now + ttl as u64));
+    }
+    if let Some(at) = options.expiration {
+        if !at.is_finite() || at < (now + MIN_EXPIRATION_TTL) as f64 {
+            return bad(format!(
+                "Invalid expiration of {at}. Expiration times must be at least {MIN_EXPIRATION_TTL} seconds in the future."
+            ));
+        }
+        return Ok(Some(at as u64));
+    }
+    Ok(None)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> KvError {
+    tracing::error!(error = %e, "KV store failure");
+    KvError::Unavailable(format!("KV storage failure: {e}"))
+}
+
+pub struct KvService {
+    dir: PathBuf,
+    stores: Mutex<HashMap<String, Arc<KvStore>>>,
+    cache: Arc<EdgeCache>,
+    default_ttl: Duration,
+}
+
+impl KvService {
+    /// KV under `<data_dir>/kv`, with an edge cache of `cache_bytes`.
+    pub fn new(data_dir: &std::path::Path, cache_bytes: usize, default_ttl: Duration) -> Arc<Self> {
+        Arc::new(KvService {
+            dir: data_dir.join("kv"),
+            stores: Mutex::new(HashMap::new()),
+            cache: Arc::new(EdgeCache::new(cache_bytes)),
+            default_ttl,
+        })
+    }
+
+    fn store(&self, namespace: &str) -> Result<Arc<KvStore>, KvError> {
+        if !valid_namespace(namespace) {
+            return Err(KvError::Invalid(format!(
+                "invalid KV namespace name '{namespace}': use 1-64 of A-Z, a-z, 0-9, '_' and '-'"
+            )));
+        }
+        let mut stores = self.stores.lock();
+        if let Some(s) = stores.get(namespace) {
+            return Ok(s.clone());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(unavailable)?;
+        let store = Arc::new(
+            KvStore::open(&self.dir.join(format!("{namespace}.db"))).map_err(unavailable)?,
+        );
+        stores.insert(namespace.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    /// Removes expired keys from every open namespace and refreshes the
+    /// bytes-stored gauge. Blocking.
+    pub fn purge_expired(&self) {
+        let stores: Vec<(String, Arc<KvStore>)> = self
+            .stores
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let now = now_unix();
+        for (name, store) in stores {
+            if let Err(e) = store.purge_expired(now) {
+                tracing::warn!(namespace = %name, error = %e, "KV purge failed");
+            }
+            if let Ok(bytes) = store.bytes_stored() {
+                metrics::gauge!(BYTES_STORED, "namespace" => name).set(bytes as f64);
+            }
+        }
+    }
+
+    /// Purges expired keys every `every`, on a thread of its own, for the life of
+    /// the process (or until the service is dropped).
+    pub fn spawn_purger(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("edged-kv-purge".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                match weak.upgrade() {
+                    Some(kv) => kv.purge_expired(),
+                    None => return,
+                }
+            });
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KvError> + Send + 'static,
+) -> Result<T, KvError> {
+    tokio::task::spawn_blocking(f).await.map_err(unavailable)?
+}
+
+impl KvBackend for KvService {
+    fn get(&self, namespace: &str, key: &str, cache_ttl: Option<u64>) -> KvFuture<Option<KvValue>> {
+        let ns = namespace.to_owned();
+        let key = key.to_owned();
+        let store = check_key("GET", &key).and_then(|_| self.store(&ns));
+        let cache = self.cache.clone();
+        let ttl = cache_ttl
+            .map(Duration::from_secs)
+            .unwrap_or(self.default_ttl);
+        metrics::counter!(OPS, "namespace" => ns.clone(), "op" => "get").increment(1);
+        if store.is_ok() {
+            if let Cached::Known(v) = cache.get(&ns, &key, now_unix()) {
+                metrics::counter!(CACHE_HITS, "namespace" => ns).increment(1);
+                return Box::pin(std::future::ready(Ok(v)));
+            }
+            metrics::counter!(CACHE_MISSES, "namespace" => ns.clone()).increment(1);
+        }
+        Box::pin(async move {
+            let store = store?;
+            let k = key.clone();
+            let value = blocking(move || store.get(&k, now_unix()).map_err(unavailable)).await?;
+            cache.insert(&ns, &key, value.clone(), ttl);
+            Ok(value)
+        })
+    }
+
+    fn put(&self, namespace: &str, key: &str, value: Bytes, options: KvPutOptions) -> KvFuture<()> {
+        let ns = namespace.to_owned();
+        let key = key.to_owned();
+        let now = now_unix();
+        let checked = check_put(&key, value.len(), &options)
+            .and_then(|_| expiration(&options, now))
+            .and_then(|expiration| Ok((self.store(&ns)?, expiration)));
+        let cache = self.cache.clone();
+        let ttl = self.default_ttl;
+        metrics::counter!(OPS, "namespace" => ns.clone(), "op" => "put").increment(1);
+        Box::pin(async move {
+            let (store, expiration) = checked?;
+            let entry = KvValue {
+                value,
+                metadata: options.metadata,
+                expiration,
+            };
+            let (k, e) = (key.clone(), entry.clone());
+            blocking(move || store.put(&k, &e, now).map_err(unavailable)).await?;
+            cache.insert(&ns, &key, Some(entry), ttl);
+            Ok(())
+        })
+    }
+
+    fn delete(&self, namespace: &str, key: &str) -> KvFuture<()> {
+        let ns = namespace.to_owned();
+        let key = key.to_owned();
+        let store = check_key("DELETE", &key).and_then(|_| self.store(&ns));
+        let cache = self.cache.clone();
+        let ttl = self.default_ttl;
+        metrics::counter!(OPS, "namespace" => ns.clone(), "op" => "delete").increment(1);
+        Box::pin(async move {
+            let store = store?;
+            let k = key.clone();
+            blocking(move || store.delete(&k, now_unix()).map_err(unavailable)).await?;
+            cache.insert(&ns, &key, None, ttl);
+            Ok(())
+        })
+    }
+
+    fn list(&self, namespace: &str, options: KvListOptions) -> KvFuture<KvListResult> {
+        let ns = namespace.to_owned();
+        let checked = (|| {
+            let limit = match options.limit {
+                None => MAX_LIST_LIMIT,
+                Some(l) if l.is_finite() && l >= 1.0 && l <= MAX_LIST_LIMIT as f64 => l as usize,
+                Some(l) => {
+                    return Err(KvError::Invalid(format!(
+                        "KV LIST failed: 400 Invalid key_count_limit of {l}. Please specify an integer between 1 and {MAX_LIST_LIMIT}."
+                    )))
+                }
+            };
+            let after = match &options.cursor {
+                None => None,
+                Some(c) if c.is_empty() => None,
+                Some(c) => Some(hex::decode(c).map_err(|_| {
+                    KvError::Invalid(format!("KV LIST failed: 400 Invalid cursor '{c}'."))
+                })?),
+            };
+            let prefix = options.prefix.clone().unwrap_or_default();
+            if prefix.len() > MAX_KEY_BYTES {
+                return Err(KvError::Invalid(format!(
+                    "KV LIST failed: 414 UTF-8 encoded length of {} exceeds key length limit of {MAX_KEY_BYTES}.",
+                    prefix.len()
+                )));
+            }
+            Ok((self.store(&ns)?, limit, after, prefix))
+        })();
+        metrics::counter!(OPS, "namespace" => ns, "op" => "list").increment(1);
+        Box::pin(async move {
+            let (store, limit, after, prefix) = checked?;
+            let (keys, more) = blocking(move || {
+                store
+                    .list(&prefix, after.as_deref(), limit, now_unix())
+                    .map_err(unavailable)
+            })
+            .await?;
+            let cursor = more
+                .then(|| keys.last().map(|k| hex::encode(k.name.as_bytes())))
+                .flatten();
+            Ok(KvListResult {
+                keys: keys
+                    .into_iter()
+                    .map(|k| KvListKey {
+                        name: k.name,
+                        expiration: k.expiration,
+                        metadata: k.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+                    })
+                    .collect(),
+                list_complete: !more,
+                cursor,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        assert!(check_key("GET", "").is_err());
+        assert!(check_key("GET", "..").is_err());
+        assert!(check_key("GET", &"k".repeat(512)).is_ok());
+        let e = check_key("PUT", &"k".repeat(513)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("513 exceeds key length limit of 512"),
+            "{e}"
+        );
+        let ttl = |t: f64| KvPutOptions {
+            expiration_ttl: Some(t),
+            ..Default::default()
+        };
+        assert_eq!(expiration(&ttl(60.0), 1000).unwrap(), Some(1060));
+        assert!(expiration(&ttl(59.0), 1000).is_err());
+        let at = |t: f64| KvPutOptions {
+            expiration: Some(t),
+            ..Default::default()
+        };
+        assert!(expiration(&at(1059.0), 1000).is_err());
+        assert_eq!(expiration(&at(1060.0), 1000).unwrap(), Some(1060));
+        assert!(valid_namespace("cache_1-a"));
+        assert!(!valid_namespace("../etc"));
+    }
+}

@@ -1,0 +1,238 @@
+//! The origin store of one KV namespace: `<data_dir>/kv/<namespace>.db`.
+//!
+//! Keys are stored as BLOBs, so SQLite orders them by UTF-8 bytes, as Workers
+//! lists them. Every write also appends to `changes` (a monotonic sequence per
+//! namespace), the log a replicator can ship to other nodes. WAL with
+//! `synchronous=FULL`: a `put` that returned is on disk. Calls block: run them on
+//! a blocking pool.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::super::error::StateError;
+use crate::js::KvValue;
+
+pub struct KvStore {
+    conn: Mutex<Connection>,
+}
+
+/// One listed key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedKey {
+    pub name: String,
+    pub expiration: Option<u64>,
+    pub metadata: Option<String>,
+}
+
+impl KvStore {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS kv (
+                 key BLOB PRIMARY KEY,
+                 value BLOB NOT NULL,
+                 metadata TEXT,
+                 expiration INTEGER,
+                 seq INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS changes (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 key BLOB NOT NULL,
+                 op TEXT NOT NULL,
+                 at INTEGER NOT NULL
+             );",
+        )?;
+        Ok(KvStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match self.conn.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The live value of `key` at `now` (seconds), if any.
+    pub fn get(&self, key: &str, now: u64) -> Result<Option<KvValue>, StateError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT value, metadata, expiration FROM kv
+                 WHERE key = ?1 AND (expiration IS NULL OR expiration > ?2)",
+                params![key.as_bytes(), now as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(value, metadata, expiration)| KvValue {
+            value: value.into(),
+            metadata,
+            expiration: expiration.map(|e| e as u64),
+        }))
+    }
+
+    /// Writes (or overwrites) a key and logs the change, in one transaction.
+    pub fn put(&self, key: &str, value: &KvValue, now: u64) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO changes (key, op, at) VALUES (?1, 'put', ?2)",
+            params![key.as_bytes(), now as i64],
+        )?;
+        let seq = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO kv (key, value, metadata, expiration, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, metadata = excluded.metadata,
+                 expiration = excluded.expiration, seq = excluded.seq",
+            params![
+                key.as_bytes(),
+                &value.value[..],
+                value.metadata,
+                value.expiration.map(|e| e as i64),
+                seq
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete(&self, key: &str, now: u64) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM kv WHERE key = ?1", params![key.as_bytes()])?;
+        tx.execute(
+            "INSERT INTO changes (key, op, at) VALUES (?1, 'delete', ?2)",
+            params![key.as_bytes(), now as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` live keys after `after` (exclusive) starting with `prefix`,
+    /// in key order, and whether more follow.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+        now: u64,
+    ) -> Result<(Vec<ListedKey>, bool), StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, metadata, expiration FROM kv
+             WHERE key >= ?1 AND substr(key, 1, ?2) = ?1 AND key > ?3
+               AND (expiration IS NULL OR expiration > ?4)
+             ORDER BY key LIMIT ?5",
+        )?;
+        let prefix_bytes = prefix.as_bytes();
+        let rows = stmt.query_map(
+            params![
+                prefix_bytes,
+                prefix_bytes.len() as i64,
+                after.unwrap_or(&[]),
+                now as i64,
+                (limit + 1) as i64
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            },
+        )?;
+        let mut keys = Vec::with_capacity(limit.min(1000));
+        for row in rows {
+            let (key, metadata, expiration) = row?;
+            keys.push(ListedKey {
+                name: String::from_utf8_lossy(&key).into_owned(),
+                expiration: expiration.map(|e| e as u64),
+                metadata,
+            });
+        }
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok((keys, more))
+    }
+
+    /// Deletes expired keys; returns how many.
+    pub fn purge_expired(&self, now: u64) -> Result<usize, StateError> {
+        Ok(self.conn().execute(
+            "DELETE FROM kv WHERE expiration IS NOT NULL AND expiration <= ?1",
+            params![now as i64],
+        )?)
+    }
+
+    /// Bytes of keys and values stored.
+    pub fn bytes_stored(&self) -> Result<u64, StateError> {
+        let n: Option<i64> = self.conn().query_row(
+            "SELECT SUM(length(key) + length(value) + IFNULL(length(metadata), 0)) FROM kv",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(s: &str, expiration: Option<u64>) -> KvValue {
+        KvValue {
+            value: s.as_bytes().to_vec().into(),
+            metadata: None,
+            expiration,
+        }
+    }
+
+    #[test]
+    fn expired_keys_are_never_returned_and_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(&dir.path().join("t.db")).unwrap();
+        store.put("lives", &value("a", None), 0).unwrap();
+        store.put("dies", &value("b", Some(100)), 0).unwrap();
+        assert_eq!(store.get("dies", 99).unwrap(), Some(value("b", Some(100))));
+        assert_eq!(store.get("dies", 100).unwrap(), None);
+        let (keys, more) = store.list("", None, 10, 100).unwrap();
+        assert_eq!(
+            keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            vec!["lives"]
+        );
+        assert!(!more);
+        assert_eq!(store.purge_expired(100).unwrap(), 1);
+        assert_eq!(store.get("dies", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn every_write_is_logged_with_a_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(&dir.path().join("t.db")).unwrap();
+        store.put("a", &value("1", None), 5).unwrap();
+        store.put("a", &value("2", None), 6).unwrap();
+        store.delete("a", 7).unwrap();
+        let conn = store.conn();
+        let ops: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, op FROM changes ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            ops,
+            vec![(1, "put".into()), (2, "put".into()), (3, "delete".into())]
+        );
+    }
+}
