@@ -96,6 +96,49 @@ fn engine(c: &mut Criterion) {
     });
 }
 
+/// A cached KV read from JS: a handler doing 100 `get`s of a hot key, against the
+/// same handler doing none; the difference / 100 is one cached read in the isolate.
+fn kv(c: &mut Criterion) {
+    use edged::js::{Binding, HostServices, KvBackend};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let service = edged::state::KvService::new(dir.path(), 64 << 20, std::time::Duration::from_secs(60));
+    let host = HostServices {
+        kv: Some(service.clone()),
+    };
+    let make = |source: &str| {
+        let mut s = script("kvbench");
+        s.modules.insert("worker.js".into(), source.to_owned());
+        s.bindings = vec![Binding::KvNamespace {
+            name: "KV".into(),
+            namespace: "bench".into(),
+        }];
+        s
+    };
+    let reads = make(
+        "export default { async fetch() { let n = 0; for (let i = 0; i < 100; i++) { n += (await env_.KV.get('hot')).length; } return new Response(String(n)); } };"
+            .replace("export default", "import { env as env_ } from 'cloudflare:workers'; export default")
+            .as_str(),
+    );
+    let none = make(
+        "import { env as env_ } from 'cloudflare:workers'; export default { async fetch() { let n = 0; for (let i = 0; i < 100; i++) { n += 5; } return new Response(String(n)); } };",
+    );
+    let (mut w_reads, mut w_none) = local.block_on(&rt, async {
+        service
+            .put("bench", "hot", bytes::Bytes::from_static(b"value"), Default::default())
+            .await
+            .unwrap();
+        let a = BlankIsolate::new(IsolateLimits::default()).unwrap().bind(&reads, &host).await.unwrap();
+        let b = BlankIsolate::new(IsolateLimits::default()).unwrap().bind(&none, &host).await.unwrap();
+        (a, b)
+    });
+    let mut group = c.benchmark_group("kv");
+    group.bench_function("100_cached_gets", |b| b.iter(|| local.block_on(&rt, invoke(&mut w_reads))));
+    group.bench_function("100_no_gets", |b| b.iter(|| local.block_on(&rt, invoke(&mut w_none))));
+    group.finish();
+}
+
 fn actors(c: &mut Criterion) {
     let system = actix_rt::System::new();
     let deployment = system.block_on(async {
@@ -150,5 +193,5 @@ impl actix::Handler<PingMsg> for Ping {
     }
 }
 
-criterion_group!(benches, engine, actors);
+criterion_group!(benches, engine, kv, actors);
 criterion_main!(benches);

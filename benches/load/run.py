@@ -41,7 +41,7 @@ SCENARIOS = {
     "hello": ("hello.js", "/", None),
     "json": ("json.js", "/items?id=42&tag=a&tag=b", None),
     "headers": ("headers.js", "/", None),
-    "kv-read": (None, "/", "Workers KV is not built yet (issue 4)"),
+    "kv-read": ("kv_read.js", "/", None),
     "do-counter": (None, "/", "Durable Objects are not built yet (issue 5)"),
     "do-fanout": (None, "/", "Durable Objects are not built yet (issue 5)"),
 }
@@ -107,14 +107,24 @@ class Edged:
             if m:
                 setattr(self, m.group(1), m.group(2))
 
-    def deploy(self, name, source):
-        body = json.dumps({"main_module": "worker.js", "modules": {"worker.js": source}}).encode()
+    def deploy(self, name, source, bindings=()):
+        body = json.dumps(
+            {"main_module": "worker.js", "modules": {"worker.js": source}, "bindings": list(bindings)}
+        ).encode()
         req = urllib.request.Request(
             f"{self.control}/v1/workers/{name}", data=body, method="PUT",
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read())
+
+    def kv_put(self, namespace, key, value):
+        req = urllib.request.Request(
+            f"{self.control}/v1/kv/{namespace}/values/{key}", data=value.encode(), method="PUT",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status
 
     def url(self, path):
         return self.data + path
@@ -125,6 +135,9 @@ class Edged:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        # Keep the last node's log (warnings and errors only) for a look after the run.
+        os.makedirs(CACHE, exist_ok=True)
+        shutil.copy(os.path.join(self.dir, "log"), os.path.join(CACHE, "last-edged.log"))
 
 
 # ---------------------------------------------------------------- workerd
@@ -164,7 +177,7 @@ def workerd_version(binary):
 class Workerd:
     """One workerd process serving `workers` (name -> source), each on its own port."""
 
-    def __init__(self, binary, workdir, workers):
+    def __init__(self, binary, workdir, workers, kv_store=None):
         self.dir = tempfile.mkdtemp(dir=workdir, prefix="workerd-")
         self.ports = {}
         services, sockets, consts = [], [], []
@@ -176,9 +189,18 @@ class Workerd:
             self.ports[name] = port
             services.append(f'(name = "s{i}", worker = .w{i})')
             sockets.append(f'(name = "h{i}", address = "127.0.0.1:{port}", http = (), service = "s{i}")')
+            bindings = ', bindings = [(name = "KV", kvNamespace = "kvstore")]' if kv_store else ""
             consts.append(
                 f'const w{i} :Workerd.Worker = (modules = [(name = "worker.js", esModule = embed "{fname}")], '
-                f'compatibilityDate = "2025-01-01");'
+                f'compatibilityDate = "2025-01-01"{bindings});'
+            )
+        if kv_store:
+            with open(os.path.join(self.dir, "kvstore.js"), "w") as f:
+                f.write(kv_store)
+            services.append('(name = "kvstore", worker = .kvstore)')
+            consts.append(
+                'const kvstore :Workerd.Worker = (modules = [(name = "worker.js", esModule = embed "kvstore.js")], '
+                'compatibilityDate = "2025-01-01");'
             )
         with open(os.path.join(self.dir, "config.capnp"), "w") as f:
             f.write('using Workerd = import "/workerd/workerd.capnp";\n')
@@ -244,9 +266,12 @@ def throughput_scenarios(args, wd_binary, wd_reason, workdir):
             continue
         with open(os.path.join(WORKERS, script)) as f:
             source = f.read()
+        kv = name == "kv-read"
         edged = Edged(workdir)
         try:
-            edged.deploy(name, source)
+            if kv:
+                edged.kv_put("bench", "hot", "hot value: ".ljust(64, "x"))
+            edged.deploy(name, source, [{"type": "kv_namespace", "name": "KV", "namespace": "bench"}] if kv else [])
             host = f"{name}.workers.localhost"
             wait_http(edged.url(path), host)
             wrk(edged.url(path), host, 1, args.connections, args.threads)  # warm-up
@@ -255,7 +280,11 @@ def throughput_scenarios(args, wd_binary, wd_reason, workdir):
         finally:
             edged.stop()
         if wd_binary:
-            wd = Workerd(wd_binary, workdir, {name: source})
+            kv_store = None
+            if kv:
+                with open(os.path.join(WORKERS, "kv_store_workerd.js")) as f:
+                    kv_store = f.read()
+            wd = Workerd(wd_binary, workdir, {name: source}, kv_store)
             try:
                 url = wd.url(name, path)
                 if not wait_http(url):
@@ -330,6 +359,18 @@ def cold_scenario(args, wd_binary, wd_reason, workdir):
 
 # ---------------------------------------------------------------- output
 
+def rps_cell(r):
+    """Requests/s, flagged when any response was not 2xx/3xx or a socket failed."""
+    if not r:
+        return "-"
+    cell = fmt(r.get("rps"))
+    if r.get("non_2xx"):
+        cell += f" ({r['non_2xx']} non-2xx!)"
+    if r.get("socket_errors"):
+        cell += f" (socket errors: {r['socket_errors']})"
+    return cell
+
+
 def fmt(v, suffix=""):
     return "-" if v is None else f"{v:,.0f}{suffix}" if isinstance(v, float) and v >= 100 else f"{v}{suffix}"
 
@@ -345,9 +386,8 @@ def table(rows, cold):
             continue
         e, w = r.get("edged", {}), r.get("workerd")
         ratio = f"{e['rps'] / w['rps']:.2f}×" if w and w.get("rps") and e.get("rps") else "-"
-        wcell = lambda k: fmt(w.get(k)) if w else r.get("workerd_note", "-")
         lines.append(
-            f"| {r['scenario']} | {fmt(e.get('rps'))} | {wcell('rps')} | {ratio} | "
+            f"| {r['scenario']} | {rps_cell(e)} | {rps_cell(w) if w else r.get('workerd_note', '-')} | {ratio} | "
             f"{fmt(e.get('p50_ms'))} / {fmt(e.get('p99_ms'))} | "
             f"{(fmt(w.get('p50_ms')) + ' / ' + fmt(w.get('p99_ms'))) if w else '-'} | "
             f"{fmt(e.get('peak_rss_mib'))} | {fmt(w.get('peak_rss_mib')) if w else '-'} |"
