@@ -100,10 +100,14 @@ fn engine(c: &mut Criterion) {
 /// same handler doing none; the difference / 100 is one cached read in the isolate.
 fn kv(c: &mut Criterion) {
     use edged::js::{Binding, HostServices, KvBackend};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let local = tokio::task::LocalSet::new();
     let dir = tempfile::tempdir().unwrap();
-    let service = edged::state::KvService::new(dir.path(), 64 << 20, std::time::Duration::from_secs(60));
+    let service =
+        edged::state::KvService::new(dir.path(), 64 << 20, std::time::Duration::from_secs(60));
     let host = HostServices {
         kv: Some(service.clone()),
     };
@@ -126,16 +130,33 @@ fn kv(c: &mut Criterion) {
     );
     let (mut w_reads, mut w_none) = local.block_on(&rt, async {
         service
-            .put("bench", "hot", bytes::Bytes::from_static(b"value"), Default::default())
+            .put(
+                "bench",
+                "hot",
+                bytes::Bytes::from_static(b"value"),
+                Default::default(),
+            )
             .await
             .unwrap();
-        let a = BlankIsolate::new(IsolateLimits::default()).unwrap().bind(&reads, &host).await.unwrap();
-        let b = BlankIsolate::new(IsolateLimits::default()).unwrap().bind(&none, &host).await.unwrap();
+        let a = BlankIsolate::new(IsolateLimits::default())
+            .unwrap()
+            .bind(&reads, &host)
+            .await
+            .unwrap();
+        let b = BlankIsolate::new(IsolateLimits::default())
+            .unwrap()
+            .bind(&none, &host)
+            .await
+            .unwrap();
         (a, b)
     });
     let mut group = c.benchmark_group("kv");
-    group.bench_function("100_cached_gets", |b| b.iter(|| local.block_on(&rt, invoke(&mut w_reads))));
-    group.bench_function("100_no_gets", |b| b.iter(|| local.block_on(&rt, invoke(&mut w_none))));
+    group.bench_function("100_cached_gets", |b| {
+        b.iter(|| local.block_on(&rt, invoke(&mut w_reads)))
+    });
+    group.bench_function("100_no_gets", |b| {
+        b.iter(|| local.block_on(&rt, invoke(&mut w_none)))
+    });
     group.finish();
 }
 

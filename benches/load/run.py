@@ -45,6 +45,8 @@ SCENARIOS = {
     "do-counter": (None, "/", "Durable Objects are not built yet (issue 5)"),
     "do-fanout": (None, "/", "Durable Objects are not built yet (issue 5)"),
 }
+# How long deployed workers sit idle before their memory is read (both runtimes).
+IDLE_SETTLE_S = 5
 HEADER_ARGS = [f"X-H{i}: value-{i}" for i in range(1, 8)]
 
 
@@ -319,7 +321,7 @@ def cold_scenario(args, wd_binary, wd_reason, workdir):
             ok = wait_http(edged.url("/"), f"w{i}.workers.localhost")
             times.append((time.perf_counter() - t0) * 1000)
             assert ok
-        time.sleep(1)
+        time.sleep(IDLE_SETTLE_S)
         after = rss_kib(edged.proc.pid, "VmRSS")
         result["edged"] = {
             "deploy_to_first_response_p50_ms": round(statistics.median(times), 2),
@@ -341,13 +343,13 @@ def cold_scenario(args, wd_binary, wd_reason, workdir):
         assert ok
     one = Workerd(wd_binary, workdir, {"hello": hello})
     wait_http(one.url("hello", "/"))
-    time.sleep(0.5)
+    time.sleep(IDLE_SETTLE_S)
     rss_one = rss_kib(one.proc.pid, "VmRSS")
     one.stop()
     many = Workerd(wd_binary, workdir, {f"w{i}": hello.replace("Hello", f"Hello {i}") for i in range(n)})
     for name in list(many.ports):
         wait_http(many.url(name, "/"))
-    time.sleep(1)
+    time.sleep(IDLE_SETTLE_S)
     rss_many = rss_kib(many.proc.pid, "VmRSS")
     many.stop()
     result["workerd"] = {

@@ -67,8 +67,15 @@ pub struct IsolateActor {
     supervisor: Option<Recipient<IsolateExited>>,
     driver: Option<Waker>,
     turn_scheduled: bool,
+    /// A request arrived since the last idle check.
+    recent_requests: bool,
+    /// Requests since the last idle compaction.
+    busy_since_compact: bool,
     cause: Option<EngineError>,
 }
+
+/// An isolate with no requests for this long gives memory back (`Worker::compact`).
+const COMPACT_AFTER_IDLE: Duration = Duration::from_secs(2);
 
 impl IsolateActor {
     pub fn new(
@@ -84,6 +91,8 @@ impl IsolateActor {
             supervisor,
             driver: None,
             turn_scheduled: false,
+            recent_requests: false,
+            busy_since_compact: true,
             cause: None,
         }
     }
@@ -107,6 +116,18 @@ impl Actor for IsolateActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::gauge!(LIVE_ISOLATES).increment(1.0);
         ctx.spawn(Driver);
+        let mut quiet_ticks = 0u32;
+        ctx.run_interval(COMPACT_AFTER_IDLE / 2, move |act, _| {
+            if act.worker.in_flight() > 0 || std::mem::take(&mut act.recent_requests) {
+                quiet_ticks = 0;
+                return;
+            }
+            quiet_ticks += 1;
+            if quiet_ticks >= 2 && act.busy_since_compact {
+                act.worker.compact();
+                act.busy_since_compact = false;
+            }
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -127,6 +148,8 @@ impl Handler<Invoke> for IsolateActor {
         if self.control.stop_requested() {
             return actix::Response::reply(Err(InvokeError::Stopping));
         }
+        self.recent_requests = true;
+        self.busy_since_compact = true;
         let (tx, mut rx) = oneshot::channel();
         if let Err(fatal) = self.worker.start(msg.request_id, msg.request, tx) {
             self.die(fatal, ctx);

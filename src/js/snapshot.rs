@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use deno_core::{JsRuntime, JsRuntimeForSnapshot, RuntimeOptions};
+use deno_core::{v8, JsRuntime, JsRuntimeForSnapshot, RuntimeOptions};
 
 use super::extension::extensions;
 
@@ -20,6 +20,10 @@ pub fn startup_snapshot() -> &'static [u8] {
         // otherwise initialise it process-wide with its snapshot-building flags
         // (`--predictable --random-seed=42`), which would give every isolate the
         // same Math.random sequence and single-threaded garbage collection.
+        // Operators may pass extra V8 flags (e.g. heap tuning) in EDGED_V8_FLAGS.
+        if let Ok(flags) = std::env::var("EDGED_V8_FLAGS") {
+            v8::V8::set_flags_from_string(&flags);
+        }
         JsRuntime::init_platform(None, false);
         // On a thread of its own: the snapshot's isolate is left entered (deno_core
         // leaks it), which must not disturb the isolates of a real isolate thread.
@@ -29,7 +33,9 @@ pub fn startup_snapshot() -> &'static [u8] {
                 ..Default::default()
             });
             warm_up(&mut runtime);
-            &*Box::leak(runtime.snapshot())
+            let snapshot = runtime.snapshot();
+            tracing::debug!(bytes = snapshot.len(), "startup snapshot built");
+            &*Box::leak(snapshot)
         })
         .join()
         .expect("building the startup snapshot failed")

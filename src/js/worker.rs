@@ -57,6 +57,13 @@ impl Worker {
         &self.name
     }
 
+    /// Gives memory back while idle: a full GC, then V8 trims its heap. Costs a
+    /// few milliseconds of this thread, so callers do it only when idle.
+    pub fn compact(&mut self) {
+        let _entered = self.engine.enter();
+        self.engine.runtime.v8_isolate().low_memory_notification();
+    }
+
     /// Requests started and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
