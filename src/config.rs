@@ -59,6 +59,7 @@ pub struct IsolateConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DurableObjectConfig {
     pub hibernate_after_s: u64,
+    pub max_queue: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -133,6 +134,7 @@ impl Default for DurableObjectConfig {
     fn default() -> Self {
         DurableObjectConfig {
             hibernate_after_s: 10,
+            max_queue: 1000,
         }
     }
 }

@@ -27,11 +27,18 @@
 //! - A version becomes live only after one of its isolates has started; a failed
 //!   start changes nothing.
 //!
+//! Durable Objects: `DurableObjectDirectory` (`directory.rs`) maps an object id to
+//! its one `DurableObjectActor` (`durable_object.rs`), which owns an isolate bound
+//! to an instance of the class and the object's SQLite storage, and implements
+//! the input and output gates.
+//!
 //! Where to look: `isolate.rs` (the isolate actor and its driver), `pool.rs`
 //! (isolate threads and blank pools), `supervisor.rs` (scaling, replacement,
 //! draining), `deployment.rs` (dispatching one request), `registry.rs` (deploys).
 
 pub mod deployment;
+pub mod directory;
+pub mod durable_object;
 pub mod error;
 pub mod isolate;
 pub mod pool;
@@ -39,6 +46,8 @@ pub mod registry;
 pub mod supervisor;
 
 pub use deployment::{next_request_id, Deployment};
+pub use directory::{DurableObjectDirectory, Locate};
+pub use durable_object::{DurableObjectActor, ObjectInvoke};
 pub use error::ActorError;
 pub use isolate::{Invoke, IsolateActor, IsolateControl, IsolateExited};
 pub use pool::{IsolatePool, IsolateThreads, PoolLevel, Spawn};

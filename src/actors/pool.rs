@@ -10,13 +10,18 @@
 //! is handed out once and never comes back: isolates are not reused across tenants.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 
+use super::durable_object::{DurableObjectActor, ObjectSettings, ObjectStopped};
 use super::isolate::{IsolateActor, IsolateControl, IsolateExited};
+use crate::js::durable::ObjectAddress;
+use crate::js::{BindMode, InvokeError};
 use crate::js::{BlankIsolate, EngineError, HostServices, IsolateLimits, WorkerScript};
+use crate::state::durable::ObjectStore;
 
 pub(crate) const POOL_HITS: &str = "edged_warm_pool_hits_total";
 pub(crate) const POOL_MISSES: &str = "edged_warm_pool_misses_total";
@@ -31,6 +36,20 @@ pub struct Spawn {
     pub script: Arc<WorkerScript>,
     pub control: Arc<IsolateControl>,
     pub supervisor: Option<Recipient<IsolateExited>>,
+}
+
+/// Activate a Durable Object on this pool's thread: open its storage, bind a new
+/// isolate to an instance of its class, start its actor.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<DurableObjectActor>, InvokeError>")]
+pub struct SpawnObject {
+    pub script: Arc<WorkerScript>,
+    pub address: ObjectAddress,
+    pub activation: u64,
+    pub database: std::path::PathBuf,
+    pub hibernate_after: std::time::Duration,
+    pub max_queue: usize,
+    pub directory: Recipient<ObjectStopped>,
 }
 
 /// Create one blank isolate if the pool is below its target.
@@ -124,6 +143,54 @@ impl Handler<Spawn> for IsolatePool {
                 metrics::counter!(COLD_STARTS, "worker" => worker_label.clone()).increment(1);
                 metrics::histogram!(COLD_START_SECONDS).record(started.elapsed().as_secs_f64());
             }
+            result
+        }))
+    }
+}
+
+impl Handler<SpawnObject> for IsolatePool {
+    type Result = ResponseActFuture<Self, Result<Addr<DurableObjectActor>, InvokeError>>;
+
+    fn handle(&mut self, msg: SpawnObject, _ctx: &mut Self::Context) -> Self::Result {
+        let blank = match self.blanks.pop_front() {
+            Some(b) => Ok(b),
+            None => BlankIsolate::new(self.limits),
+        };
+        let host = self.host.clone();
+        let fut = async move {
+            let store = ObjectStore::open(&msg.database).map(Rc::new).map_err(|e| {
+                InvokeError::Unavailable(format!("cannot open object storage: {e}"))
+            })?;
+            let mode = BindMode::Object {
+                class_name: msg.address.class_name.clone(),
+                id: msg.address.id.clone(),
+                name: msg.address.name.clone(),
+                storage: store.clone(),
+            };
+            let worker = blank
+                .map_err(InvokeError::from)?
+                .bind_as(&msg.script, &host, mode)
+                .await
+                .map_err(|e| match e {
+                    crate::js::EngineError::Script(m) => InvokeError::Exception(m),
+                    other => other.into(),
+                })?;
+            let settings = ObjectSettings {
+                hibernate_after: msg.hibernate_after,
+                max_queue: msg.max_queue,
+            };
+            let actor = DurableObjectActor::new(
+                msg.address,
+                msg.activation,
+                worker,
+                store,
+                settings,
+                Some(msg.directory),
+            );
+            Ok(actor.start())
+        };
+        Box::pin(fut.into_actor(self).map(|result, _act, ctx| {
+            ctx.notify(Refill);
             result
         }))
     }

@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 
 use super::control_plane::{self, ControlPlane};
 use super::data_plane::{self, DataPlane};
-use crate::actors::{IsolateThreads, Restore, WorkerRegistry, WorkersView};
+use crate::actors::{DurableObjectDirectory, IsolateThreads, Restore, WorkerRegistry, WorkersView};
 use crate::config::Config;
 use crate::js::{HostServices, IsolateLimits};
 use crate::state::{DeploymentStore, KvService};
@@ -115,15 +115,27 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     kv.spawn_purger(std::time::Duration::from_secs(30));
     let host = HostServices {
         kv: Some(kv.clone()),
+        durable_objects: Default::default(),
     };
+    let durable_objects = host.durable_objects.clone();
     let threads = IsolateThreads::start(
         config.isolates.thread_count(),
         config.isolates.pool_size,
         limits,
         host,
     );
+    let threads_for_objects = threads.clone();
     let registry = WorkerRegistry::new(store.clone(), threads, config.isolates.clone());
     let view = registry.view();
+    let directory = DurableObjectDirectory::new(
+        view.clone(),
+        threads_for_objects,
+        config.server.data_dir.clone(),
+        std::time::Duration::from_secs(config.durable_objects.hibernate_after_s),
+        config.durable_objects.max_queue,
+    )
+    .start();
+    durable_objects.set(crate::actors::directory::backend(directory));
     let registry = registry.start();
     let failed = registry
         .send(Restore)

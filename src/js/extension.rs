@@ -74,6 +74,16 @@ deno_core::extension!(
         super::kv::op_kv_put,
         super::kv::op_kv_delete,
         super::kv::op_kv_list,
+        super::durable::op_do_id_from_name,
+        super::durable::op_do_id_unique,
+        super::durable::op_do_fetch,
+        super::durable::op_do_rpc,
+        super::durable::op_do_storage_get,
+        super::durable::op_do_storage_put,
+        super::durable::op_do_storage_delete,
+        super::durable::op_do_storage_list,
+        super::durable::op_do_storage_delete_all,
+        super::durable::op_do_txn,
     ],
     esm_entry_point = "ext:edged/99_main.js",
     esm = [
@@ -84,6 +94,7 @@ deno_core::extension!(
         "00_globals.js",
         "10_worker.js",
         "20_kv.js",
+        "30_durable.js",
         "99_main.js"
     ],
 );

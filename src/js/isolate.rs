@@ -46,6 +46,20 @@ impl Default for IsolateLimits {
 #[derive(Clone, Default)]
 pub struct HostServices {
     pub kv: Option<std::sync::Arc<dyn super::kv::KvBackend>>,
+    pub durable_objects: super::durable::DurableObjectSlot,
+}
+
+/// What a bound isolate serves.
+pub enum BindMode {
+    /// The worker's default export (`fetch(request, env, ctx)`).
+    Worker,
+    /// One Durable Object instance of an exported class, with its storage.
+    Object {
+        class_name: String,
+        id: String,
+        name: Option<String>,
+        storage: Rc<dyn super::durable::ObjectStorage>,
+    },
 }
 
 /// Many isolates share one thread, and V8 keeps a per-thread stack of *entered*
@@ -128,6 +142,7 @@ pub struct BlankIsolate {
     // Field order is drop order: handles into the isolate go before the engine.
     prepare: v8::Global<v8::Function>,
     bind: v8::Global<v8::Function>,
+    bind_object: v8::Global<v8::Function>,
     loader: Rc<TenantLoader>,
     engine: Engine,
 }
@@ -171,7 +186,7 @@ impl BlankIsolate {
             });
         }
 
-        let (prepare, bind) = {
+        let (prepare, bind, bind_object) = {
             let scope = &mut runtime.handle_scope();
             let context = scope.get_current_context();
             let global = context.global(scope);
@@ -188,13 +203,15 @@ impl BlankIsolate {
             };
             let prepare = get_fn(scope, "prepare").ok_or_else(|| internal("prepare missing"))?;
             let bind = get_fn(scope, "bind").ok_or_else(|| internal("bind missing"))?;
+            let bind_object =
+                get_fn(scope, "bindObject").ok_or_else(|| internal("bindObject missing"))?;
             // Tenant code sees neither the runtime's internals nor deno's `Deno`.
             for name in ["__edged_internals", "Deno"] {
                 if let Some(k) = v8::String::new(scope, name) {
                     global.delete(scope, k.into());
                 }
             }
-            (prepare, bind)
+            (prepare, bind, bind_object)
         };
 
         drop(_entered);
@@ -209,6 +226,7 @@ impl BlankIsolate {
             loader,
             prepare,
             bind,
+            bind_object,
         })
     }
 
@@ -220,9 +238,20 @@ impl BlankIsolate {
         script: &WorkerScript,
         host: &HostServices,
     ) -> Result<Worker, EngineError> {
+        self.bind_as(script, host, BindMode::Worker).await
+    }
+
+    /// Binds the isolate to one worker version in the given mode.
+    pub async fn bind_as(
+        self,
+        script: &WorkerScript,
+        host: &HostServices,
+        mode: BindMode,
+    ) -> Result<Worker, EngineError> {
         let BlankIsolate {
             prepare,
             bind,
+            bind_object,
             loader,
             mut engine,
         } = self;
@@ -233,6 +262,41 @@ impl BlankIsolate {
             name: script.name.as_str().into(),
             version: script.version,
         });
+        let namespaces: std::collections::HashMap<String, String> = script
+            .bindings
+            .iter()
+            .filter_map(|b| match b {
+                crate::js::Binding::DurableObjectNamespace { name, class_name } => {
+                    Some((name.clone(), class_name.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        engine
+            .runtime
+            .op_state()
+            .borrow_mut()
+            .put(super::durable::DoAccess {
+                slot: host.durable_objects.clone(),
+                worker: script.name.clone(),
+                namespaces,
+            });
+        let mode = match mode {
+            BindMode::Object {
+                class_name,
+                id,
+                name,
+                storage,
+            } => {
+                engine
+                    .runtime
+                    .op_state()
+                    .borrow_mut()
+                    .put(super::durable::ObjectStorageSlot(storage));
+                Some((class_name, id, name))
+            }
+            BindMode::Worker => None,
+        };
         if let Some(kv) = &host.kv {
             let namespaces = script
                 .bindings
@@ -330,7 +394,24 @@ impl BlankIsolate {
                 .map_err(|e| EngineError::Script(format_core_error(&e)))?;
             let scope = &mut runtime.handle_scope();
             let ns = v8::Local::new(scope, &namespace);
-            let f = call(scope, &bind, &[ns.into()])?;
+            let f = match &mode {
+                None => call(scope, &bind, &[ns.into()])?,
+                Some((class_name, id, name)) => {
+                    let mut args = vec![ns.into()];
+                    for s in [
+                        class_name.as_str(),
+                        id.as_str(),
+                        name.as_deref().unwrap_or(""),
+                    ] {
+                        args.push(
+                            v8::String::new(scope, s)
+                                .ok_or_else(|| internal("string"))?
+                                .into(),
+                        );
+                    }
+                    call(scope, &bind_object, &args)?
+                }
+            };
             v8::Local::<v8::Function>::try_from(f)
                 .map(|f| v8::Global::new(scope, f))
                 .map_err(|_| internal("bind() did not return a function"))

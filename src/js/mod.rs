@@ -24,6 +24,7 @@
 //!   `worker.rs`: serving requests; `limits.rs`: the CPU watchdog; `loader.rs`:
 //!   module resolution; `script.rs`: what a worker version is made of.
 
+pub mod durable;
 pub mod error;
 pub mod extension;
 pub mod isolate;
@@ -35,7 +36,7 @@ pub mod snapshot;
 pub mod worker;
 
 pub use error::{EngineError, InvokeError};
-pub use isolate::{BlankIsolate, HostServices, IsolateLimits};
+pub use isolate::{BindMode, BlankIsolate, HostServices, IsolateLimits};
 pub use kv::{KvBackend, KvError, KvListOptions, KvListResult, KvPutOptions, KvValue};
 pub use script::{Binding, InvokeRequest, InvokeResponse, WorkerScript};
 pub use worker::{Reply, Worker};

@@ -14,6 +14,7 @@
 //!   them to rare control-plane paths.
 
 pub mod deployments;
+pub mod durable;
 pub mod error;
 pub mod kv;
 

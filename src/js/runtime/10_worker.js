@@ -14,6 +14,11 @@ import { fromInnerRequest, newInnerRequest } from "ext:deno_fetch/23_request.js"
 import { toInnerResponse } from "ext:deno_fetch/23_response.js";
 import { ReadableStream } from "ext:deno_web/06_streams.js";
 import { KVNamespace } from "ext:edged/20_kv.js";
+import {
+  DurableObjectId,
+  DurableObjectNamespace,
+  DurableObjectState,
+} from "ext:edged/30_durable.js";
 import { currentRequestId } from "ext:edged/00_globals.js";
 
 const CFW_KEY = "__edged_cloudflare_workers";
@@ -46,20 +51,6 @@ class WorkerEntrypoint {
   }
 }
 
-function unavailableBinding(kind, name, issue) {
-  const fail = () => {
-    throw new Error(
-      `${kind} binding '${name}' is not available on this node yet (${issue})`,
-    );
-  };
-  return new Proxy({}, {
-    get(_target, prop) {
-      if (prop === "then" || typeof prop === "symbol") return undefined;
-      return fail;
-    },
-  });
-}
-
 function makeEnv(bindings) {
   const env = {};
   for (const b of bindings) {
@@ -75,11 +66,7 @@ function makeEnv(bindings) {
         env[b.name] = new KVNamespace(b.namespace);
         break;
       case "durable_object_namespace":
-        env[b.name] = unavailableBinding(
-          "Durable Object namespace",
-          b.name,
-          "Durable Objects",
-        );
+        env[b.name] = new DurableObjectNamespace(b.name);
         break;
       default:
         throw new TypeError(`unknown binding type '${b.type}'`);
@@ -152,7 +139,60 @@ export function bind(ns) {
     );
   }
 
+  return makeDispatch(callFetch, null);
+}
+
+// A Durable Object instance of `className` from the worker's main module,
+// constructed as `new Class(state, env)`. Its dispatch serves fetch events and,
+// for method "RPC", calls the public method named by the URL (`rpc:<name>`) with
+// structured-cloned arguments.
+export function bindObject(ns, className, idHex, idName) {
+  delete globalThis[CFW_KEY];
+  const cls = ns[className];
+  if (typeof cls !== "function") {
+    throw new TypeError(
+      `Durable Object class '${className}' is not exported by the worker's main module`,
+    );
+  }
+  const state = new DurableObjectState(new DurableObjectId(idHex, idName === "" ? undefined : idName));
+  const instance = new cls(state, env);
+  const callFetch = (request) => {
+    if (typeof instance.fetch !== "function") {
+      throw new TypeError(`Durable Object class '${className}' has no fetch() method`);
+    }
+    return instance.fetch(request);
+  };
+  const callRpc = async (method, args) => {
+    if (
+      method === "constructor" || method === "fetch" || method.startsWith("#") ||
+      typeof instance[method] !== "function" || Object.hasOwn(Object.prototype, method)
+    ) {
+      throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
+    }
+    return await instance[method](...args);
+  };
+  return makeDispatch(callFetch, callRpc);
+}
+
+function makeDispatch(callFetch, callRpc) {
   return async function dispatch(id, method, url, flatHeaders, body) {
+    if (method === "RPC" && callRpc !== null) {
+      try {
+        const args = core.deserialize(body, { forStorage: true });
+        const previous = core.getAsyncContext();
+        core.setAsyncContext(id);
+        let pending;
+        try {
+          pending = callRpc(url.slice(4), args);
+        } finally {
+          core.setAsyncContext(previous);
+        }
+        const result = await pending;
+        return [200, [], core.serialize(result, { forStorage: true })];
+      } catch (e) {
+        return ["error", "exception", errorText(e)];
+      }
+    }
     try {
       const headerList = [];
       for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
@@ -208,6 +248,7 @@ export function bind(ns) {
 // Runs the request path a few times so that its functions are compiled. Called
 // once while the startup snapshot is made (the snapshot keeps compiled code), so
 // a cold start does not pay for compiling the runtime's own JavaScript.
+
 export async function warmup() {
   prepare([{ type: "plain_text", name: "W", text: "w" }]);
   const dispatch = bind({

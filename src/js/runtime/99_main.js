@@ -3,10 +3,10 @@
 // global scope (and removes `Deno`) before any tenant code runs.
 
 import "ext:edged/00_globals.js";
-import { bind, prepare, warmup } from "ext:edged/10_worker.js";
+import { bind, bindObject, prepare, warmup } from "ext:edged/10_worker.js";
 
 Object.defineProperty(globalThis, "__edged_internals", {
-  value: { prepare, bind, warmup },
+  value: { prepare, bind, bindObject, warmup },
   configurable: true,
   enumerable: false,
   writable: false,

@@ -1,0 +1,227 @@
+//! `DurableObjectDirectory`: object id → live actor, activating objects on
+//! demand so that there is exactly one live actor per object on this node.
+//!
+//! Who owns an id is decided by [`DurableObjectDirectory::owner`] alone: today
+//! every object is local; the cluster will answer from its hash ring there and
+//! forward calls for remote objects to their owner node.
+//!
+//! An object runs the worker version that was live when it was activated, until
+//! it hibernates.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+
+use super::durable_object::{DurableObjectActor, ObjectInvoke, ObjectStopped};
+use super::pool::{IsolateThreads, SpawnObject};
+use super::registry::WorkersView;
+use crate::js::durable::{DurableObjectBackend, ObjectAddress, ObjectFuture};
+use crate::js::{InvokeError, InvokeRequest};
+
+const ACTIVATIONS: &str = "edged_do_activations_total";
+
+/// Where an object lives.
+pub enum Owner {
+    Local,
+}
+
+/// Find (or activate) the actor of an object.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<DurableObjectActor>, InvokeError>")]
+pub struct Locate(pub ObjectAddress);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Activated {
+    address: ObjectAddress,
+    activation: u64,
+    result: Result<Addr<DurableObjectActor>, InvokeError>,
+}
+
+pub struct DurableObjectDirectory {
+    view: WorkersView,
+    threads: IsolateThreads,
+    data_dir: PathBuf,
+    hibernate_after: std::time::Duration,
+    max_queue: usize,
+    live: HashMap<ObjectAddress, (u64, Addr<DurableObjectActor>)>,
+    activating:
+        HashMap<ObjectAddress, Vec<oneshot::Sender<Result<Addr<DurableObjectActor>, InvokeError>>>>,
+    next_activation: u64,
+}
+
+impl DurableObjectDirectory {
+    pub fn new(
+        view: WorkersView,
+        threads: IsolateThreads,
+        data_dir: PathBuf,
+        hibernate_after: std::time::Duration,
+        max_queue: usize,
+    ) -> Self {
+        DurableObjectDirectory {
+            view,
+            threads,
+            data_dir,
+            hibernate_after,
+            max_queue,
+            live: HashMap::new(),
+            activating: HashMap::new(),
+            next_activation: 1,
+        }
+    }
+
+    /// The one place that decides which node owns an object.
+    pub fn owner(&self, _address: &ObjectAddress) -> Owner {
+        Owner::Local
+    }
+
+    fn database(&self, a: &ObjectAddress) -> PathBuf {
+        self.data_dir
+            .join("do")
+            .join(&a.worker)
+            .join(&a.class_name)
+            .join(format!("{}.db", a.id))
+    }
+
+    fn activate(&mut self, address: ObjectAddress, ctx: &mut Context<Self>) {
+        let Some(deployment) = self.view.get(&address.worker) else {
+            let err =
+                InvokeError::Unavailable(format!("worker '{}' is not deployed", address.worker));
+            for w in self.activating.remove(&address).unwrap_or_default() {
+                let _ = w.send(Err(err.clone()));
+            }
+            return;
+        };
+        let activation = self.next_activation;
+        self.next_activation += 1;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        address.id.hash(&mut h);
+        let pool = self.threads.pool(h.finish() as usize).clone();
+        let msg = SpawnObject {
+            script: deployment.script.clone(),
+            address: address.clone(),
+            activation,
+            database: self.database(&address),
+            hibernate_after: self.hibernate_after,
+            max_queue: self.max_queue,
+            directory: ctx.address().recipient(),
+        };
+        let me = ctx.address();
+        actix::spawn(async move {
+            let result = match pool.send(msg).await {
+                Ok(r) => r,
+                Err(e) => Err(InvokeError::Unavailable(e.to_string())),
+            };
+            me.do_send(Activated {
+                address,
+                activation,
+                result,
+            });
+        });
+        metrics::counter!(ACTIVATIONS).increment(1);
+    }
+}
+
+impl Actor for DurableObjectDirectory {
+    type Context = Context<Self>;
+}
+
+impl Handler<Locate> for DurableObjectDirectory {
+    type Result = ResponseFuture<Result<Addr<DurableObjectActor>, InvokeError>>;
+
+    fn handle(&mut self, msg: Locate, ctx: &mut Self::Context) -> Self::Result {
+        let address = msg.0;
+        match self.owner(&address) {
+            Owner::Local => {}
+        }
+        if let Some((_, addr)) = self.live.get(&address) {
+            if addr.connected() {
+                let addr = addr.clone();
+                return Box::pin(async move { Ok(addr) });
+            }
+            self.live.remove(&address);
+        }
+        let (tx, rx) = oneshot::channel();
+        let first = !self.activating.contains_key(&address);
+        self.activating.entry(address.clone()).or_default().push(tx);
+        if first {
+            self.activate(address, ctx);
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(InvokeError::Unavailable("directory stopped".into())))
+        })
+    }
+}
+
+impl Handler<Activated> for DurableObjectDirectory {
+    type Result = ();
+
+    fn handle(&mut self, msg: Activated, _: &mut Self::Context) {
+        if let Ok(addr) = &msg.result {
+            self.live
+                .insert(msg.address.clone(), (msg.activation, addr.clone()));
+        }
+        for w in self.activating.remove(&msg.address).unwrap_or_default() {
+            let _ = w.send(msg.result.clone());
+        }
+    }
+}
+
+impl Handler<ObjectStopped> for DurableObjectDirectory {
+    type Result = ();
+
+    fn handle(&mut self, msg: ObjectStopped, _: &mut Self::Context) {
+        if self
+            .live
+            .get(&msg.address)
+            .is_some_and(|(a, _)| *a == msg.activation)
+        {
+            self.live.remove(&msg.address);
+        }
+    }
+}
+
+/// The directory as the engine's [`DurableObjectBackend`].
+pub struct DirectoryHandle(pub Addr<DurableObjectDirectory>);
+
+impl DurableObjectBackend for DirectoryHandle {
+    fn invoke(
+        &self,
+        target: ObjectAddress,
+        request_id: u64,
+        request: InvokeRequest,
+    ) -> ObjectFuture {
+        let directory = self.0.clone();
+        Box::pin(async move {
+            // An object that hibernated between locate and send is activated again.
+            for attempt in 0..2 {
+                let addr = directory
+                    .send(Locate(target.clone()))
+                    .await
+                    .map_err(|e| InvokeError::Unavailable(e.to_string()))??;
+                match addr
+                    .send(ObjectInvoke {
+                        request_id,
+                        request: request.clone(),
+                    })
+                    .await
+                {
+                    Ok(outcome) => return outcome,
+                    Err(_) if attempt == 0 => continue,
+                    Err(e) => return Err(InvokeError::Unavailable(e.to_string())),
+                }
+            }
+            Err(InvokeError::Unavailable("object unavailable".into()))
+        })
+    }
+}
+
+/// Makes an `Arc<dyn DurableObjectBackend>` from the directory.
+pub fn backend(directory: Addr<DurableObjectDirectory>) -> Arc<dyn DurableObjectBackend> {
+    Arc::new(DirectoryHandle(directory))
+}

@@ -1,0 +1,320 @@
+//! `DurableObjectActor`: one live Durable Object — its isolate (an instance of
+//! the class) and its storage — serving one event at a time.
+//!
+//! Gates. *Input gate*: the mailbox feeds the isolate one event at a time; the
+//! next event starts only when the previous one has produced its response, so
+//! no event ever observes another's half-done state. (This is stricter than
+//! Workers, which also lets events in while an object awaits a non-storage
+//! fetch.) *Output gate*: an event's response is held until every write made up
+//! to its end is durable. *Group commit*: writes collect in the store's pending
+//! layer; when an event ends and no commit is in flight, one commit takes
+//! everything pending; events that end while it runs wait for the next one. The
+//! object keeps executing while a commit is in flight, so one fsync covers the
+//! writes of many events. A failed commit fails every held response and resets
+//! the object (the actor stops; the next call activates a fresh instance).
+//!
+//! Hibernation: idle for `hibernate_after` (no queue, nothing in flight or
+//! committing), the actor stops — isolate dropped, database closed — and tells
+//! the directory; the next call reactivates it with a fresh constructor call.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+
+use crate::js::durable::ObjectAddress;
+use crate::js::{EngineError, InvokeError, InvokeRequest, InvokeResponse, Worker};
+use crate::state::durable::{commit, ObjectStore};
+
+pub(crate) const LIVE_OBJECTS: &str = "edged_do_live_objects";
+const HIBERNATIONS: &str = "edged_do_hibernations_total";
+const EVENTS: &str = "edged_do_events_total";
+const EVENT_SECONDS: &str = "edged_do_event_seconds";
+const COMMIT_EVENTS: &str = "edged_do_commit_batch_events";
+
+type Outcome = Result<InvokeResponse, InvokeError>;
+type Reply = oneshot::Sender<Outcome>;
+
+/// One event for the object.
+#[derive(Message)]
+#[rtype(result = "Result<InvokeResponse, InvokeError>")]
+pub struct ObjectInvoke {
+    pub request_id: u64,
+    pub request: InvokeRequest,
+}
+
+/// Sent to the directory when an object actor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ObjectStopped {
+    pub address: ObjectAddress,
+    pub activation: u64,
+}
+
+struct Queued {
+    request_id: u64,
+    request: InvokeRequest,
+    reply: Reply,
+    arrived: Instant,
+}
+
+struct Running {
+    outcome: oneshot::Receiver<Outcome>,
+    reply: Reply,
+    arrived: Instant,
+}
+
+pub struct ObjectSettings {
+    pub hibernate_after: Duration,
+    pub max_queue: usize,
+}
+
+pub struct DurableObjectActor {
+    address: ObjectAddress,
+    activation: u64,
+    worker: Worker,
+    store: Rc<ObjectStore>,
+    settings: ObjectSettings,
+    directory: Option<Recipient<ObjectStopped>>,
+    queue: VecDeque<Queued>,
+    running: Option<Running>,
+    /// Events done, responses held until their writes are durable.
+    held: Vec<(Outcome, Reply, Instant)>,
+    committing: bool,
+    driver: Option<Waker>,
+    last_active: Instant,
+}
+
+impl DurableObjectActor {
+    pub fn new(
+        address: ObjectAddress,
+        activation: u64,
+        worker: Worker,
+        store: Rc<ObjectStore>,
+        settings: ObjectSettings,
+        directory: Option<Recipient<ObjectStopped>>,
+    ) -> Self {
+        DurableObjectActor {
+            address,
+            activation,
+            worker,
+            store,
+            settings,
+            directory,
+            queue: VecDeque::new(),
+            running: None,
+            held: Vec::new(),
+            committing: false,
+            driver: None,
+            last_active: Instant::now(),
+        }
+    }
+
+    /// Moves events along: finishes the running one if it settled, starts the
+    /// next, and starts a commit when one is due.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            if let Some(running) = &mut self.running {
+                match running.outcome.try_recv() {
+                    Ok(None) => break,
+                    Ok(Some(outcome)) => {
+                        if let Some(r) = self.running.take() {
+                            self.held.push((outcome, r.reply, r.arrived));
+                        }
+                    }
+                    Err(_) => {
+                        if let Some(r) = self.running.take() {
+                            let _ = r
+                                .reply
+                                .send(Err(InvokeError::Unavailable("object reset".into())));
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(next) = self.queue.pop_front() else {
+                break;
+            };
+            self.last_active = Instant::now();
+            let (tx, rx) = oneshot::channel();
+            self.running = Some(Running {
+                outcome: rx,
+                reply: next.reply,
+                arrived: next.arrived,
+            });
+            if let Err(fatal) = self.worker.start(next.request_id, next.request, tx) {
+                self.reset(fatal, ctx);
+                return;
+            }
+            if let Some(w) = &self.driver {
+                w.wake_by_ref();
+            }
+        }
+        self.maybe_commit(ctx);
+    }
+
+    fn maybe_commit(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.held.is_empty() {
+            return;
+        }
+        let batch = self.store.take_batch();
+        let held = std::mem::take(&mut self.held);
+        if batch.is_empty() {
+            self.store.commit_done();
+            release(held);
+            return;
+        }
+        metrics::histogram!(COMMIT_EVENTS).record(held.len() as f64);
+        self.committing = true;
+        let writer = self.store.writer();
+        let fut = async move { tokio::task::spawn_blocking(move || commit(&writer, &batch)).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.committing = false;
+            act.store.commit_done();
+            match result {
+                Ok(Ok(())) => {
+                    release(held);
+                    act.maybe_commit(ctx);
+                }
+                Ok(Err(e)) => act.fail_commit(held, e.to_string(), ctx),
+                Err(e) => act.fail_commit(held, e.to_string(), ctx),
+            }
+        }));
+    }
+
+    fn fail_commit(
+        &mut self,
+        held: Vec<(Outcome, Reply, Instant)>,
+        error: String,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::error!(object = %self.address.id, %error, "Durable Object commit failed; resetting the object");
+        for (_, reply, _) in held {
+            let _ = reply.send(Err(InvokeError::Unavailable(format!(
+                "storage commit failed: {error}"
+            ))));
+        }
+        self.reset(EngineError::Internal(error), ctx);
+    }
+
+    /// Fails everything queued or held and stops: the next call starts afresh.
+    fn reset(&mut self, cause: EngineError, ctx: &mut Context<Self>) {
+        tracing::warn!(object = %self.address.id, class = %self.address.class_name, %cause, "Durable Object reset");
+        let err: InvokeError = match cause {
+            EngineError::CpuLimit | EngineError::MemoryLimit => cause.into(),
+            other => InvokeError::Unavailable(other.to_string()),
+        };
+        if let Some(r) = self.running.take() {
+            let _ = r.reply.send(Err(err.clone()));
+        }
+        for q in self.queue.drain(..) {
+            let _ = q.reply.send(Err(err.clone()));
+        }
+        for (_, reply, _) in self.held.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+        ctx.stop();
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty()
+            && self.running.is_none()
+            && self.held.is_empty()
+            && !self.committing
+            && self.worker.in_flight() == 0
+    }
+}
+
+fn release(held: Vec<(Outcome, Reply, Instant)>) {
+    for (outcome, reply, arrived) in held {
+        metrics::histogram!(EVENT_SECONDS).record(arrived.elapsed().as_secs_f64());
+        let _ = reply.send(outcome);
+    }
+}
+
+impl Actor for DurableObjectActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(LIVE_OBJECTS).increment(1.0);
+        ctx.spawn(Driver);
+        let every = (self.settings.hibernate_after / 4).max(Duration::from_millis(50));
+        ctx.run_interval(every, |act, ctx| {
+            if act.idle() && act.last_active.elapsed() >= act.settings.hibernate_after {
+                metrics::counter!(HIBERNATIONS).increment(1);
+                tracing::debug!(object = %act.address.id, "hibernating");
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::gauge!(LIVE_OBJECTS).decrement(1.0);
+        if let Some(d) = &self.directory {
+            d.do_send(ObjectStopped {
+                address: self.address.clone(),
+                activation: self.activation,
+            });
+        }
+    }
+}
+
+impl Handler<ObjectInvoke> for DurableObjectActor {
+    type Result = ResponseFuture<Outcome>;
+
+    fn handle(&mut self, msg: ObjectInvoke, ctx: &mut Self::Context) -> Self::Result {
+        metrics::counter!(EVENTS).increment(1);
+        let (tx, rx) = oneshot::channel();
+        if self.queue.len() >= self.settings.max_queue {
+            let _ = tx.send(Err(InvokeError::Unavailable(format!(
+                "Durable Object is overloaded: {} events already queued",
+                self.queue.len()
+            ))));
+        } else {
+            self.last_active = Instant::now();
+            self.queue.push_back(Queued {
+                request_id: msg.request_id,
+                request: msg.request,
+                reply: tx,
+                arrived: Instant::now(),
+            });
+            self.pump(ctx);
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(InvokeError::Unavailable("Durable Object stopped".into())))
+        })
+    }
+}
+
+/// Drives the object's event loop and moves events along as they settle.
+struct Driver;
+
+impl ActorFuture<DurableObjectActor> for Driver {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut DurableObjectActor,
+        ctx: &mut Context<DurableObjectActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        if act
+            .driver
+            .as_ref()
+            .is_none_or(|w| !w.will_wake(task.waker()))
+        {
+            act.driver = Some(task.waker().clone());
+        }
+        if let Poll::Ready(fatal) = act.worker.poll(task) {
+            act.reset(fatal, ctx);
+            return Poll::Ready(());
+        }
+        act.pump(ctx);
+        Poll::Pending
+    }
+}

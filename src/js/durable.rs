@@ -1,0 +1,331 @@
+//! Durable Objects as the engine sees them: the interfaces the node plugs in
+//! ([`DurableObjectBackend`] routes a call to an object; [`ObjectStorage`] is an
+//! object's own store) and the `op_do_*` ops behind `runtime/30_durable.js`.
+//!
+//! A worker's isolate reaches only the namespaces bound to it ([`DoAccess`]); an
+//! object's isolate reaches only its own storage (put in its `OpState` at bind).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::error::InvokeError;
+use super::script::{InvokeRequest, InvokeResponse};
+
+/// Which object a call is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectAddress {
+    pub worker: String,
+    pub class_name: String,
+    /// 64 lowercase hex digits.
+    pub id: String,
+    /// The name it was derived from, when it was (`id.name`).
+    pub name: Option<String>,
+}
+
+pub type ObjectFuture = Pin<Box<dyn Future<Output = Result<InvokeResponse, InvokeError>> + Send>>;
+
+/// The node's object directory.
+pub trait DurableObjectBackend: Send + Sync + 'static {
+    /// Delivers one event (a fetch, or an RPC as method "RPC") to an object.
+    fn invoke(
+        &self,
+        target: ObjectAddress,
+        request_id: u64,
+        request: InvokeRequest,
+    ) -> ObjectFuture;
+}
+
+/// A lazily set backend: the directory is built after the isolate threads that
+/// need a handle to it.
+#[derive(Clone, Default)]
+pub struct DurableObjectSlot(Arc<std::sync::OnceLock<Arc<dyn DurableObjectBackend>>>);
+
+impl DurableObjectSlot {
+    pub fn set(&self, backend: Arc<dyn DurableObjectBackend>) {
+        let _ = self.0.set(backend);
+    }
+    pub fn get(&self) -> Option<Arc<dyn DurableObjectBackend>> {
+        self.0.get().cloned()
+    }
+}
+
+/// What a bound worker isolate may call: its namespace bindings (binding name →
+/// class name).
+pub struct DoAccess {
+    pub slot: DurableObjectSlot,
+    pub worker: String,
+    pub namespaces: HashMap<String, String>,
+}
+
+/// Options of `storage.list()`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListOptions {
+    pub start: Option<String>,
+    pub start_after: Option<String>,
+    pub end: Option<String>,
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub reverse: bool,
+    pub limit: Option<usize>,
+}
+
+/// A storage call that failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, deno_error::JsError)]
+pub enum DoError {
+    #[class(type)]
+    #[error("{0}")]
+    Invalid(String),
+    #[class(range)]
+    #[error("{0}")]
+    Range(String),
+    #[class(generic)]
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// One object's storage, as its isolate uses it. Writes are buffered until the
+/// object's actor commits them; reads see them at once.
+pub trait ObjectStorage {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, DoError>;
+    fn put(&self, key: &str, value: Vec<u8>) -> Result<(), DoError>;
+    fn delete(&self, key: &str) -> Result<bool, DoError>;
+    fn list(&self, options: &ListOptions) -> Result<Vec<(String, Vec<u8>)>, DoError>;
+    fn delete_all(&self) -> Result<(), DoError>;
+    fn transaction_begin(&self) -> Result<(), DoError>;
+    fn transaction_commit(&self) -> Result<(), DoError>;
+    fn transaction_rollback(&self) -> Result<(), DoError>;
+}
+
+/// The object's storage in its isolate's `OpState`.
+pub struct ObjectStorageSlot(pub Rc<dyn ObjectStorage>);
+
+/// `idFromName`: a hash keyed by the namespace (worker and class), so the same
+/// name gives the same id in that namespace and unrelated ids elsewhere.
+pub fn id_from_name(worker: &str, class_name: &str, name: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"edged-durable-object-id-v1\0");
+    h.update(worker.as_bytes());
+    h.update(b"\0");
+    h.update(class_name.as_bytes());
+    h.update(b"\0");
+    h.update(name.as_bytes());
+    hex::encode(h.finalize())
+}
+
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn namespace(state: &OpState, binding: &str) -> Result<(String, String), DoError> {
+    let access = state
+        .try_borrow::<DoAccess>()
+        .ok_or_else(|| DoError::Failed("Durable Objects are not available here".into()))?;
+    let class = access.namespaces.get(binding).ok_or_else(|| {
+        DoError::Invalid(format!(
+            "'{binding}' is not a Durable Object binding of this worker"
+        ))
+    })?;
+    Ok((access.worker.clone(), class.clone()))
+}
+
+#[op2]
+#[string]
+pub fn op_do_id_from_name(
+    state: &mut OpState,
+    #[string] binding: &str,
+    #[string] name: &str,
+) -> Result<String, DoError> {
+    let (worker, class) = namespace(state, binding)?;
+    Ok(id_from_name(&worker, &class, name))
+}
+
+#[op2]
+#[string]
+pub fn op_do_id_unique() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn target(
+    state: &Rc<RefCell<OpState>>,
+    binding: &str,
+    id: String,
+    name: String,
+) -> Result<(Arc<dyn DurableObjectBackend>, ObjectAddress), DoError> {
+    if !valid_id(&id) {
+        return Err(DoError::Invalid(
+            "Invalid Durable Object ID: it must be 64 lowercase hexadecimal digits.".into(),
+        ));
+    }
+    let state = state.borrow();
+    let (worker, class_name) = namespace(&state, binding)?;
+    let backend =
+        state.borrow::<DoAccess>().slot.get().ok_or_else(|| {
+            DoError::Failed("Durable Objects are not available on this node".into())
+        })?;
+    let address = ObjectAddress {
+        worker,
+        class_name,
+        id,
+        name: (!name.is_empty()).then_some(name),
+    };
+    Ok((backend, address))
+}
+
+/// The caller sees the object's error message (`remote`), and limit or queue
+/// failures as `overloaded` (the JS side sets the flags from the prefix).
+fn remote_error(e: InvokeError) -> DoError {
+    match e {
+        InvokeError::Exception(stack) => {
+            DoError::Failed(stack.lines().next().unwrap_or("Error").to_owned())
+        }
+        InvokeError::CpuLimit | InvokeError::MemoryLimit => {
+            DoError::Failed(format!("Durable Object is overloaded: {e}; it was reset"))
+        }
+        InvokeError::Unavailable(m) if m.contains("overloaded") => DoError::Failed(m),
+        other => DoError::Failed(format!("Durable Object unavailable: {other}")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[op2(async)]
+#[serde]
+pub async fn op_do_fetch(
+    state: Rc<RefCell<OpState>>,
+    #[string] binding: String,
+    #[string] id: String,
+    #[string] name: String,
+    #[string] method: String,
+    #[string] url: String,
+    #[serde] headers: Vec<String>,
+    #[buffer] body: Option<JsBuffer>,
+) -> Result<(u16, Vec<String>, Option<ToJsBuffer>), DoError> {
+    let (backend, address) = target(&state, &binding, id, name)?;
+    let request = InvokeRequest {
+        method,
+        url,
+        headers: headers
+            .chunks(2)
+            .filter(|p| p.len() == 2)
+            .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
+            .collect(),
+        body: body.map(|b| bytes::Bytes::copy_from_slice(&b)),
+    };
+    let response = backend
+        .invoke(address, 0, request)
+        .await
+        .map_err(remote_error)?;
+    let headers = response
+        .headers
+        .into_iter()
+        .flat_map(|(k, v)| {
+            [
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ]
+        })
+        .collect();
+    Ok((
+        response.status,
+        headers,
+        response.body.map(|b| ToJsBuffer::from(b.to_vec())),
+    ))
+}
+
+#[op2(async)]
+#[serde]
+pub async fn op_do_rpc(
+    state: Rc<RefCell<OpState>>,
+    #[string] binding: String,
+    #[string] id: String,
+    #[string] name: String,
+    #[string] method: String,
+    #[buffer] args: JsBuffer,
+) -> Result<ToJsBuffer, DoError> {
+    let (backend, address) = target(&state, &binding, id, name)?;
+    let request = InvokeRequest {
+        method: "RPC".into(),
+        url: format!("rpc:{method}"),
+        headers: Vec::new(),
+        body: Some(bytes::Bytes::copy_from_slice(&args)),
+    };
+    let response = backend
+        .invoke(address, 0, request)
+        .await
+        .map_err(remote_error)?;
+    Ok(ToJsBuffer::from(
+        response.body.map(|b| b.to_vec()).unwrap_or_default(),
+    ))
+}
+
+fn storage(state: &OpState) -> Result<Rc<dyn ObjectStorage>, DoError> {
+    state
+        .try_borrow::<ObjectStorageSlot>()
+        .map(|s| s.0.clone())
+        .ok_or_else(|| DoError::Invalid("storage is only available inside a Durable Object".into()))
+}
+
+#[op2]
+#[serde]
+pub fn op_do_storage_get(
+    state: &mut OpState,
+    #[string] key: &str,
+) -> Result<Option<ToJsBuffer>, DoError> {
+    Ok(storage(state)?.get(key)?.map(ToJsBuffer::from))
+}
+
+#[op2]
+pub fn op_do_storage_put(
+    state: &mut OpState,
+    #[string] key: &str,
+    #[buffer] value: JsBuffer,
+) -> Result<(), DoError> {
+    storage(state)?.put(key, value.to_vec())
+}
+
+#[op2(fast)]
+pub fn op_do_storage_delete(state: &mut OpState, #[string] key: &str) -> Result<bool, DoError> {
+    storage(state)?.delete(key)
+}
+
+#[op2]
+#[serde]
+pub fn op_do_storage_list(
+    state: &mut OpState,
+    #[serde] options: ListOptions,
+) -> Result<Vec<(String, ToJsBuffer)>, DoError> {
+    Ok(storage(state)?
+        .list(&options)?
+        .into_iter()
+        .map(|(k, v)| (k, ToJsBuffer::from(v)))
+        .collect())
+}
+
+#[op2(fast)]
+pub fn op_do_storage_delete_all(state: &mut OpState) -> Result<(), DoError> {
+    storage(state)?.delete_all()
+}
+
+#[op2(fast)]
+pub fn op_do_txn(state: &mut OpState, #[string] action: &str) -> Result<(), DoError> {
+    let s = storage(state)?;
+    match action {
+        "begin" => s.transaction_begin(),
+        "commit" => s.transaction_commit(),
+        "rollback" => s.transaction_rollback(),
+        other => Err(DoError::Invalid(format!(
+            "unknown transaction action '{other}'"
+        ))),
+    }
+}

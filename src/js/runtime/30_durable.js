@@ -1,0 +1,272 @@
+// edged runtime: Durable Objects as a worker sees them -- namespaces, ids, stubs
+// -- and as an object sees itself -- its state and storage.
+//
+// Calls go through op_do_* (src/js/durable.rs). Storage values are structured
+// clones (V8's serializer). Writes are buffered by the object's store and
+// committed by its actor when the event ends; the response waits for that commit
+// (the output gate). Events of one object never interleave (the input gate).
+
+import { core } from "ext:core/mod.js";
+import {
+  op_do_fetch,
+  op_do_id_from_name,
+  op_do_id_unique,
+  op_do_rpc,
+  op_do_storage_delete,
+  op_do_storage_delete_all,
+  op_do_storage_get,
+  op_do_storage_list,
+  op_do_storage_put,
+  op_do_txn,
+} from "ext:core/ops";
+
+const ID_RE = /^[0-9a-f]{64}$/;
+const MAX_BATCH = 128;
+
+async function op_do_fetch_wrapped(...args) {
+  try {
+    return await op_do_fetch(...args);
+  } catch (e) {
+    throw remote(e);
+  }
+}
+
+async function op_do_rpc_wrapped(...args) {
+  try {
+    return await op_do_rpc(...args);
+  } catch (e) {
+    throw remote(e);
+  }
+}
+
+export class DurableObjectId {
+  #hex;
+  #name;
+  constructor(hex, name) {
+    this.#hex = hex;
+    this.#name = name;
+  }
+  toString() {
+    return this.#hex;
+  }
+  equals(other) {
+    return other instanceof DurableObjectId && other.toString() === this.#hex;
+  }
+  get name() {
+    return this.#name;
+  }
+}
+
+// Errors from the object reach the caller with Workers' flags.
+function remote(e) {
+  if (e instanceof Error) {
+    e.remote = true;
+    if (String(e.message).includes("overloaded")) e.overloaded = true;
+  }
+  return e;
+}
+
+async function bodyBytes(request) {
+  if (request.body === null) return null;
+  return new Uint8Array(await request.arrayBuffer());
+}
+
+function flatten(headers) {
+  const flat = [];
+  for (const [k, v] of headers) flat.push(k, v);
+  return flat;
+}
+
+class DurableObjectStub {
+  #binding;
+  #id;
+  constructor(binding, id) {
+    this.#binding = binding;
+    this.#id = id;
+    // Unknown properties are RPC methods: stub.increment(5).
+    return new Proxy(this, {
+      get(target, prop, receiver) {
+        if (typeof prop === "symbol" || prop in target) {
+          const v = Reflect.get(target, prop, receiver);
+          return typeof v === "function" ? v.bind(target) : v;
+        }
+        if (prop === "then") return undefined;
+        return (...args) => target.#rpc(prop, args);
+      },
+    });
+  }
+  get id() {
+    return this.#id;
+  }
+  get name() {
+    return this.#id.name;
+  }
+  async fetch(input, init) {
+    const request = new Request(input, init);
+    const result = await op_do_fetch_wrapped(
+      this.#binding,
+      this.#id.toString(),
+      this.#id.name ?? "",
+      request.method,
+      request.url,
+      flatten(request.headers),
+      await bodyBytes(request),
+    );
+    const [status, flatHeaders, body] = result;
+    const headers = [];
+    for (let i = 0; i + 1 < flatHeaders.length; i += 2) headers.push([flatHeaders[i], flatHeaders[i + 1]]);
+    const nullBody = status === 101 || status === 204 || status === 205 || status === 304;
+    return new Response(nullBody ? null : body, { status, headers });
+  }
+  async #rpc(method, args) {
+    const out = await op_do_rpc_wrapped(
+      this.#binding,
+      this.#id.toString(),
+      this.#id.name ?? "",
+      method,
+      core.serialize(args, { forStorage: true }),
+    );
+    return core.deserialize(out, { forStorage: true });
+  }
+}
+
+export class DurableObjectNamespace {
+  #binding;
+  constructor(binding) {
+    this.#binding = binding;
+  }
+  idFromName(name) {
+    const n = String(name);
+    return new DurableObjectId(op_do_id_from_name(this.#binding, n), n);
+  }
+  newUniqueId() {
+    return new DurableObjectId(op_do_id_unique(), undefined);
+  }
+  idFromString(hex) {
+    if (typeof hex !== "string" || !ID_RE.test(hex)) {
+      throw new TypeError("Invalid Durable Object ID: it must be 64 lowercase hexadecimal digits.");
+    }
+    return new DurableObjectId(hex, undefined);
+  }
+  get(id) {
+    if (!(id instanceof DurableObjectId)) {
+      throw new TypeError("DurableObjectNamespace.get() expects a DurableObjectId");
+    }
+    return new DurableObjectStub(this.#binding, id);
+  }
+  getByName(name) {
+    return this.get(this.idFromName(name));
+  }
+}
+
+function checkKey(key) {
+  if (typeof key !== "string") throw new TypeError("Durable Object storage keys must be strings");
+  return key;
+}
+
+function serialize(value) {
+  if (value === undefined) throw new TypeError("Durable Object storage cannot store undefined");
+  return core.serialize(value, { forStorage: true });
+}
+
+function deserialize(bytes) {
+  return core.deserialize(bytes, { forStorage: true });
+}
+
+function batch(keys, what) {
+  if (keys.length > MAX_BATCH) {
+    throw new RangeError(`Durable Object storage ${what} takes at most ${MAX_BATCH} keys at once (got ${keys.length})`);
+  }
+  return keys.map(checkKey);
+}
+
+export class DurableObjectStorage {
+  get(keys) {
+    if (Array.isArray(keys)) {
+      const out = new Map();
+      for (const k of batch(keys, "get()")) {
+        const v = op_do_storage_get(k);
+        if (v !== null) out.set(k, deserialize(v));
+      }
+      return Promise.resolve(out);
+    }
+    const v = op_do_storage_get(checkKey(keys));
+    return Promise.resolve(v === null ? undefined : deserialize(v));
+  }
+  put(keyOrEntries, value) {
+    if (typeof keyOrEntries === "object" && keyOrEntries !== null) {
+      const entries = Object.entries(keyOrEntries);
+      batch(entries.map(([k]) => k), "put()");
+      const serialized = entries.map(([k, v]) => [k, serialize(v)]);
+      for (const [k, bytes] of serialized) op_do_storage_put(k, bytes);
+      return Promise.resolve();
+    }
+    op_do_storage_put(checkKey(keyOrEntries), serialize(value));
+    return Promise.resolve();
+  }
+  delete(keys) {
+    if (Array.isArray(keys)) {
+      let n = 0;
+      for (const k of batch(keys, "delete()")) if (op_do_storage_delete(k)) n++;
+      return Promise.resolve(n);
+    }
+    return Promise.resolve(op_do_storage_delete(checkKey(keys)));
+  }
+  list(options = {}) {
+    const opts = {};
+    for (const k of ["start", "startAfter", "end", "prefix"]) {
+      if (options[k] !== undefined) opts[k] = checkKey(options[k]);
+    }
+    if (options.reverse) opts.reverse = true;
+    if (options.limit !== undefined) {
+      if (!Number.isInteger(options.limit) || options.limit < 1) {
+        throw new TypeError("list() limit must be a positive integer");
+      }
+      opts.limit = options.limit;
+    }
+    const out = new Map();
+    for (const [k, v] of op_do_storage_list(opts)) out.set(k, deserialize(v));
+    return Promise.resolve(out);
+  }
+  deleteAll() {
+    op_do_storage_delete_all();
+    return Promise.resolve();
+  }
+  async transaction(closure) {
+    op_do_txn("begin");
+    try {
+      const result = await closure(this);
+      op_do_txn("commit");
+      return result;
+    } catch (e) {
+      op_do_txn("rollback");
+      throw e;
+    }
+  }
+  transactionSync(closure) {
+    op_do_txn("begin");
+    try {
+      const result = closure();
+      op_do_txn("commit");
+      return result;
+    } catch (e) {
+      op_do_txn("rollback");
+      throw e;
+    }
+  }
+}
+
+export class DurableObjectState {
+  #waitUntil = [];
+  constructor(id) {
+    this.id = id;
+    this.storage = new DurableObjectStorage();
+  }
+  waitUntil(promise) {
+    this.#waitUntil.push(Promise.resolve(promise).catch((e) => globalThis.console.error("waitUntil promise rejected:", e)));
+  }
+  // Events never interleave here, so running the closure is the whole job.
+  async blockConcurrencyWhile(closure) {
+    return await closure();
+  }
+}

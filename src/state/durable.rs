@@ -1,0 +1,296 @@
+//! One Durable Object's storage: `<data_dir>/do/<worker>/<class>/<id>.db`.
+//!
+//! Design. The object's isolate writes into an in-memory *pending* layer; reads
+//! look at pending, then at the *committing* layer (handed to a commit, not yet
+//! durable), then at SQLite. The object's actor decides when a commit happens
+//! (`take_batch` → [`commit`] on a blocking thread → `commit_done`): one
+//! transaction covers every write made since the last one, however many events
+//! made them (group commit), and responses wait for it (the output gate).
+//! `transaction()` snapshots the pending layer and restores it on rollback.
+//!
+//! Two SQLite connections (WAL): the reader stays on the isolate's thread, the
+//! writer moves to the blocking pool for commits, so reads never wait for an
+//! fsync.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::error::StateError;
+use crate::js::durable::{DoError, ListOptions, ObjectStorage};
+
+/// Workers' limit on one key plus its value.
+pub const MAX_ENTRY_BYTES: usize = 2 << 20;
+
+/// Writes in key order; `None` deletes.
+pub type Batch = BTreeMap<String, Option<Vec<u8>>>;
+
+pub struct ObjectStore {
+    reader: Connection,
+    writer: Arc<Mutex<Connection>>,
+    pending: RefCell<Batch>,
+    committing: RefCell<Batch>,
+    transactions: RefCell<Vec<Batch>>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StateError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
+    )?;
+    Ok(conn)
+}
+
+fn failed(e: impl std::fmt::Display) -> DoError {
+    tracing::error!(error = %e, "Durable Object storage failure");
+    DoError::Failed(format!("Durable Object storage failure: {e}"))
+}
+
+impl ObjectStore {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let writer = open_connection(path)?;
+        let reader = open_connection(path)?;
+        Ok(ObjectStore {
+            reader,
+            writer: Arc::new(Mutex::new(writer)),
+            pending: RefCell::new(BTreeMap::new()),
+            committing: RefCell::new(BTreeMap::new()),
+            transactions: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Moves the pending writes into the committing layer and returns them for
+    /// [`commit`]. Call only when no commit is in flight.
+    pub fn take_batch(&self) -> Batch {
+        let batch = std::mem::take(&mut *self.pending.borrow_mut());
+        *self.committing.borrow_mut() = batch.clone();
+        batch
+    }
+
+    /// The batch from `take_batch` is durable (or failed and the object resets).
+    pub fn commit_done(&self) {
+        self.committing.borrow_mut().clear();
+    }
+
+    pub fn writer(&self) -> Arc<Mutex<Connection>> {
+        self.writer.clone()
+    }
+
+    fn overlay(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.pending.borrow().get(key) {
+            return Some(v.clone());
+        }
+        self.committing.borrow().get(key).cloned()
+    }
+
+    fn write(&self, key: &str, value: Option<Vec<u8>>) {
+        self.pending.borrow_mut().insert(key.to_owned(), value);
+    }
+}
+
+/// Writes a batch in one transaction and waits until it is on disk. Blocking.
+pub fn commit(writer: &Mutex<Connection>, batch: &Batch) -> Result<(), StateError> {
+    let mut conn = match writer.lock() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
+    };
+    let tx = conn.transaction()?;
+    {
+        let mut put =
+            tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
+        let mut del = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
+        for (k, v) in batch {
+            match v {
+                Some(v) => put.execute(params![k, v])?,
+                None => del.execute(params![k])?,
+            };
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn in_range(key: &str, o: &ListOptions) -> bool {
+    o.start.as_deref().is_none_or(|s| key >= s)
+        && o.start_after.as_deref().is_none_or(|s| key > s)
+        && o.end.as_deref().is_none_or(|e| key < e)
+        && o.prefix.as_deref().is_none_or(|p| key.starts_with(p))
+}
+
+impl ObjectStorage for ObjectStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, DoError> {
+        if let Some(v) = self.overlay(key) {
+            return Ok(v);
+        }
+        self.reader
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(failed)
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>) -> Result<(), DoError> {
+        let size = key.len() + value.len();
+        if size > MAX_ENTRY_BYTES {
+            return Err(DoError::Range(format!(
+                "Durable Object storage: key and value of {size} bytes exceed the limit of {MAX_ENTRY_BYTES} bytes"
+            )));
+        }
+        self.write(key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, DoError> {
+        let existed = self.get(key)?.is_some();
+        self.write(key, None);
+        Ok(existed)
+    }
+
+    fn list(&self, o: &ListOptions) -> Result<Vec<(String, Vec<u8>)>, DoError> {
+        // Everything the overlays say about the range, then SQLite's rows for keys
+        // the overlays do not mention.
+        let mut merged: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        for layer in [&self.committing, &self.pending] {
+            for (k, v) in layer.borrow().iter() {
+                if in_range(k, o) {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let tombstones = merged.values().filter(|v| v.is_none()).count();
+        let limit = o.limit.map(|l| l + tombstones);
+        let lower = match (&o.start, &o.start_after, &o.prefix) {
+            (_, Some(a), _) => Bound::Excluded(a.clone()),
+            (Some(s), _, _) => Bound::Included(s.clone()),
+            (_, _, Some(p)) => Bound::Included(p.clone()),
+            _ => Bound::Unbounded,
+        };
+        let (lo_sql, lo) = match &lower {
+            Bound::Included(k) => ("key >= ?1", k.clone()),
+            Bound::Excluded(k) => ("key > ?1", k.clone()),
+            Bound::Unbounded => ("?1 = ?1", String::new()),
+        };
+        let order = if o.reverse { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT key, value FROM kv WHERE {lo_sql} AND (?2 IS NULL OR key < ?2)
+             AND (?3 IS NULL OR substr(key, 1, length(?3)) = ?3) ORDER BY key {order} LIMIT ?4"
+        );
+        let mut stmt = self.reader.prepare_cached(&sql).map_err(failed)?;
+        let rows = stmt
+            .query_map(
+                params![lo, o.end, o.prefix, limit.map(|l| l as i64).unwrap_or(-1)],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .map_err(failed)?;
+        for row in rows {
+            let (k, v) = row.map_err(failed)?;
+            if in_range(&k, o) {
+                merged.entry(k).or_insert(Some(v));
+            }
+        }
+        let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
+        let out: Vec<_> = if o.reverse {
+            live.rev().take(o.limit.unwrap_or(usize::MAX)).collect()
+        } else {
+            live.take(o.limit.unwrap_or(usize::MAX)).collect()
+        };
+        Ok(out)
+    }
+
+    fn delete_all(&self) -> Result<(), DoError> {
+        for (k, _) in self.list(&ListOptions::default())? {
+            self.write(&k, None);
+        }
+        Ok(())
+    }
+
+    fn transaction_begin(&self) -> Result<(), DoError> {
+        let snapshot = self.pending.borrow().clone();
+        self.transactions.borrow_mut().push(snapshot);
+        Ok(())
+    }
+
+    fn transaction_commit(&self) -> Result<(), DoError> {
+        self.transactions.borrow_mut().pop();
+        Ok(())
+    }
+
+    fn transaction_rollback(&self) -> Result<(), DoError> {
+        if let Some(snapshot) = self.transactions.borrow_mut().pop() {
+            *self.pending.borrow_mut() = snapshot;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_commit_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let s = ObjectStore::open(&path).unwrap();
+        s.put("b", b"2".to_vec()).unwrap();
+        s.put("a", b"1".to_vec()).unwrap();
+        assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
+        let batch = s.take_batch();
+        assert_eq!(batch.len(), 2);
+        s.put("c", b"3".to_vec()).unwrap();
+        assert_eq!(
+            s.get("b").unwrap(),
+            Some(b"2".to_vec()),
+            "committing layer is visible"
+        );
+        commit(&s.writer(), &batch).unwrap();
+        s.commit_done();
+        s.delete("a").unwrap();
+        let keys: Vec<String> = s
+            .list(&ListOptions::default())
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec!["b", "c"]);
+        let rev = ListOptions {
+            reverse: true,
+            limit: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(s.list(&rev).unwrap()[0].0, "c");
+        // Uncommitted writes are gone after a reopen; committed ones stay.
+        drop(s);
+        let s = ObjectStore::open(&path).unwrap();
+        assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get("c").unwrap(), None);
+    }
+
+    #[test]
+    fn transaction_rollback_restores_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ObjectStore::open(&dir.path().join("o.db")).unwrap();
+        s.put("keep", vec![1]).unwrap();
+        s.transaction_begin().unwrap();
+        s.put("drop", vec![2]).unwrap();
+        s.delete("keep").unwrap();
+        s.transaction_rollback().unwrap();
+        assert_eq!(s.get("keep").unwrap(), Some(vec![1]));
+        assert_eq!(s.get("drop").unwrap(), None);
+        assert!(s.put("big", vec![0; MAX_ENTRY_BYTES]).is_err());
+        assert!(s.put("ok", vec![0; MAX_ENTRY_BYTES - 2]).is_ok());
+    }
+}
