@@ -110,6 +110,7 @@ fn kv(c: &mut Criterion) {
         edged::state::KvService::new(dir.path(), 64 << 20, std::time::Duration::from_secs(60));
     let host = HostServices {
         kv: Some(service.clone()),
+        ..Default::default()
     };
     let make = |source: &str| {
         let mut s = script("kvbench");

@@ -42,8 +42,8 @@ SCENARIOS = {
     "json": ("json.js", "/items?id=42&tag=a&tag=b", None),
     "headers": ("headers.js", "/", None),
     "kv-read": ("kv_read.js", "/", None),
-    "do-counter": (None, "/", "Durable Objects are not built yet (issue 5)"),
-    "do-fanout": (None, "/", "Durable Objects are not built yet (issue 5)"),
+    "do-counter": ("do_counter.js", "/?objects=1", None),
+    "do-fanout": ("do_counter.js", "/?objects=100", None),
 }
 # How long deployed workers sit idle before their memory is read (both runtimes).
 IDLE_SETTLE_S = 5
@@ -179,7 +179,7 @@ def workerd_version(binary):
 class Workerd:
     """One workerd process serving `workers` (name -> source), each on its own port."""
 
-    def __init__(self, binary, workdir, workers, kv_store=None):
+    def __init__(self, binary, workdir, workers, kv_store=None, durable=False):
         self.dir = tempfile.mkdtemp(dir=workdir, prefix="workerd-")
         self.ports = {}
         services, sockets, consts = [], [], []
@@ -192,10 +192,20 @@ class Workerd:
             services.append(f'(name = "s{i}", worker = .w{i})')
             sockets.append(f'(name = "h{i}", address = "127.0.0.1:{port}", http = (), service = "s{i}")')
             bindings = ', bindings = [(name = "KV", kvNamespace = "kvstore")]' if kv_store else ""
+            if durable:
+                bindings = (
+                    ', bindings = [(name = "COUNTER", durableObjectNamespace = "Counter")]'
+                    f', durableObjectNamespaces = [(className = "Counter", uniqueKey = "edged-bench-{i}")]'
+                    ', durableObjectStorage = (localDisk = "do-disk")'
+                )
             consts.append(
                 f'const w{i} :Workerd.Worker = (modules = [(name = "worker.js", esModule = embed "{fname}")], '
                 f'compatibilityDate = "2025-01-01"{bindings});'
             )
+        if durable:
+            disk = os.path.join(self.dir, "do-disk")
+            os.makedirs(disk, exist_ok=True)
+            services.append(f'(name = "do-disk", disk = (path = "{disk}", writable = true))')
         if kv_store:
             with open(os.path.join(self.dir, "kvstore.js"), "w") as f:
                 f.write(kv_store)
@@ -269,11 +279,17 @@ def throughput_scenarios(args, wd_binary, wd_reason, workdir):
         with open(os.path.join(WORKERS, script)) as f:
             source = f.read()
         kv = name == "kv-read"
+        durable = name.startswith("do-")
         edged = Edged(workdir)
         try:
             if kv:
                 edged.kv_put("bench", "hot", "hot value: ".ljust(64, "x"))
-            edged.deploy(name, source, [{"type": "kv_namespace", "name": "KV", "namespace": "bench"}] if kv else [])
+            bindings = []
+            if kv:
+                bindings = [{"type": "kv_namespace", "name": "KV", "namespace": "bench"}]
+            if durable:
+                bindings = [{"type": "durable_object_namespace", "name": "COUNTER", "class_name": "Counter"}]
+            edged.deploy(name, source, bindings)
             host = f"{name}.workers.localhost"
             wait_http(edged.url(path), host)
             wrk(edged.url(path), host, 1, args.connections, args.threads)  # warm-up
@@ -286,7 +302,7 @@ def throughput_scenarios(args, wd_binary, wd_reason, workdir):
             if kv:
                 with open(os.path.join(WORKERS, "kv_store_workerd.js")) as f:
                     kv_store = f.read()
-            wd = Workerd(wd_binary, workdir, {name: source}, kv_store)
+            wd = Workerd(wd_binary, workdir, {name: source}, kv_store, durable)
             try:
                 url = wd.url(name, path)
                 if not wait_http(url):

@@ -24,6 +24,8 @@ use crate::js::{InvokeError, InvokeRequest};
 
 const ACTIVATIONS: &str = "edged_do_activations_total";
 
+type Located = Result<Addr<DurableObjectActor>, InvokeError>;
+
 /// Where an object lives.
 pub enum Owner {
     Local,
@@ -49,8 +51,7 @@ pub struct DurableObjectDirectory {
     hibernate_after: std::time::Duration,
     max_queue: usize,
     live: HashMap<ObjectAddress, (u64, Addr<DurableObjectActor>)>,
-    activating:
-        HashMap<ObjectAddress, Vec<oneshot::Sender<Result<Addr<DurableObjectActor>, InvokeError>>>>,
+    activating: HashMap<ObjectAddress, Vec<oneshot::Sender<Located>>>,
     next_activation: u64,
 }
 

@@ -1,0 +1,382 @@
+//! End-to-end: Durable Objects through a worker, against a real node process.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::TestNode;
+use serde_json::{json, Value};
+
+const WORKER: &str = r#"
+import { DurableObject } from "cloudflare:workers";
+
+export class Counter extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    this.instance = crypto.randomUUID();
+  }
+  async fetch(request) {
+    const url = new URL(request.url);
+    const s = this.ctx.storage;
+    switch (url.pathname) {
+      case "/inc": {
+        const v = ((await s.get("v")) ?? 0) + 1;
+        s.put("v", v);
+        return new Response(String(v));
+      }
+      case "/slow-inc": {
+        // Read, wait on something that is not storage, write: only an input gate
+        // keeps concurrent events from losing updates here.
+        const v = (await s.get("slow")) ?? 0;
+        await new Promise((r) => setTimeout(r, 2));
+        await s.put("slow", v + 1);
+        return new Response(String(v + 1));
+      }
+      case "/get": return Response.json({ v: (await s.get("v")) ?? 0, slow: (await s.get("slow")) ?? 0 });
+      case "/many": {
+        for (let i = 0; i < 100; i++) s.put(`many:${String(i).padStart(3, "0")}`, i);
+        return new Response("ok");
+      }
+      case "/txn": {
+        await s.put("t", "before");
+        try {
+          await s.transaction(async (txn) => {
+            await txn.put("t", "inside");
+            await txn.put("t2", "inside");
+            throw new Error("abort");
+          });
+        } catch {}
+        return Response.json({ t: await s.get("t"), t2: (await s.get("t2")) ?? null });
+      }
+      case "/clone": {
+        const value = {
+          map: new Map([["a", 1]]), set: new Set([1, 2]), date: new Date(1700000000000),
+          buf: new Uint8Array([1, 2, 3]).buffer, typed: new Int32Array([-1, 7]), big: 12345678901234567890n,
+          nested: { arr: [1, "two", null] },
+        };
+        await s.put("clone", value);
+        const b = await s.get("clone");
+        return Response.json({
+          map: b.map instanceof Map && b.map.get("a") === 1,
+          set: b.set instanceof Set && b.set.has(2),
+          date: b.date instanceof Date && b.date.getTime() === 1700000000000,
+          buf: b.buf instanceof ArrayBuffer && new Uint8Array(b.buf)[2] === 3,
+          typed: b.typed instanceof Int32Array && b.typed[0] === -1,
+          big: b.big === 12345678901234567890n,
+          nested: JSON.stringify(b.nested) === '[1,"two",null]' || b.nested.arr[1] === "two",
+        });
+      }
+      case "/limits": {
+        const out = {};
+        const tryIt = async (name, f) => { try { await f(); out[name] = "ok"; } catch (e) { out[name] = e.name; } };
+        await tryIt("entryUnder", () => s.put("big", "x".repeat(2 * 1024 * 1024 - 100)));
+        await tryIt("entryOver", () => s.put("big2", "x".repeat(2 * 1024 * 1024 + 1)));
+        const keys = (n) => Array.from({ length: n }, (_, i) => `k${i}`);
+        await tryIt("get128", () => s.get(keys(128)));
+        await tryIt("get129", () => s.get(keys(129)));
+        await tryIt("delete129", () => s.delete(keys(129)));
+        await tryIt("undefinedValue", () => s.put("u", undefined));
+        await s.delete("big");
+        return Response.json(out);
+      }
+      case "/list": {
+        for (const k of ["a", "b", "c", "d"]) await s.put(`l:${k}`, k);
+        const names = async (o) => [...(await s.list(o)).keys()];
+        return Response.json({
+          all: await names({ prefix: "l:" }),
+          start: await names({ start: "l:b", prefix: "l:" }),
+          startAfter: await names({ startAfter: "l:b", prefix: "l:" }),
+          end: await names({ prefix: "l:", end: "l:c" }),
+          reverse: await names({ prefix: "l:", reverse: true, limit: 2 }),
+        });
+      }
+      case "/whoami":
+        return Response.json({ instance: this.instance, id: this.ctx.id.toString(), name: this.ctx.id.name ?? null });
+      case "/throw": throw new Error("object failed on purpose");
+      case "/spin": while (true) {}
+    }
+    return new Response("no route", { status: 404 });
+  }
+  async add(n) {
+    const v = ((await this.ctx.storage.get("v")) ?? 0) + n;
+    await this.ctx.storage.put("v", v);
+    return { v, echo: [n, new Map([["k", "v"]])] };
+  }
+  async fail() { throw new RangeError("rpc failed on purpose"); }
+}
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const name = url.searchParams.get("name") ?? "main";
+    try {
+      switch (url.pathname) {
+        case "/ids": {
+          const a = env.COUNTER.idFromName("x");
+          const b = env.COUNTER.idFromName("x");
+          const u = env.COUNTER.newUniqueId();
+          let bad = null, badGet = null;
+          try { env.COUNTER.idFromString("not-an-id"); } catch (e) { bad = e.name; }
+          try { env.COUNTER.get("nope"); } catch (e) { badGet = e.name; }
+          return Response.json({
+            hex: /^[0-9a-f]{64}$/.test(a.toString()), same: a.equals(b), name: a.name,
+            unique: u.toString() !== a.toString() && /^[0-9a-f]{64}$/.test(u.toString()),
+            roundTrip: env.COUNTER.idFromString(a.toString()).equals(a), bad, badGet,
+          });
+        }
+        case "/rpc": {
+          const r = await env.COUNTER.getByName(name).add(5);
+          return Response.json({ v: r.v, echo0: r.echo[0], echoMap: r.echo[1].get("k") });
+        }
+        case "/rpc-fail":
+          try { await env.COUNTER.getByName(name).fail(); } catch (e) { return Response.json({ message: e.message, remote: e.remote === true }); }
+          return new Response("no error");
+        case "/caught": {
+          try { await env.COUNTER.getByName(name).fetch("http://do/throw"); } catch (e) { return Response.json({ message: e.message, remote: e.remote === true }); }
+          return new Response("no error");
+        }
+        case "/caught-spin": {
+          try { await env.COUNTER.getByName(name).fetch("http://do/spin"); } catch (e) { return Response.json({ message: e.message, overloaded: e.overloaded === true, remote: e.remote === true }); }
+          return new Response("no error");
+        }
+      }
+      return await env.COUNTER.getByName(name).fetch(request);
+    } catch (e) {
+      return Response.json({ error: e.name, message: e.message }, { status: 500 });
+    }
+  },
+};
+"#;
+
+fn start(extra: &str) -> TestNode {
+    let node = TestNode::start_with(extra);
+    let (status, body) = node.deploy(
+        "objects",
+        WORKER,
+        json!([{"type":"durable_object_namespace","name":"COUNTER","class_name":"Counter"}]),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    node
+}
+
+fn get_json(node: &TestNode, path: &str) -> Value {
+    let (status, body) = node.get_worker("objects", path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn hammer(node: &TestNode, path: &str, threads: usize, per_thread: usize) -> Vec<String> {
+    let url = format!("{}{path}", node.data);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                (0..per_thread)
+                    .map(|_| {
+                        let r = client
+                            .get(&url)
+                            .header("host", "objects.workers.localhost")
+                            .send()
+                            .unwrap();
+                        assert_eq!(r.status().as_u16(), 200);
+                        r.text().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn one_actor_per_id_counts_exactly() {
+    let node = start("");
+    let answers = hammer(&node, "/inc", 64, 10_000 / 64 + 1);
+    let n = answers.len() as u64;
+    assert_eq!(get_json(&node, "/get")["v"], n);
+    // Every increment saw a distinct value: one actor, one event at a time.
+    let distinct: BTreeSet<u64> = answers.iter().map(|a| a.parse().unwrap()).collect();
+    assert_eq!(distinct.len() as u64, n);
+    assert_eq!(*distinct.iter().max().unwrap(), n);
+}
+
+#[test]
+fn input_gate_keeps_events_from_interleaving() {
+    let node = start("");
+    let answers = hammer(&node, "/slow-inc", 16, 10);
+    assert_eq!(
+        get_json(&node, "/get")["slow"],
+        answers.len() as u64,
+        "lost updates: events interleaved"
+    );
+}
+
+#[test]
+fn storage_api_and_limits() {
+    let node = start("");
+    // Write coalescing: 100 puts without an await commit as one transaction.
+    let commits = |node: &TestNode| -> u64 {
+        let m = node
+            .http
+            .get(format!("{}/metrics", node.control))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        m.lines()
+            .find(|l| l.starts_with("edged_do_commit_batch_events_count"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    get_json(&node, "/whoami"); // activate
+    let before = commits(&node);
+    assert_eq!(node.get_worker("objects", "/many"), (200, "ok".to_owned()));
+    assert_eq!(
+        commits(&node) - before,
+        1,
+        "100 puts without await must be one commit"
+    );
+
+    assert_eq!(get_json(&node, "/txn"), json!({"t": "before", "t2": null}));
+    assert_eq!(
+        get_json(&node, "/clone"),
+        json!({"map":true,"set":true,"date":true,"buf":true,"typed":true,"big":true,"nested":true})
+    );
+    assert_eq!(
+        get_json(&node, "/limits"),
+        json!({"entryUnder":"ok","entryOver":"RangeError","get128":"ok","get129":"RangeError","delete129":"RangeError","undefinedValue":"TypeError"})
+    );
+    assert_eq!(
+        get_json(&node, "/list"),
+        json!({
+            "all": ["l:a","l:b","l:c","l:d"], "start": ["l:b","l:c","l:d"], "startAfter": ["l:c","l:d"],
+            "end": ["l:a","l:b"], "reverse": ["l:d","l:c"]
+        })
+    );
+}
+
+#[test]
+fn ids_rpc_and_errors() {
+    let node = start("");
+    assert_eq!(
+        get_json(&node, "/ids"),
+        json!({"hex":true,"same":true,"name":"x","unique":true,"roundTrip":true,"bad":"TypeError","badGet":"TypeError"})
+    );
+    assert_eq!(
+        get_json(&node, "/rpc?name=r"),
+        json!({"v": 5, "echo0": 5, "echoMap": "v"})
+    );
+    assert_eq!(
+        get_json(&node, "/rpc?name=r"),
+        json!({"v": 10, "echo0": 5, "echoMap": "v"})
+    );
+    let who = get_json(&node, "/whoami?name=r");
+    assert_eq!(who["name"], "r");
+    assert_eq!(
+        get_json(&node, "/rpc-fail?name=r"),
+        json!({"message": "RangeError: rpc failed on purpose", "remote": true})
+    );
+    assert_eq!(
+        get_json(&node, "/caught?name=r"),
+        json!({"message": "Error: object failed on purpose", "remote": true})
+    );
+    let spin = get_json(&node, "/caught-spin?name=spin");
+    assert_eq!(spin["overloaded"], true, "{spin}");
+    assert_eq!(spin["remote"], true);
+    // The object was reset and serves again with its storage intact.
+    assert_eq!(get_json(&node, "/rpc?name=r")["v"], 15);
+    assert_eq!(node.get_worker("objects", "/inc?name=spin").1, "1");
+}
+
+#[test]
+fn hibernation_keeps_storage() {
+    let node = start("[durable_objects]\nhibernate_after_s = 1\n");
+    assert_eq!(node.get_worker("objects", "/inc?name=h").1, "1");
+    let first = get_json(&node, "/whoami?name=h")["instance"].clone();
+    assert_eq!(
+        get_json(&node, "/whoami?name=h")["instance"],
+        first,
+        "same instance while active"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = get_json(&node, "/whoami?name=h")["instance"].clone();
+    assert_ne!(
+        second, first,
+        "object was not reconstructed after hibernating"
+    );
+    assert_eq!(
+        node.get_worker("objects", "/inc?name=h").1,
+        "2",
+        "storage lost across hibernation"
+    );
+    let m = node
+        .http
+        .get(format!("{}/metrics", node.control))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("edged_do_hibernations_total") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
+#[test]
+fn kill_after_responses_loses_no_acknowledged_increment() {
+    let mut node = start("");
+    let highest = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(Mutex::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("{}/inc?name=durable", node.data);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (highest, acked, stop, url) =
+                (highest.clone(), acked.clone(), stop.clone(), url.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    match client
+                        .get(&url)
+                        .header("host", "objects.workers.localhost")
+                        .send()
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            let v: u64 = r.text().unwrap().parse().unwrap();
+                            highest.fetch_max(v, Ordering::SeqCst);
+                            *acked.lock().unwrap() += 1;
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    node.kill();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let highest = highest.load(Ordering::SeqCst);
+    assert!(highest > 20, "too few increments: {highest}");
+    node.restart();
+    let stored = get_json(&node, "/get?name=durable")["v"].as_u64().unwrap();
+    assert!(
+        stored >= highest,
+        "acknowledged {highest} but only {stored} survived the kill"
+    );
+}
