@@ -215,5 +215,74 @@ impl actix::Handler<PingMsg> for Ping {
     }
 }
 
-criterion_group!(benches, engine, kv, actors);
+/// Activation of a hibernated Durable Object: directory → pool isolate bound to
+/// the class → its existing storage opened → first event answered. 200 objects
+/// are created first and left to hibernate (after 50 ms idle); each iteration
+/// wakes the next one. Between iterations (untimed) the pool gets 30 ms to
+/// refill, as it would between activations that are not back to back.
+fn durable_activation(c: &mut Criterion) {
+    use edged::js::durable::{DurableObjectSlot, ObjectAddress};
+    use edged::js::{Binding, HostServices};
+    let system = actix_rt::System::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, view) = system.block_on(async {
+        let store = std::sync::Arc::new(edged::state::DeploymentStore::open(dir.path()).unwrap());
+        let slot = DurableObjectSlot::default();
+        let host = HostServices {
+            durable_objects: slot.clone(),
+            ..Default::default()
+        };
+        let threads = IsolateThreads::start(1, 4, IsolateLimits::default(), host);
+        let registry = WorkerRegistry::new(store, threads.clone(), IsolateConfig::default());
+        let view = registry.view();
+        let addr = registry.start();
+        let directory = edged::actors::DurableObjectDirectory::new(
+            view.clone(),
+            threads,
+            dir.path().to_owned(),
+            std::time::Duration::from_millis(50),
+            1000,
+        )
+        .start();
+        let backend = edged::actors::directory::backend(directory);
+        slot.set(backend.clone());
+        let mut s = script("objects");
+        s.modules.insert(
+            "worker.js".into(),
+            "export class C { constructor(ctx) { this.ctx = ctx; } async fetch() { return new Response(String((await this.ctx.storage.get('v')) ?? 0)); } } export default { fetch() { return new Response('x'); } };".into(),
+        );
+        s.bindings = vec![Binding::DurableObjectNamespace { name: "C".into(), class_name: "C".into() }];
+        addr.send(Deploy { script: s, routes: vec![] }).await.unwrap().unwrap();
+        (backend, view)
+    });
+    let _ = view;
+    const OBJECTS: u64 = 200;
+    let target = |n: u64| ObjectAddress {
+        worker: "objects".into(),
+        class_name: "C".into(),
+        id: format!("{:064x}", n % OBJECTS),
+        name: None,
+    };
+    for n in 0..OBJECTS {
+        system.block_on(backend.invoke(target(n), 1, request())).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut n = 0u64;
+    c.bench_function("do/activation_hibernated", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                n += 1;
+                let t = target(n);
+                let started = std::time::Instant::now();
+                system.block_on(backend.invoke(t, 1, request())).unwrap();
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+}
+
+criterion_group!(benches, engine, kv, actors, durable_activation);
 criterion_main!(benches);

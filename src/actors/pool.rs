@@ -138,7 +138,7 @@ impl Handler<Spawn> for IsolatePool {
             Ok(actor.start())
         };
         Box::pin(fut.into_actor(self).map(move |result, _act, ctx| {
-            ctx.notify(Refill);
+            schedule_refill(ctx);
             if result.is_ok() {
                 metrics::counter!(COLD_STARTS, "worker" => worker_label.clone()).increment(1);
                 metrics::histogram!(COLD_START_SECONDS).record(started.elapsed().as_secs_f64());
@@ -190,11 +190,20 @@ impl Handler<SpawnObject> for IsolatePool {
             Ok(actor.start())
         };
         Box::pin(fut.into_actor(self).map(|result, _act, ctx| {
-            ctx.notify(Refill);
+            schedule_refill(ctx);
             result
         }))
     }
 }
+
+/// Refills a little later rather than at once: making a blank isolate holds the
+/// thread for several milliseconds, and the isolate just handed out is about to
+/// serve its first request on this same thread.
+fn schedule_refill(ctx: &mut Context<IsolatePool>) {
+    ctx.run_later(REFILL_DELAY, |_, ctx| ctx.notify(Refill));
+}
+
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The isolate threads and their pools.
 #[derive(Clone)]
