@@ -264,7 +264,9 @@ fn durable_activation(c: &mut Criterion) {
         name: None,
     };
     for n in 0..OBJECTS {
-        system.block_on(backend.invoke(target(n), 1, request())).unwrap();
+        system
+            .block_on(backend.invoke(target(n), 1, request()))
+            .unwrap();
     }
     std::thread::sleep(std::time::Duration::from_secs(1));
     let mut n = 0u64;

@@ -166,6 +166,33 @@ impl WorkerRegistry {
         }
     }
 
+    /// Once `starting` has started its first isolate, records the change with
+    /// `persist` and makes the version live; if either fails, the new version is
+    /// drained and nothing changes. Holds the mailbox meanwhile (`ctx.wait`), so
+    /// deploys, rollbacks and deletes never interleave.
+    fn go_live_when_started(
+        &mut self,
+        starting: impl std::future::Future<Output = Result<Deployment, ActorError>> + 'static,
+        persist: impl FnOnce(&DeploymentStore) -> Result<(), crate::state::StateError> + 'static,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Activated, ActorError>> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        ctx.wait(starting.into_actor(self).map(move |started, act, _ctx| {
+            let result = started.and_then(|deployment| {
+                if let Err(e) = persist(&act.store) {
+                    deployment.supervisor.do_send(Drain);
+                    return Err(ActorError::from(e));
+                }
+                Ok(act.go_live(deployment))
+            });
+            let _ = tx.send(result);
+        }));
+        Box::pin(fut::wrap_future(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ActorError::Mailbox("registry stopped".into())))
+        }))
+    }
+
     /// Makes `deployment` live, replacing (and draining) the previous version.
     fn go_live(&mut self, deployment: Deployment) -> Activated {
         let activated = Activated {
@@ -203,22 +230,11 @@ impl Handler<Deploy> for WorkerRegistry {
         }
         let script = Arc::new(script);
         let starting = self.start_version(script.clone(), routes.clone());
-        let (tx, rx) = futures::channel::oneshot::channel();
-        // Hold the mailbox until this deploy is done: deploys never interleave.
-        ctx.wait(starting.into_actor(self).map(move |started, act, _ctx| {
-            let result = started.and_then(|deployment| {
-                if let Err(e) = act.store.insert_active(&script, &routes) {
-                    deployment.supervisor.do_send(Drain);
-                    return Err(ActorError::from(e));
-                }
-                Ok(act.go_live(deployment))
-            });
-            let _ = tx.send(result);
-        }));
-        Box::pin(fut::wrap_future(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(ActorError::Mailbox("registry stopped".into())))
-        }))
+        self.go_live_when_started(
+            starting,
+            move |store| store.insert_active(&script, &routes).map(|_| ()),
+            ctx,
+        )
     }
 }
 
@@ -247,24 +263,11 @@ impl Handler<Rollback> for WorkerRegistry {
             return Box::pin(fut::ready(Err(ActorError::RouteConflict { route, other })));
         }
         let starting = self.start_version(Arc::new(stored.script.clone()), stored.routes.clone());
-        let (tx, rx) = futures::channel::oneshot::channel();
-        ctx.wait(starting.into_actor(self).map(move |started, act, _ctx| {
-            let result = started.and_then(|deployment| {
-                if let Err(e) = act
-                    .store
-                    .activate(&stored.script.name, stored.script.version)
-                {
-                    deployment.supervisor.do_send(Drain);
-                    return Err(ActorError::from(e));
-                }
-                Ok(act.go_live(deployment))
-            });
-            let _ = tx.send(result);
-        }));
-        Box::pin(fut::wrap_future(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(ActorError::Mailbox("registry stopped".into())))
-        }))
+        self.go_live_when_started(
+            starting,
+            move |store| store.activate(&stored.script.name, stored.script.version),
+            ctx,
+        )
     }
 }
 
