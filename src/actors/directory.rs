@@ -187,8 +187,17 @@ impl Handler<ObjectStopped> for DurableObjectDirectory {
     }
 }
 
-/// The directory as the engine's [`DurableObjectBackend`].
-pub struct DirectoryHandle(pub Addr<DurableObjectDirectory>);
+/// The directory as the engine's [`DurableObjectBackend`]. It remembers where
+/// live objects are, so a call to a live object goes straight to its actor
+/// without a hop through the directory's mailbox; the directory is asked only
+/// when the object is not known to be live.
+pub struct DirectoryHandle {
+    directory: Addr<DurableObjectDirectory>,
+    known: Arc<parking_lot::RwLock<HashMap<ObjectAddress, Addr<DurableObjectActor>>>>,
+}
+
+/// Entries the handle remembers before it forgets the stopped ones.
+const KNOWN_CAPACITY: usize = 100_000;
 
 impl DurableObjectBackend for DirectoryHandle {
     fn invoke(
@@ -197,14 +206,27 @@ impl DurableObjectBackend for DirectoryHandle {
         request_id: u64,
         request: InvokeRequest,
     ) -> ObjectFuture {
-        let directory = self.0.clone();
+        let directory = self.directory.clone();
+        let known = self.known.clone();
         Box::pin(async move {
             // An object that hibernated between locate and send is activated again.
             for attempt in 0..2 {
-                let addr = directory
-                    .send(Locate(target.clone()))
-                    .await
-                    .map_err(|e| InvokeError::Unavailable(e.to_string()))??;
+                let cached = known.read().get(&target).filter(|a| a.connected()).cloned();
+                let addr = match cached {
+                    Some(addr) => addr,
+                    None => {
+                        let addr = directory
+                            .send(Locate(target.clone()))
+                            .await
+                            .map_err(|e| InvokeError::Unavailable(e.to_string()))??;
+                        let mut k = known.write();
+                        if k.len() >= KNOWN_CAPACITY {
+                            k.retain(|_, a| a.connected());
+                        }
+                        k.insert(target.clone(), addr.clone());
+                        addr
+                    }
+                };
                 match addr
                     .send(ObjectInvoke {
                         request_id,
@@ -213,7 +235,10 @@ impl DurableObjectBackend for DirectoryHandle {
                     .await
                 {
                     Ok(outcome) => return outcome,
-                    Err(_) if attempt == 0 => continue,
+                    Err(_) if attempt == 0 => {
+                        known.write().remove(&target);
+                        continue;
+                    }
                     Err(e) => return Err(InvokeError::Unavailable(e.to_string())),
                 }
             }
@@ -224,5 +249,8 @@ impl DurableObjectBackend for DirectoryHandle {
 
 /// Makes an `Arc<dyn DurableObjectBackend>` from the directory.
 pub fn backend(directory: Addr<DurableObjectDirectory>) -> Arc<dyn DurableObjectBackend> {
-    Arc::new(DirectoryHandle(directory))
+    Arc::new(DirectoryHandle {
+        directory,
+        known: Arc::default(),
+    })
 }
