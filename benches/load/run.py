@@ -45,8 +45,6 @@ SCENARIOS = {
     "do-counter": ("do_counter.js", "/?objects=1", None),
     "do-fanout": ("do_counter.js", "/?objects=100", None),
 }
-# How long deployed workers sit idle before their memory is read (both runtimes).
-IDLE_SETTLE_S = 5
 HEADER_ARGS = [f"X-H{i}: value-{i}" for i in range(1, 8)]
 
 
@@ -337,7 +335,7 @@ def cold_scenario(args, wd_binary, wd_reason, workdir):
             ok = wait_http(edged.url("/"), f"w{i}.workers.localhost")
             times.append((time.perf_counter() - t0) * 1000)
             assert ok
-        time.sleep(IDLE_SETTLE_S)
+        time.sleep(args.idle_settle)
         after = rss_kib(edged.proc.pid, "VmRSS")
         result["edged"] = {
             "deploy_to_first_response_p50_ms": round(statistics.median(times), 2),
@@ -359,13 +357,13 @@ def cold_scenario(args, wd_binary, wd_reason, workdir):
         assert ok
     one = Workerd(wd_binary, workdir, {"hello": hello})
     wait_http(one.url("hello", "/"))
-    time.sleep(IDLE_SETTLE_S)
+    time.sleep(args.idle_settle)
     rss_one = rss_kib(one.proc.pid, "VmRSS")
     one.stop()
     many = Workerd(wd_binary, workdir, {f"w{i}": hello.replace("Hello", f"Hello {i}") for i in range(n)})
     for name in list(many.ports):
         wait_http(many.url(name, "/"))
-    time.sleep(IDLE_SETTLE_S)
+    time.sleep(args.idle_settle)
     rss_many = rss_kib(many.proc.pid, "VmRSS")
     many.stop()
     result["workerd"] = {
@@ -443,6 +441,8 @@ def main():
         ap.error(f"unknown scenarios: {unknown}")
     if args.seconds is None:
         args.seconds = 2 if args.quick else 10
+    # How long deployed workers sit idle before their memory is read (both runtimes).
+    args.idle_settle = 2 if args.quick else 5
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed (Debian package 'wrk'): apt-get install wrk")
 
@@ -451,7 +451,6 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     # Flush what the build wrote, so it does not land on the storage scenarios' fsyncs.
     subprocess.run(["sync"], check=False)
-    time.sleep(2)
 
     wd_binary, wd_reason = (None, "skipped (--no-workerd)") if args.no_workerd else workerd_binary()
     if wd_reason:
