@@ -132,36 +132,19 @@ impl ControlClient {
         }
     }
 
+    /// A JSON call: the response body as JSON.
     fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().map_err(|e| {
-            ClientError(format!(
-                "cannot reach the control plane at {}: {e}",
-                self.base
-            ))
-        })?;
-        let status = resp.status();
-        let value: Value = resp.json().unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            let code = value["error"]["code"].as_str().unwrap_or("error");
-            let message = value["error"]["message"]
-                .as_str()
-                .unwrap_or("request failed");
-            Err(ClientError(format!("{status}: {code}: {message}")))
-        }
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError(format!("cannot encode the request: {e}")))?;
+        let resp = self.send_raw(method, path, body.map(|b| (b, "application/json")))?;
+        Ok(resp.json().unwrap_or(Value::Null))
     }
 
     pub fn deploy(
@@ -197,18 +180,22 @@ impl ControlClient {
         )
     }
 
+    /// Sends one request (body and its content type, if any); a non-2xx answer
+    /// becomes an error carrying the control plane's error code and message.
     fn send_raw(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<(Vec<u8>, &str)>,
     ) -> Result<reqwest::blocking::Response, ClientError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.body(b);
+        if let Some((b, content_type)) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(b);
         }
         let resp = req.send().map_err(|e| {
             ClientError(format!(
@@ -260,8 +247,12 @@ impl ControlClient {
         if let Some(t) = ttl {
             path.push_str(&format!("?expiration_ttl={t}"));
         }
-        self.send_raw(reqwest::Method::PUT, &path, Some(value))
-            .map(|_| ())
+        self.send_raw(
+            reqwest::Method::PUT,
+            &path,
+            Some((value, "application/octet-stream")),
+        )
+        .map(|_| ())
     }
 
     pub fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), ClientError> {

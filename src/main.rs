@@ -144,6 +144,20 @@ fn init_logging() {
         .init();
 }
 
+/// The script's modules and the bindings given as flags.
+type LoadedWorker = (
+    String,
+    std::collections::BTreeMap<String, String>,
+    Vec<edged::js::Binding>,
+);
+
+fn load_worker(script: &std::path::Path, b: &BindingFlags) -> Result<LoadedWorker, String> {
+    let (main_module, modules) = read_modules(script).map_err(|e| e.to_string())?;
+    let flags = bindings_from_flags(&b.vars, &b.secrets, &b.kv, &b.durable_objects)
+        .map_err(|e| e.to_string())?;
+    Ok((main_module, modules, flags))
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Dev {
@@ -152,14 +166,7 @@ fn run(cli: Cli) -> Result<(), String> {
             data_dir,
             bindings,
         } => {
-            let (main_module, modules) = read_modules(&script).map_err(|e| e.to_string())?;
-            let flags = bindings_from_flags(
-                &bindings.vars,
-                &bindings.secrets,
-                &bindings.kv,
-                &bindings.durable_objects,
-            )
-            .map_err(|e| e.to_string())?;
+            let (main_module, modules, flags) = load_worker(&script, &bindings)?;
             let mut config = Config {
                 dev: true,
                 ..Config::default()
@@ -199,14 +206,7 @@ fn run(cli: Cli) -> Result<(), String> {
             bindings,
             control,
         } => {
-            let (main_module, modules) = read_modules(&script).map_err(|e| e.to_string())?;
-            let flags = bindings_from_flags(
-                &bindings.vars,
-                &bindings.secrets,
-                &bindings.kv,
-                &bindings.durable_objects,
-            )
-            .map_err(|e| e.to_string())?;
+            let (main_module, modules, flags) = load_worker(&script, &bindings)?;
             let client = ControlClient::new(&control.control, control.token);
             let out = client
                 .deploy(&name, &main_module, &modules, &flags, &bindings.routes)
