@@ -16,13 +16,36 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures::channel::oneshot;
 
-use super::durable_object::{DurableObjectActor, ObjectInvoke, ObjectStopped};
+use super::durable_object::{AlarmChanged, DurableObjectActor, ObjectInvoke, ObjectStopped};
 use super::pool::{IsolateThreads, SpawnObject};
 use super::registry::WorkersView;
 use crate::js::durable::{DurableObjectBackend, ObjectAddress, ObjectFuture};
 use crate::js::{InvokeError, InvokeRequest};
+use crate::state::alarms::AlarmIndex;
 
 const ACTIVATIONS: &str = "edged_do_activations_total";
+const ALARM_RUNS: &str = "edged_do_alarm_runs_total";
+const ALARM_RETRIES: &str = "edged_do_alarm_retries_total";
+/// Retries of a throwing alarm handler, with backoff 1 s, 2 s, 4 s, … .
+const ALARM_MAX_RETRIES: u32 = 6;
+/// How often due alarms are looked for; an alarm never runs before its time.
+const ALARM_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An alarm handler run ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AlarmFinished {
+    address: ObjectAddress,
+    retry: u32,
+    ok: bool,
+}
 
 type Located = Result<Addr<DurableObjectActor>, InvokeError>;
 
@@ -53,6 +76,11 @@ pub struct DurableObjectDirectory {
     live: HashMap<ObjectAddress, (u64, Addr<DurableObjectActor>)>,
     activating: HashMap<ObjectAddress, Vec<oneshot::Sender<Located>>>,
     next_activation: u64,
+    /// The per-node alarm index (None if it could not be opened: alarms then
+    /// live only in memory and the error is logged).
+    alarm_index: Option<AlarmIndex>,
+    /// Alarms not yet run: address → (time in ms, retry count).
+    alarms: HashMap<ObjectAddress, (u64, u32)>,
 }
 
 impl DurableObjectDirectory {
@@ -72,6 +100,8 @@ impl DurableObjectDirectory {
             live: HashMap::new(),
             activating: HashMap::new(),
             next_activation: 1,
+            alarm_index: None,
+            alarms: HashMap::new(),
         }
     }
 
@@ -110,6 +140,7 @@ impl DurableObjectDirectory {
             hibernate_after: self.hibernate_after,
             max_queue: self.max_queue,
             directory: ctx.address().recipient(),
+            alarms: ctx.address().recipient(),
         };
         let me = ctx.address();
         actix::spawn(async move {
@@ -127,8 +158,109 @@ impl DurableObjectDirectory {
     }
 }
 
+impl DurableObjectDirectory {
+    /// Runs every alarm that is due, each in its object as an event.
+    fn fire_due_alarms(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let due: Vec<(ObjectAddress, u32)> = self
+            .alarms
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(a, (_, retry))| (a.clone(), *retry))
+            .collect();
+        for (address, retry) in due {
+            self.alarms.remove(&address);
+            metrics::counter!(ALARM_RUNS).increment(1);
+            let me = ctx.address();
+            actix::spawn(async move {
+                let request = InvokeRequest {
+                    method: "ALARM".into(),
+                    url: format!("alarm:{retry}"),
+                    headers: Vec::new(),
+                    body: None,
+                };
+                let ok = match me.send(Locate(address.clone())).await {
+                    Ok(Ok(object)) => matches!(
+                        object
+                            .send(ObjectInvoke {
+                                request_id: 0,
+                                request
+                            })
+                            .await,
+                        Ok(Ok(_))
+                    ),
+                    _ => false,
+                };
+                me.do_send(AlarmFinished { address, retry, ok });
+            });
+        }
+    }
+
+    fn record_alarm(&mut self, address: &ObjectAddress, at_ms: Option<u64>) {
+        if let Some(index) = &self.alarm_index {
+            if let Err(e) = index.set(address, at_ms) {
+                tracing::error!(object = %address.id, error = %e, "cannot record the alarm");
+            }
+        }
+    }
+}
+
 impl Actor for DurableObjectDirectory {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        match AlarmIndex::open(&self.data_dir.join("do")) {
+            Ok(index) => {
+                match index.all() {
+                    Ok(all) => {
+                        for (address, at) in all {
+                            self.alarms.insert(address, (at, 0));
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot read the alarm index"),
+                }
+                self.alarm_index = Some(index);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot open the alarm index"),
+        }
+        ctx.run_interval(ALARM_TICK, |act, ctx| act.fire_due_alarms(ctx));
+    }
+}
+
+impl Handler<AlarmChanged> for DurableObjectDirectory {
+    type Result = ();
+
+    fn handle(&mut self, msg: AlarmChanged, _: &mut Self::Context) {
+        self.record_alarm(&msg.address, msg.at_ms);
+        match msg.at_ms {
+            Some(at) => {
+                self.alarms.insert(msg.address, (at, 0));
+            }
+            None => {
+                self.alarms.remove(&msg.address);
+            }
+        }
+    }
+}
+
+impl Handler<AlarmFinished> for DurableObjectDirectory {
+    type Result = ();
+
+    fn handle(&mut self, msg: AlarmFinished, _: &mut Self::Context) {
+        if msg.ok || self.alarms.contains_key(&msg.address) {
+            // Done (the object cleared its alarm), or the handler set a new one.
+            return;
+        }
+        if msg.retry < ALARM_MAX_RETRIES {
+            metrics::counter!(ALARM_RETRIES).increment(1);
+            let backoff = 1000u64 << msg.retry;
+            self.alarms
+                .insert(msg.address, (now_ms() + backoff, msg.retry + 1));
+        } else {
+            tracing::warn!(object = %msg.address.id, "alarm handler failed {ALARM_MAX_RETRIES} retries; dropped");
+            self.record_alarm(&msg.address, None);
+        }
+    }
 }
 
 impl Handler<Locate> for DurableObjectDirectory {

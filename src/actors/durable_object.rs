@@ -47,6 +47,15 @@ pub struct ObjectInvoke {
     pub request: InvokeRequest,
 }
 
+/// Sent to the directory when a commit changed the object's alarm.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AlarmChanged {
+    pub address: ObjectAddress,
+    /// Milliseconds since the epoch; None when deleted.
+    pub at_ms: Option<u64>,
+}
+
 /// Sent to the directory when an object actor stops.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -80,6 +89,7 @@ pub struct DurableObjectActor {
     store: Rc<ObjectStore>,
     settings: ObjectSettings,
     directory: Option<Recipient<ObjectStopped>>,
+    alarms: Option<Recipient<AlarmChanged>>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
     /// Events done, responses held until their writes are durable.
@@ -97,6 +107,7 @@ impl DurableObjectActor {
         store: Rc<ObjectStore>,
         settings: ObjectSettings,
         directory: Option<Recipient<ObjectStopped>>,
+        alarms: Option<Recipient<AlarmChanged>>,
     ) -> Self {
         DurableObjectActor {
             address,
@@ -105,6 +116,7 @@ impl DurableObjectActor {
             store,
             settings,
             directory,
+            alarms,
             queue: VecDeque::new(),
             running: None,
             held: Vec::new(),
@@ -169,6 +181,7 @@ impl DurableObjectActor {
             return;
         }
         metrics::histogram!(COMMIT_EVENTS).record(held.len() as f64);
+        let alarm_change = batch.alarm;
         self.committing = true;
         let writer = self.store.writer();
         let fut = async move { tokio::task::spawn_blocking(move || commit(&writer, &batch)).await };
@@ -177,6 +190,12 @@ impl DurableObjectActor {
             act.store.commit_done();
             match result {
                 Ok(Ok(())) => {
+                    if let (Some(at_ms), Some(alarms)) = (alarm_change, &act.alarms) {
+                        alarms.do_send(AlarmChanged {
+                            address: act.address.clone(),
+                            at_ms,
+                        });
+                    }
                     release(held);
                     act.maybe_commit(ctx);
                 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::durable_object::{DurableObjectActor, ObjectSettings, ObjectStopped};
+use super::durable_object::{AlarmChanged, DurableObjectActor, ObjectSettings, ObjectStopped};
 use super::isolate::{IsolateActor, IsolateControl, IsolateExited};
 use crate::js::durable::ObjectAddress;
 use crate::js::{BindMode, InvokeError};
@@ -50,6 +50,7 @@ pub struct SpawnObject {
     pub hibernate_after: std::time::Duration,
     pub max_queue: usize,
     pub directory: Recipient<ObjectStopped>,
+    pub alarms: Recipient<AlarmChanged>,
 }
 
 /// Create one blank isolate if the pool is below its target.
@@ -186,6 +187,7 @@ impl Handler<SpawnObject> for IsolatePool {
                 store,
                 settings,
                 Some(msg.directory),
+                Some(msg.alarms),
             );
             Ok(actor.start())
         };

@@ -103,6 +103,10 @@ pub trait ObjectStorage {
     fn transaction_begin(&self) -> Result<(), DoError>;
     fn transaction_commit(&self) -> Result<(), DoError>;
     fn transaction_rollback(&self) -> Result<(), DoError>;
+    /// The alarm time (ms since the epoch), or None.
+    fn get_alarm(&self) -> Result<Option<u64>, DoError>;
+    /// Sets (Some) or deletes (None) the alarm; a write like any other.
+    fn set_alarm(&self, at_ms: Option<u64>) -> Result<(), DoError>;
 }
 
 /// The object's storage in its isolate's `OpState`.
@@ -253,6 +257,11 @@ pub async fn op_do_rpc(
     #[string] method: String,
     #[buffer] args: JsBuffer,
 ) -> Result<ToJsBuffer, DoError> {
+    if method.starts_with("__edged") {
+        return Err(DoError::Invalid(format!(
+            "The RPC receiver does not implement the method \"{method}\"."
+        )));
+    }
     let (backend, address) = target(&state, &binding, id, name)?;
     let request = InvokeRequest {
         method: "RPC".into(),
@@ -328,4 +337,20 @@ pub fn op_do_txn(state: &mut OpState, #[string] action: &str) -> Result<(), DoEr
             "unknown transaction action '{other}'"
         ))),
     }
+}
+
+/// -1 when no alarm is set.
+#[op2(fast)]
+pub fn op_do_alarm_get(state: &mut OpState) -> Result<f64, DoError> {
+    Ok(storage(state)?
+        .get_alarm()?
+        .map(|t| t as f64)
+        .unwrap_or(-1.0))
+}
+
+/// A negative time deletes the alarm.
+#[op2(fast)]
+pub fn op_do_alarm_set(state: &mut OpState, at_ms: f64) -> Result<(), DoError> {
+    let at = (at_ms >= 0.0).then_some(at_ms as u64);
+    storage(state)?.set_alarm(at)
 }

@@ -84,6 +84,8 @@ deno_core::extension!(
         super::durable::op_do_storage_list,
         super::durable::op_do_storage_delete_all,
         super::durable::op_do_txn,
+        super::durable::op_do_alarm_get,
+        super::durable::op_do_alarm_set,
     ],
     esm_entry_point = "ext:edged/99_main.js",
     esm = [

@@ -29,12 +29,26 @@ pub const MAX_ENTRY_BYTES: usize = 2 << 20;
 /// Writes in key order; `None` deletes.
 pub type Batch = BTreeMap<String, Option<Vec<u8>>>;
 
+/// What one commit writes: key writes and, if it changed, the alarm.
+#[derive(Debug, Default, Clone)]
+pub struct Commit {
+    pub writes: Batch,
+    /// `Some(None)`: the alarm was deleted; `Some(Some(ms))`: set.
+    pub alarm: Option<Option<u64>>,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.alarm.is_none()
+    }
+}
+
 pub struct ObjectStore {
     reader: Connection,
     writer: Arc<Mutex<Connection>>,
-    pending: RefCell<Batch>,
-    committing: RefCell<Batch>,
-    transactions: RefCell<Vec<Batch>>,
+    pending: RefCell<Commit>,
+    committing: RefCell<Commit>,
+    transactions: RefCell<Vec<Commit>>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StateError> {
@@ -42,7 +56,8 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
-         CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
+         CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS _edged_alarm (one INTEGER PRIMARY KEY CHECK (one = 0), at INTEGER NOT NULL);",
     )?;
     Ok(conn)
 }
@@ -65,15 +80,15 @@ impl ObjectStore {
         Ok(ObjectStore {
             reader,
             writer: Arc::new(Mutex::new(writer)),
-            pending: RefCell::new(BTreeMap::new()),
-            committing: RefCell::new(BTreeMap::new()),
+            pending: RefCell::new(Commit::default()),
+            committing: RefCell::new(Commit::default()),
             transactions: RefCell::new(Vec::new()),
         })
     }
 
     /// Moves the pending writes into the committing layer and returns them for
     /// [`commit`]. Call only when no commit is in flight.
-    pub fn take_batch(&self) -> Batch {
+    pub fn take_batch(&self) -> Commit {
         let batch = std::mem::take(&mut *self.pending.borrow_mut());
         *self.committing.borrow_mut() = batch.clone();
         batch
@@ -81,7 +96,7 @@ impl ObjectStore {
 
     /// The batch from `take_batch` is durable (or failed and the object resets).
     pub fn commit_done(&self) {
-        self.committing.borrow_mut().clear();
+        *self.committing.borrow_mut() = Commit::default();
     }
 
     pub fn writer(&self) -> Arc<Mutex<Connection>> {
@@ -89,19 +104,22 @@ impl ObjectStore {
     }
 
     fn overlay(&self, key: &str) -> Option<Option<Vec<u8>>> {
-        if let Some(v) = self.pending.borrow().get(key) {
+        if let Some(v) = self.pending.borrow().writes.get(key) {
             return Some(v.clone());
         }
-        self.committing.borrow().get(key).cloned()
+        self.committing.borrow().writes.get(key).cloned()
     }
 
     fn write(&self, key: &str, value: Option<Vec<u8>>) {
-        self.pending.borrow_mut().insert(key.to_owned(), value);
+        self.pending
+            .borrow_mut()
+            .writes
+            .insert(key.to_owned(), value);
     }
 }
 
 /// Writes a batch in one transaction and waits until it is on disk. Blocking.
-pub fn commit(writer: &Mutex<Connection>, batch: &Batch) -> Result<(), StateError> {
+pub fn commit(writer: &Mutex<Connection>, batch: &Commit) -> Result<(), StateError> {
     let mut conn = match writer.lock() {
         Ok(c) => c,
         Err(p) => p.into_inner(),
@@ -111,11 +129,23 @@ pub fn commit(writer: &Mutex<Connection>, batch: &Batch) -> Result<(), StateErro
         let mut put =
             tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
         let mut del = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
-        for (k, v) in batch {
+        for (k, v) in &batch.writes {
             match v {
                 Some(v) => put.execute(params![k, v])?,
                 None => del.execute(params![k])?,
             };
+        }
+        match batch.alarm {
+            Some(Some(at)) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO _edged_alarm (one, at) VALUES (0, ?1)",
+                    params![at as i64],
+                )?;
+            }
+            Some(None) => {
+                tx.execute("DELETE FROM _edged_alarm", [])?;
+            }
+            None => {}
         }
     }
     tx.commit()?;
@@ -164,7 +194,7 @@ impl ObjectStorage for ObjectStore {
         // the overlays do not mention.
         let mut merged: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         for layer in [&self.committing, &self.pending] {
-            for (k, v) in layer.borrow().iter() {
+            for (k, v) in layer.borrow().writes.iter() {
                 if in_range(k, o) {
                     merged.insert(k.clone(), v.clone());
                 }
@@ -234,6 +264,27 @@ impl ObjectStorage for ObjectStore {
         }
         Ok(())
     }
+
+    fn get_alarm(&self) -> Result<Option<u64>, DoError> {
+        if let Some(a) = self.pending.borrow().alarm {
+            return Ok(a);
+        }
+        if let Some(a) = self.committing.borrow().alarm {
+            return Ok(a);
+        }
+        self.reader
+            .query_row("SELECT at FROM _edged_alarm WHERE one = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|a| a.map(|a| a as u64))
+            .map_err(failed)
+    }
+
+    fn set_alarm(&self, at_ms: Option<u64>) -> Result<(), DoError> {
+        self.pending.borrow_mut().alarm = Some(at_ms);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -249,7 +300,7 @@ mod tests {
         s.put("a", b"1".to_vec()).unwrap();
         assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
         let batch = s.take_batch();
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.writes.len(), 2);
         s.put("c", b"3".to_vec()).unwrap();
         assert_eq!(
             s.get("b").unwrap(),

@@ -13,6 +13,7 @@
 //! - Calls block on SQLite: callers on async threads use `spawn_blocking` or keep
 //!   them to rare control-plane paths.
 
+pub mod alarms;
 pub mod deployments;
 pub mod durable;
 pub mod error;

@@ -9,6 +9,7 @@
 // ["error", kind, message] so that Rust can tell a tenant bug from a response.
 
 import { core } from "ext:core/mod.js";
+import { op_do_alarm_get, op_do_alarm_set } from "ext:core/ops";
 import { InnerBody } from "ext:deno_fetch/22_body.js";
 import { fromInnerRequest, newInnerRequest } from "ext:deno_fetch/23_request.js";
 import { toInnerResponse } from "ext:deno_fetch/23_response.js";
@@ -162,8 +163,18 @@ export function bindObject(ns, className, idHex, idName) {
     }
     return instance.fetch(request);
   };
+  const callAlarm = async (retryCount) => {
+    const fired = op_do_alarm_get();
+    if (typeof instance.alarm !== "function") {
+      op_do_alarm_set(-1);
+      return;
+    }
+    await instance.alarm({ retryCount, isRetry: retryCount > 0 });
+    // Done, unless the handler set a new alarm.
+    if (op_do_alarm_get() === fired) op_do_alarm_set(-1);
+  };
   const callRpc = async (method, args) => {
-    if (
+    if (method.startsWith("__edged") ||
       method === "constructor" || method === "fetch" || method.startsWith("#") ||
       typeof instance[method] !== "function" || Object.hasOwn(Object.prototype, method)
     ) {
@@ -171,11 +182,19 @@ export function bindObject(ns, className, idHex, idName) {
     }
     return await instance[method](...args);
   };
-  return makeDispatch(callFetch, callRpc);
+  return makeDispatch(callFetch, callRpc, callAlarm);
 }
 
-function makeDispatch(callFetch, callRpc) {
+function makeDispatch(callFetch, callRpc, callAlarm = null) {
   return async function dispatch(id, method, url, flatHeaders, body) {
+    if (method === "ALARM" && callAlarm !== null) {
+      try {
+        await callAlarm(Number(url.slice("alarm:".length)) || 0);
+        return [200, [], null];
+      } catch (e) {
+        return ["error", "exception", errorText(e)];
+      }
+    }
     if (method === "RPC" && callRpc !== null) {
       try {
         const args = core.deserialize(body, { forStorage: true });

@@ -8,6 +8,8 @@
 
 import { core } from "ext:core/mod.js";
 import {
+  op_do_alarm_get,
+  op_do_alarm_set,
   op_do_fetch,
   op_do_id_from_name,
   op_do_id_unique,
@@ -230,6 +232,22 @@ export class DurableObjectStorage {
   }
   deleteAll() {
     op_do_storage_delete_all();
+    return Promise.resolve();
+  }
+  setAlarm(scheduledTime) {
+    const ms = scheduledTime instanceof Date ? scheduledTime.getTime() : Number(scheduledTime);
+    if (!Number.isFinite(ms) || ms < 0) {
+      throw new TypeError("setAlarm() expects a Date or a number of milliseconds since the epoch");
+    }
+    op_do_alarm_set(Math.floor(ms));
+    return Promise.resolve();
+  }
+  getAlarm() {
+    const at = op_do_alarm_get();
+    return Promise.resolve(at < 0 ? null : at);
+  }
+  deleteAlarm() {
+    op_do_alarm_set(-1);
     return Promise.resolve();
   }
   async transaction(closure) {
