@@ -104,6 +104,29 @@ export class Counter extends DurableObject {
         return new Response("ok");
       case "/alarm-state":
         return Response.json({ runs: (await s.get("alarm-runs")) ?? [], alarm: await s.getAlarm() });
+      case "/sql": {
+        const sql = s.sql;
+        sql.exec("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)");
+        const ins = sql.exec("INSERT INTO items (name, score, data) VALUES (?, ?, ?), (?, ?, ?)",
+          "a", 1.5, new Uint8Array([1, 2]), "b", 2, null);
+        const cursor = sql.exec("SELECT id, name, score, data FROM items WHERE score >= ? ORDER BY id", 1);
+        const cols = cursor.columnNames;
+        const rows = cursor.toArray();
+        const one = sql.exec("SELECT COUNT(*) AS n FROM items").one();
+        const raw = [...sql.exec("SELECT name FROM items ORDER BY id").raw()];
+        const errs = {};
+        const tryIt = (name, f) => { try { f(); errs[name] = "ok"; } catch (e) { errs[name] = e.name; } };
+        tryIt("reserved", () => sql.exec("SELECT * FROM _edged_kv"));
+        tryIt("syntax", () => sql.exec("SELEC 1"));
+        tryIt("oneOfMany", () => sql.exec("SELECT * FROM items").one());
+        tryIt("bindings100", () => sql.exec("SELECT " + Array(100).fill("?").join(","), ...Array(100).fill(1)));
+        tryIt("bindings101", () => sql.exec("SELECT " + Array(101).fill("?").join(","), ...Array(101).fill(1)));
+        tryIt("tooLong", () => sql.exec("SELECT 1 -- " + "x".repeat(100001)));
+        return Response.json({
+          written: ins.rowsWritten, cols, rows: rows.map((r) => ({ ...r, data: r.data === null ? null : [...new Uint8Array(r.data)] })),
+          n: one.n, raw, errs, size: sql.databaseSize > 0,
+        });
+      }
       case "/throw": throw new Error("object failed on purpose");
       case "/spin": while (true) {}
     }
@@ -278,6 +301,28 @@ fn storage_api_and_limits() {
             "end": ["l:a","l:b"], "reverse": ["l:d","l:c"]
         })
     );
+}
+
+#[test]
+fn sql_api() {
+    let node = start("");
+    let v = get_json(&node, "/sql?name=sql");
+    assert_eq!(v["written"], 2);
+    assert_eq!(v["cols"], json!(["id", "name", "score", "data"]));
+    assert_eq!(
+        v["rows"],
+        json!([{"id":1,"name":"a","score":1.5,"data":[1,2]},{"id":2,"name":"b","score":2,"data":null}])
+    );
+    assert_eq!(v["n"], 2);
+    assert_eq!(v["raw"], json!([["a"], ["b"]]));
+    assert_eq!(
+        v["errs"],
+        json!({"reserved":"TypeError","syntax":"TypeError","oneOfMany":"Error","bindings100":"ok","bindings101":"RangeError","tooLong":"RangeError"})
+    );
+    assert_eq!(v["size"], true);
+    // SQL writes are durable and survive reactivation of the table data.
+    let again = get_json(&node, "/sql?name=sql");
+    assert_eq!(again["n"], 4);
 }
 
 #[test]

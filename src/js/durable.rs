@@ -107,6 +107,53 @@ pub trait ObjectStorage {
     fn get_alarm(&self) -> Result<Option<u64>, DoError>;
     /// Sets (Some) or deletes (None) the alarm; a write like any other.
     fn set_alarm(&self, at_ms: Option<u64>) -> Result<(), DoError>;
+    /// Runs one SQL statement (`ctx.storage.sql.exec`). Writes are durable when
+    /// it returns.
+    fn sql_exec(&self, query: &str, bindings: Vec<SqlValue>) -> Result<SqlResult, DoError>;
+    /// Bytes the object's database uses.
+    fn database_size(&self) -> Result<u64, DoError>;
+}
+
+/// A value bound to or read from SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// What a statement produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqlResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<SqlValue>>,
+    pub rows_read: u64,
+    pub rows_written: u64,
+}
+
+/// A binding as JS passes it: `[kind, value]` (0 null, 1 integer, 2 real,
+/// 3 text, 4 bytes).
+#[derive(Deserialize)]
+pub struct SqlBinding(u8, Option<serde_json::Value>, Option<JsBuffer>);
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum SqlOut {
+    Null(()),
+    Number(f64),
+    Text(String),
+    Blob(ToJsBuffer),
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlOutput {
+    column_names: Vec<String>,
+    rows: Vec<Vec<SqlOut>>,
+    rows_read: u64,
+    rows_written: u64,
 }
 
 /// The object's storage in its isolate's `OpState`.
@@ -353,4 +400,53 @@ pub fn op_do_alarm_get(state: &mut OpState) -> Result<f64, DoError> {
 pub fn op_do_alarm_set(state: &mut OpState, at_ms: f64) -> Result<(), DoError> {
     let at = (at_ms >= 0.0).then_some(at_ms as u64);
     storage(state)?.set_alarm(at)
+}
+
+#[op2]
+#[serde]
+pub fn op_do_sql_exec(
+    state: &mut OpState,
+    #[string] query: String,
+    #[serde] bindings: Vec<SqlBinding>,
+) -> Result<SqlOutput, DoError> {
+    let values = bindings
+        .into_iter()
+        .map(
+            |SqlBinding(kind, value, bytes)| match (kind, value, bytes) {
+                (0, _, _) => Ok(SqlValue::Null),
+                (1, Some(v), _) => v.as_i64().map(SqlValue::Integer).ok_or(()),
+                (2, Some(v), _) => v.as_f64().map(SqlValue::Real).ok_or(()),
+                (3, Some(serde_json::Value::String(s)), _) => Ok(SqlValue::Text(s)),
+                (4, _, Some(b)) => Ok(SqlValue::Blob(b.to_vec())),
+                _ => Err(()),
+            },
+        )
+        .collect::<Result<Vec<_>, ()>>()
+        .map_err(|_| DoError::Invalid("unsupported SQL binding value".into()))?;
+    let result = storage(state)?.sql_exec(&query, values)?;
+    Ok(SqlOutput {
+        column_names: result.columns,
+        rows: result
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| match v {
+                        SqlValue::Null => SqlOut::Null(()),
+                        SqlValue::Integer(i) => SqlOut::Number(i as f64),
+                        SqlValue::Real(f) => SqlOut::Number(f),
+                        SqlValue::Text(t) => SqlOut::Text(t),
+                        SqlValue::Blob(b) => SqlOut::Blob(ToJsBuffer::from(b)),
+                    })
+                    .collect()
+            })
+            .collect(),
+        rows_read: result.rows_read,
+        rows_written: result.rows_written,
+    })
+}
+
+#[op2(fast)]
+pub fn op_do_sql_size(state: &mut OpState) -> Result<f64, DoError> {
+    Ok(storage(state)?.database_size()? as f64)
 }

@@ -86,6 +86,8 @@ deno_core::extension!(
         super::durable::op_do_txn,
         super::durable::op_do_alarm_get,
         super::durable::op_do_alarm_set,
+        super::durable::op_do_sql_exec,
+        super::durable::op_do_sql_size,
     ],
     esm_entry_point = "ext:edged/99_main.js",
     esm = [

@@ -21,7 +21,33 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::error::StateError;
-use crate::js::durable::{DoError, ListOptions, ObjectStorage};
+use crate::js::durable::{DoError, ListOptions, ObjectStorage, SqlResult, SqlValue};
+
+/// Workers' limits on one SQL statement.
+pub const MAX_SQL_BYTES: usize = 100_000;
+pub const MAX_SQL_BINDINGS: usize = 100;
+
+fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(i) => Value::Integer(*i),
+        SqlValue::Real(f) => Value::Real(*f),
+        SqlValue::Text(t) => Value::Text(t.clone()),
+        SqlValue::Blob(b) => Value::Blob(b.clone()),
+    }
+}
+
+fn from_sql(v: rusqlite::types::ValueRef<'_>) -> SqlValue {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Real(f) => SqlValue::Real(f),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+    }
+}
 
 /// Workers' limit on one key plus its value.
 pub const MAX_ENTRY_BYTES: usize = 2 << 20;
@@ -56,7 +82,7 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
-         CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS _edged_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS _edged_alarm (one INTEGER PRIMARY KEY CHECK (one = 0), at INTEGER NOT NULL);",
     )?;
     Ok(conn)
@@ -127,8 +153,8 @@ pub fn commit(writer: &Mutex<Connection>, batch: &Commit) -> Result<(), StateErr
     let tx = conn.transaction()?;
     {
         let mut put =
-            tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
-        let mut del = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
+            tx.prepare_cached("INSERT OR REPLACE INTO _edged_kv (key, value) VALUES (?1, ?2)")?;
+        let mut del = tx.prepare_cached("DELETE FROM _edged_kv WHERE key = ?1")?;
         for (k, v) in &batch.writes {
             match v {
                 Some(v) => put.execute(params![k, v])?,
@@ -165,9 +191,11 @@ impl ObjectStorage for ObjectStore {
             return Ok(v);
         }
         self.reader
-            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM _edged_kv WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(failed)
     }
@@ -215,7 +243,7 @@ impl ObjectStorage for ObjectStore {
         };
         let order = if o.reverse { "DESC" } else { "ASC" };
         let sql = format!(
-            "SELECT key, value FROM kv WHERE {lo_sql} AND (?2 IS NULL OR key < ?2)
+            "SELECT key, value FROM _edged_kv WHERE {lo_sql} AND (?2 IS NULL OR key < ?2)
              AND (?3 IS NULL OR substr(key, 1, length(?3)) = ?3) ORDER BY key {order} LIMIT ?4"
         );
         let mut stmt = self.reader.prepare_cached(&sql).map_err(failed)?;
@@ -284,6 +312,78 @@ impl ObjectStorage for ObjectStore {
     fn set_alarm(&self, at_ms: Option<u64>) -> Result<(), DoError> {
         self.pending.borrow_mut().alarm = Some(at_ms);
         Ok(())
+    }
+
+    /// Runs on the writer connection in autocommit (synchronous=FULL): a write is
+    /// on disk when `exec` returns, so it needs no output gate of its own, but it
+    /// is not coalesced with the key-value writes and blocks this thread for its
+    /// fsync. The runtime's own tables (`_edged_*`) are out of reach.
+    fn sql_exec(&self, query: &str, bindings: Vec<SqlValue>) -> Result<SqlResult, DoError> {
+        if query.len() > MAX_SQL_BYTES {
+            return Err(DoError::Range(format!(
+                "SQL statement of {} bytes exceeds the limit of {MAX_SQL_BYTES} bytes",
+                query.len()
+            )));
+        }
+        if bindings.len() > MAX_SQL_BINDINGS {
+            return Err(DoError::Range(format!(
+                "{} bound parameters exceed the limit of {MAX_SQL_BINDINGS}",
+                bindings.len()
+            )));
+        }
+        let lower = query.to_ascii_lowercase();
+        if lower.contains("_edged_") {
+            return Err(DoError::Invalid(
+                "access to the runtime's reserved tables (_edged_*) is not allowed".into(),
+            ));
+        }
+        let conn = match self.writer.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        let invalid = |e: rusqlite::Error| DoError::Invalid(format!("SQL error: {e}"));
+        let mut stmt = conn.prepare(query).map_err(invalid)?;
+        if stmt.parameter_count() != bindings.len() {
+            return Err(DoError::Invalid(format!(
+                "the statement has {} parameters but {} values were bound",
+                stmt.parameter_count(),
+                bindings.len()
+            )));
+        }
+        let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        let values: Vec<rusqlite::types::Value> = bindings.iter().map(to_sql).collect();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(values.iter()))
+            .map_err(invalid)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(invalid)? {
+            let mut r = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                r.push(from_sql(row.get_ref(i).map_err(invalid)?));
+            }
+            out.push(r);
+        }
+        drop(rows);
+        let readonly = stmt.readonly();
+        drop(stmt);
+        let written = if readonly { 0 } else { conn.changes() };
+        Ok(SqlResult {
+            columns,
+            rows_read: out.len() as u64,
+            rows: out,
+            rows_written: written,
+        })
+    }
+
+    fn database_size(&self) -> Result<u64, DoError> {
+        self.reader
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(failed)
     }
 }
 

@@ -14,6 +14,8 @@ import {
   op_do_id_from_name,
   op_do_id_unique,
   op_do_rpc,
+  op_do_sql_exec,
+  op_do_sql_size,
   op_do_storage_delete,
   op_do_storage_delete_all,
   op_do_storage_get,
@@ -182,7 +184,80 @@ function batch(keys, what) {
   return keys.map(checkKey);
 }
 
+function sqlBinding(v) {
+  if (v === null || v === undefined) return [0, null, null];
+  if (typeof v === "number") return Number.isInteger(v) ? [1, v, null] : [2, v, null];
+  if (typeof v === "bigint") return [1, Number(v), null];
+  if (typeof v === "boolean") return [1, v ? 1 : 0, null];
+  if (typeof v === "string") return [3, v, null];
+  if (v instanceof ArrayBuffer) return [4, null, new Uint8Array(v)];
+  if (ArrayBuffer.isView(v)) return [4, null, new Uint8Array(v.buffer, v.byteOffset, v.byteLength)];
+  throw new TypeError(`SQL cannot bind a value of type ${typeof v}`);
+}
+
+function sqlValue(v) {
+  return v instanceof Uint8Array ? v.slice().buffer : v;
+}
+
+// The result of ctx.storage.sql.exec(): rows are read eagerly.
+class SqlCursor {
+  #columns;
+  #rows;
+  #next = 0;
+  constructor(out) {
+    this.#columns = out.columnNames;
+    this.#rows = out.rows.map((r) => r.map(sqlValue));
+    this.rowsRead = out.rowsRead;
+    this.rowsWritten = out.rowsWritten;
+  }
+  get columnNames() {
+    return [...this.#columns];
+  }
+  #object(row) {
+    const o = {};
+    for (let i = 0; i < this.#columns.length; i++) o[this.#columns[i]] = row[i];
+    return o;
+  }
+  next() {
+    if (this.#next >= this.#rows.length) return { done: true, value: undefined };
+    return { done: false, value: this.#object(this.#rows[this.#next++]) };
+  }
+  [Symbol.iterator]() {
+    return this;
+  }
+  toArray() {
+    const out = [];
+    for (const row of this) out.push(row);
+    return out;
+  }
+  one() {
+    const rest = this.toArray();
+    if (rest.length !== 1) {
+      throw new Error(`Expected exactly one result from SQL query, but got ${rest.length === 0 ? "no results" : "multiple results"}.`);
+    }
+    return rest[0];
+  }
+  *raw() {
+    while (this.#next < this.#rows.length) yield [...this.#rows[this.#next++]];
+  }
+}
+
+class SqlStorage {
+  exec(query, ...bindings) {
+    if (typeof query !== "string") throw new TypeError("sql.exec() expects a query string");
+    return new SqlCursor(op_do_sql_exec(query, bindings.map(sqlBinding)));
+  }
+  get databaseSize() {
+    return op_do_sql_size();
+  }
+}
+
+const sqlStorage = new SqlStorage();
+
 export class DurableObjectStorage {
+  get sql() {
+    return sqlStorage;
+  }
   get(keys) {
     if (Array.isArray(keys)) {
       const out = new Map();
