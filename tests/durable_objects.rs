@@ -263,13 +263,7 @@ fn storage_api_and_limits() {
     let node = start("");
     // Write coalescing: 100 puts without an await commit as one transaction.
     let commits = |node: &TestNode| -> u64 {
-        let m = node
-            .http
-            .get(format!("{}/metrics", node.control))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let m = node.metrics();
         m.lines()
             .find(|l| l.starts_with("edged_do_commit_batch_events_count"))
             .and_then(|l| l.split_whitespace().last())
@@ -379,13 +373,7 @@ fn hibernation_keeps_storage() {
         "2",
         "storage lost across hibernation"
     );
-    let m = node
-        .http
-        .get(format!("{}/metrics", node.control))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let m = node.metrics();
     assert!(
         m.lines()
             .any(|l| l.starts_with("edged_do_hibernations_total") && !l.ends_with(" 0")),
@@ -502,13 +490,7 @@ fn alarms_survive_restart_and_hibernation() {
     // Hibernation: the object sleeps before its alarm is due and is woken by it.
     get_json(&node, "/alarm-set?name=sleepy&in=3000");
     std::thread::sleep(Duration::from_millis(2000));
-    let m = node
-        .http
-        .get(format!("{}/metrics", node.control))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let m = node.metrics();
     assert!(
         m.lines()
             .any(|l| l.starts_with("edged_do_hibernations_total") && !l.ends_with(" 0")),

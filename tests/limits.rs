@@ -62,13 +62,7 @@ fn infinite_loop_is_stopped_by_the_cpu_limit() {
     );
     assert_eq!(node.get_worker("sleepy", "/"), (200, "rested".to_owned()));
 
-    let metrics = node
-        .http
-        .get(format!("{}/metrics", node.control))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = node.metrics();
     assert!(
         metrics
             .lines()
@@ -98,13 +92,7 @@ fn memory_bomb_is_stopped_by_the_heap_limit() {
     assert_eq!(node.get_worker("steady", "/"), (200, "steady".to_owned()));
     assert_eq!(node.get_worker("bomb", "/ok"), (200, "ok".to_owned()));
 
-    let metrics = node
-        .http
-        .get(format!("{}/metrics", node.control))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = node.metrics();
     assert!(
         metrics
             .lines()

@@ -106,6 +106,16 @@ impl TestNode {
         }
     }
 
+    /// The node's Prometheus text from `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.control))
+            .send()
+            .expect("metrics request")
+            .text()
+            .unwrap_or_default()
+    }
+
     /// Everything the node has logged so far (stderr of every run).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("edged.log")).unwrap_or_default()
