@@ -56,7 +56,9 @@ async fn invoke(worker: &mut Worker) -> usize {
     })
     .await
     .expect("response");
-    resp.body.map(|b| b.len()).unwrap_or(0)
+    resp.body
+        .and_then(|b| b.as_bytes().map(|b| b.len()))
+        .unwrap_or(0)
 }
 
 fn engine(c: &mut Criterion) {
@@ -195,7 +197,9 @@ fn actors(c: &mut Criterion) {
         b.iter(|| {
             system.block_on(async {
                 let r = deployment.invoke(1, request()).await.unwrap();
-                r.body.map(|b| b.len()).unwrap_or(0)
+                r.body
+                    .and_then(|b| b.as_bytes().map(|b| b.len()))
+                    .unwrap_or(0)
             })
         })
     });

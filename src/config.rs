@@ -19,6 +19,8 @@ pub struct Config {
     pub isolates: IsolateConfig,
     pub durable_objects: DurableObjectConfig,
     pub kv: KvConfig,
+    pub egress: EgressConfig,
+    pub cache: CacheConfig,
     /// `edged dev`: no control-plane token, permissive egress.
     #[serde(skip)]
     pub dev: bool,
@@ -32,6 +34,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub token: String,
     pub request_body_mb: u64,
+    pub pass_through_origin: String,
 }
 
 /// Per-request and per-isolate resource limits.
@@ -42,6 +45,7 @@ pub struct Limits {
     pub startup_cpu_ms: u64,
     pub memory_mb: u64,
     pub subrequests: u32,
+    pub wait_until_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -62,6 +66,27 @@ pub struct DurableObjectConfig {
     pub max_queue: usize,
 }
 
+/// Where workers' outbound `fetch()` may go.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    pub allow_private: bool,
+    pub allow: Vec<String>,
+}
+
+/// The Cache API's per-node store.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub size_mb: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { size_mb: 64 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KvConfig {
@@ -77,6 +102,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./.edged"),
             token: String::new(),
             request_body_mb: 100,
+            pass_through_origin: String::new(),
         }
     }
 }
@@ -88,6 +114,7 @@ impl Default for Limits {
             startup_cpu_ms: 400,
             memory_mb: 128,
             subrequests: 50,
+            wait_until_s: 30,
         }
     }
 }
@@ -98,6 +125,9 @@ impl Limits {
     }
     pub fn startup_cpu(&self) -> Duration {
         Duration::from_millis(self.startup_cpu_ms)
+    }
+    pub fn wait_until(&self) -> Duration {
+        Duration::from_secs(self.wait_until_s)
     }
     pub fn heap_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
@@ -196,7 +226,46 @@ impl Config {
         if self.isolates.grow_at_in_flight == 0 {
             return bad("isolates.grow_at_in_flight must be > 0");
         }
+        if !self.server.pass_through_origin.is_empty() {
+            let ok = deno_core::url::Url::parse(&self.server.pass_through_origin)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return bad("server.pass_through_origin must be an http(s) URL");
+            }
+        }
+        if let Err(e) = crate::js::EgressPolicy::strict(&self.egress.allow) {
+            return Err(ConfigError::Invalid(e));
+        }
         Ok(())
+    }
+
+    /// The runtime rules isolates enforce, from `[limits]`, `[egress]` and the
+    /// pass-through origin (whose host and port are always reachable).
+    pub fn runtime_policy(&self) -> Result<crate::js::RuntimePolicy, ConfigError> {
+        let origin = (!self.server.pass_through_origin.is_empty()).then(|| {
+            self.server
+                .pass_through_origin
+                .trim_end_matches('/')
+                .to_owned()
+        });
+        let egress = if self.dev || self.egress.allow_private {
+            crate::js::EgressPolicy::permissive()
+        } else {
+            let endpoints: Vec<(String, u16)> = origin
+                .as_deref()
+                .and_then(|o| deno_core::url::Url::parse(o).ok())
+                .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)))
+                .into_iter()
+                .collect();
+            crate::js::EgressPolicy::strict_with_endpoints(&self.egress.allow, &endpoints)
+                .map_err(ConfigError::Invalid)?
+        };
+        Ok(crate::js::RuntimePolicy {
+            egress: std::sync::Arc::new(egress),
+            subrequests: self.limits.subrequests,
+            wait_until: self.limits.wait_until(),
+            pass_through_origin: origin,
+        })
     }
 
     pub fn body_limit(&self) -> usize {

@@ -41,7 +41,12 @@ async fn text(addr: &Addr<edged::actors::IsolateActor>, path: &str) -> Result<St
         })
         .await
         .expect("mailbox")?;
-    Ok(String::from_utf8(r.body.map(|b| b.to_vec()).unwrap_or_default()).unwrap())
+    Ok(String::from_utf8(
+        r.body
+            .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
+            .unwrap_or_default(),
+    )
+    .unwrap())
 }
 
 async fn wait_for(mut cond: impl FnMut() -> bool) {

@@ -52,7 +52,12 @@ async fn text(addr: &Addr<edged::actors::DurableObjectActor>, path: &str) -> Str
         .await
         .expect("mailbox")
         .expect("event");
-    String::from_utf8(r.body.map(|b| b.to_vec()).unwrap_or_default()).unwrap()
+    String::from_utf8(
+        r.body
+            .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
+            .unwrap_or_default(),
+    )
+    .unwrap()
 }
 
 async fn setup(dir: &std::path::Path, hibernate_after: Duration) -> Addr<DurableObjectDirectory> {

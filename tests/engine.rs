@@ -65,7 +65,7 @@ fn hello_world() {
         let mut w = bind("export default { async fetch(req) { return new Response('hi ' + new URL(req.url).pathname, {headers: {'x-a': 'b'}}); } }").await.unwrap();
         let r = invoke(&mut w, "http://x/path").await.unwrap();
         assert_eq!(r.status, 200);
-        assert_eq!(&r.body.unwrap()[..], b"hi /path");
+        assert_eq!(&r.body.unwrap().as_bytes().unwrap()[..], b"hi /path");
         assert!(r.headers.iter().any(|(k, v)| k == b"x-a" && v == b"b"));
     });
 }

@@ -15,12 +15,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use parking_lot::RwLock;
 
-use super::body::read_body;
+use super::body::read_or_stream;
 use super::error::error_body;
 use super::metrics::{REQUESTS, REQUEST_SECONDS};
 use super::routes::RouteTable;
 use crate::actors::{next_request_id, Deployment, WorkersView};
-use crate::js::{InvokeError, InvokeRequest, InvokeResponse};
+use crate::js::{Body, BodyStream, InvokeError, InvokeRequest, InvokeResponse};
 
 const WORKERS_LOCALHOST: &str = ".workers.localhost";
 
@@ -106,11 +106,16 @@ pub async fn serve(
         );
     };
     let worker = deployment.name().to_owned();
-    let response = match read_body(payload, plane.body_limit).await {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let response = match read_or_stream(payload, plane.body_limit, declared).await {
         Err(e) => actix_web::ResponseError::error_response(&e),
         Ok(body) => {
             let method = req.method().as_str().to_owned();
-            let has_body = !(method == "GET" || method == "HEAD" || body.is_empty());
+            let has_body = !(method == "GET" || method == "HEAD") && body.is_some();
             let scheme = req.connection_info().scheme().to_owned();
             let url = format!(
                 "{scheme}://{}{}",
@@ -129,7 +134,7 @@ pub async fn serve(
                 method,
                 url,
                 headers,
-                body: has_body.then_some(body),
+                body: if has_body { body } else { None },
             };
             let request_id = next_request_id();
             let result = deployment.invoke(request_id, request).await;
@@ -172,7 +177,13 @@ fn to_http(
                 }
             }
             match r.body {
-                Some(b) => builder.body(b),
+                Some(Body::Bytes(b)) => builder.body(b),
+                Some(Body::Stream(slot)) => match slot.take() {
+                    Some(stream) => {
+                        builder.streaming(stream_body(worker.to_owned(), request_id, stream))
+                    }
+                    None => builder.finish(),
+                },
                 None => builder.finish(),
             }
         }
@@ -211,4 +222,29 @@ fn to_http(
             )
         }
     }
+}
+
+/// A worker's streamed response body as actix-web's body stream. An error midway
+/// aborts the response (the client sees it truncated) and is logged; a client
+/// that goes away drops the stream, which tells the worker's writer to stop.
+fn stream_body(
+    worker: String,
+    request_id: u64,
+    stream: BodyStream,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::unfold(Some(stream), move |state| {
+        let worker = worker.clone();
+        async move {
+            let mut stream = state?;
+            match stream.next().await {
+                None => None,
+                Some(Ok(chunk)) => Some((Ok(chunk), Some(stream))),
+                Some(Err(e)) => {
+                    tracing::warn!(worker, request_id, "response body stream failed: {e}");
+                    metrics::counter!(super::metrics::STREAM_ERRORS).increment(1);
+                    Some((Err(std::io::Error::other(e)), None))
+                }
+            }
+        }
+    })
 }

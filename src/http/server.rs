@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     let host = HostServices {
         kv: Some(kv.clone()),
         durable_objects: Default::default(),
+        policy: Arc::new(config.runtime_policy()?),
     };
     let durable_objects = host.durable_objects.clone();
     let threads = IsolateThreads::start(

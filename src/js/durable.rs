@@ -16,6 +16,7 @@ use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::body::Body;
 use super::error::InvokeError;
 use super::script::{InvokeRequest, InvokeResponse};
 
@@ -271,7 +272,7 @@ pub async fn op_do_fetch(
             .filter(|p| p.len() == 2)
             .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
             .collect(),
-        body: body.map(|b| bytes::Bytes::copy_from_slice(&b)),
+        body: body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b))),
     };
     let response = backend
         .invoke(address, 0, request)
@@ -290,7 +291,9 @@ pub async fn op_do_fetch(
     Ok((
         response.status,
         headers,
-        response.body.map(|b| ToJsBuffer::from(b.to_vec())),
+        response
+            .body
+            .and_then(|b| b.as_bytes().map(|b| ToJsBuffer::from(b.to_vec()))),
     ))
 }
 
@@ -314,14 +317,17 @@ pub async fn op_do_rpc(
         method: "RPC".into(),
         url: format!("rpc:{method}"),
         headers: Vec::new(),
-        body: Some(bytes::Bytes::copy_from_slice(&args)),
+        body: Some(Body::Bytes(bytes::Bytes::copy_from_slice(&args))),
     };
     let response = backend
         .invoke(address, 0, request)
         .await
         .map_err(remote_error)?;
     Ok(ToJsBuffer::from(
-        response.body.map(|b| b.to_vec()).unwrap_or_default(),
+        response
+            .body
+            .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
+            .unwrap_or_default(),
     ))
 }
 

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use deno_core::{op2, Extension, OpState};
-use deno_permissions::PermissionCheckError;
+use deno_permissions::{PermissionCheckError, PermissionDeniedError};
+
+use super::egress::EgressPolicy;
 
 /// Who an isolate works for: put into the `OpState` when a worker is bound, read by
 /// ops that log or account on the worker's behalf.
@@ -20,8 +22,11 @@ pub struct WorkerIdentity {
 }
 
 /// Permissions the deno extensions ask for. Workers have no file system and no
-/// high-resolution timers; network egress is checked here.
-pub struct EdgedPermissions;
+/// high-resolution timers; network egress is checked against the node's
+/// [`EgressPolicy`] (a blank isolate refuses everything).
+pub struct EdgedPermissions {
+    pub egress: Option<Arc<EgressPolicy>>,
+}
 
 impl deno_web::TimersPermission for EdgedPermissions {
     fn allow_hrtime(&mut self) -> bool {
@@ -32,10 +37,18 @@ impl deno_web::TimersPermission for EdgedPermissions {
 impl deno_fetch::FetchPermissions for EdgedPermissions {
     fn check_net_url(
         &mut self,
-        _url: &deno_core::url::Url,
+        url: &deno_core::url::Url,
         _api_name: &str,
     ) -> Result<(), PermissionCheckError> {
-        Ok(())
+        let verdict = match &self.egress {
+            Some(policy) => policy.check(url),
+            None => Err("network access (this isolate serves no worker)".to_owned()),
+        };
+        // Shown as "Requires <access>, which cannot be granted…"; the JS fetch
+        // wrapper turns it into a TypeError carrying just the reason.
+        verdict.map_err(|access| {
+            PermissionCheckError::PermissionDenied(PermissionDeniedError::Fatal { access })
+        })
     }
 
     fn check_read<'a>(
@@ -70,6 +83,10 @@ deno_core::extension!(
     deps = [deno_webidl, deno_console, deno_url, deno_web, deno_fetch, deno_crypto],
     ops = [
         op_edged_log,
+        super::body::op_edged_body_open,
+        super::body::op_edged_body_write,
+        super::body::op_edged_body_close,
+        super::body::op_edged_body_read,
         super::kv::op_kv_get,
         super::kv::op_kv_put,
         super::kv::op_kv_delete,

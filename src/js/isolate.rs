@@ -47,6 +47,40 @@ impl Default for IsolateLimits {
 pub struct HostServices {
     pub kv: Option<std::sync::Arc<dyn super::kv::KvBackend>>,
     pub durable_objects: super::durable::DurableObjectSlot,
+    pub policy: std::sync::Arc<RuntimePolicy>,
+}
+
+/// Node-wide rules for what a request may do beyond its CPU and memory.
+#[derive(Debug)]
+pub struct RuntimePolicy {
+    /// Where outbound `fetch()` may go.
+    pub egress: std::sync::Arc<super::egress::EgressPolicy>,
+    /// Outbound `fetch()` calls per request.
+    pub subrequests: u32,
+    /// How long `ctx.waitUntil()` work may run after the response.
+    pub wait_until: Duration,
+    /// Where a request goes when its worker threw after `passThroughOnException()`.
+    pub pass_through_origin: Option<String>,
+}
+
+impl Default for RuntimePolicy {
+    fn default() -> Self {
+        RuntimePolicy {
+            egress: Default::default(),
+            subrequests: 50,
+            wait_until: Duration::from_secs(30),
+            pass_through_origin: None,
+        }
+    }
+}
+
+/// What `prepare` in `runtime/10_worker.js` receives besides the bindings.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PrepareOptions<'a> {
+    subrequests: u32,
+    wait_until_ms: f64,
+    pass_through_origin: Option<&'a str>,
 }
 
 /// What a bound isolate serves.
@@ -170,7 +204,10 @@ impl BlankIsolate {
         // SAFETY: the isolate was just created and entered on this thread.
         unsafe { (*isolate).exit() };
         let _entered = unsafe { Entered::new(isolate) };
-        runtime.op_state().borrow_mut().put(EdgedPermissions);
+        runtime
+            .op_state()
+            .borrow_mut()
+            .put(EdgedPermissions { egress: None });
 
         let handle = runtime.v8_isolate().thread_safe_handle();
         let heap_exceeded = Rc::new(Cell::new(false));
@@ -258,6 +295,13 @@ impl BlankIsolate {
         let budget = engine.limits.startup_cpu;
         let mut used = Duration::ZERO;
         loader.install(&script.modules);
+        engine
+            .runtime
+            .op_state()
+            .borrow_mut()
+            .put(EdgedPermissions {
+                egress: Some(host.policy.egress.clone()),
+            });
         engine.runtime.op_state().borrow_mut().put(WorkerIdentity {
             name: script.name.as_str().into(),
             version: script.version,
@@ -321,7 +365,13 @@ impl BlankIsolate {
             let scope = &mut runtime.handle_scope();
             let bindings = deno_core::serde_v8::to_v8(scope, &script.bindings)
                 .map_err(|e| EngineError::Script(format!("TypeError: bad bindings: {e}")))?;
-            call(scope, &prepare, &[bindings]).map(|_| ())
+            let options = PrepareOptions {
+                subrequests: host.policy.subrequests,
+                wait_until_ms: host.policy.wait_until.as_secs_f64() * 1000.0,
+                pass_through_origin: host.policy.pass_through_origin.as_deref(),
+            };
+            let options = deno_core::serde_v8::to_v8(scope, &options).map_err(internal)?;
+            call(scope, &prepare, &[bindings, options]).map(|_| ())
         });
         used += seg.cpu;
         if let Some(e) = engine.termination_cause(seg.over_budget) {

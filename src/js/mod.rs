@@ -22,9 +22,12 @@
 //!   extensions it builds on; `runtime/*.js`: the Workers global scope and dispatch.
 //! - `snapshot.rs`: the startup snapshot; `isolate.rs`: blank isolates and binding;
 //!   `worker.rs`: serving requests; `limits.rs`: the CPU watchdog; `loader.rs`:
-//!   module resolution; `script.rs`: what a worker version is made of.
+//!   module resolution; `script.rs`: what a worker version is made of;
+//!   `body.rs`: bodies as bytes or bounded streams across the engine boundary.
 
+pub mod body;
 pub mod durable;
+pub mod egress;
 pub mod error;
 pub mod extension;
 pub mod isolate;
@@ -35,8 +38,10 @@ pub mod script;
 pub mod snapshot;
 pub mod worker;
 
+pub use body::{body_channel, Body, BodySink, BodyStream, StreamSlot};
+pub use egress::EgressPolicy;
 pub use error::{EngineError, InvokeError};
-pub use isolate::{BindMode, BlankIsolate, HostServices, IsolateLimits};
+pub use isolate::{BindMode, BlankIsolate, HostServices, IsolateLimits, RuntimePolicy};
 pub use kv::{KvBackend, KvError, KvListOptions, KvListResult, KvPutOptions, KvValue};
 pub use script::{Binding, InvokeRequest, InvokeResponse, WorkerScript};
 pub use worker::{Reply, Worker};

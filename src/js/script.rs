@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::body::Body;
+
 /// One version of one worker: everything needed to bind it to an isolate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerScript {
@@ -59,7 +61,7 @@ pub struct InvokeRequest {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Option<bytes::Bytes>,
+    pub body: Option<Body>,
 }
 
 /// The Response a worker's `fetch` handler returned.
@@ -67,5 +69,5 @@ pub struct InvokeRequest {
 pub struct InvokeResponse {
     pub status: u16,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
-    pub body: Option<bytes::Bytes>,
+    pub body: Option<Body>,
 }

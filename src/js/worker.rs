@@ -21,6 +21,7 @@ use std::time::Duration;
 use deno_core::{v8, PollEventLoopOptions};
 use futures::channel::oneshot;
 
+use super::body::{add_source, take_outgoing, Body, StreamSlot};
 use super::error::{EngineError, InvokeError};
 use super::isolate::{call, Engine};
 use super::script::{InvokeRequest, InvokeResponse};
@@ -80,8 +81,14 @@ impl Worker {
         let budget = self.engine.limits.cpu;
         let dispatch = &self.dispatch;
         let (result, seg) = self.engine.run(budget, |runtime| {
+            let stream_rid = match &request.body {
+                Some(Body::Stream(slot)) => slot
+                    .take()
+                    .map(|s| add_source(&mut runtime.op_state().borrow_mut(), s)),
+                _ => None,
+            };
             let scope = &mut runtime.handle_scope();
-            let args = request_args(scope, request_id, request)?;
+            let args = request_args(scope, request_id, request, stream_rid)?;
             let value = call(scope, dispatch, &args)?;
             let promise = v8::Local::<v8::Promise>::try_from(value)
                 .map_err(|_| EngineError::Internal("dispatch did not return a promise".into()))?;
@@ -151,6 +158,7 @@ impl Worker {
 
     fn answer_settled(&mut self) {
         let _entered = self.engine.enter();
+        let op_state = self.engine.runtime.op_state();
         let mut i = 0;
         while i < self.in_flight.len() {
             let outcome = {
@@ -160,7 +168,7 @@ impl Worker {
                     v8::PromiseState::Pending => None,
                     v8::PromiseState::Fulfilled => {
                         let value = promise.result(scope);
-                        Some(read_outcome(scope, value))
+                        Some(read_outcome(scope, value, &op_state))
                     }
                     v8::PromiseState::Rejected => {
                         let value = promise.result(scope);
@@ -193,6 +201,7 @@ fn request_args<'s>(
     scope: &mut v8::HandleScope<'s>,
     request_id: u64,
     request: InvokeRequest,
+    stream_rid: Option<u32>,
 ) -> Result<[v8::Local<'s, v8::Value>; 5], EngineError> {
     let bad = |what: &str| EngineError::Internal(format!("cannot build request {what}"));
     let id = v8::Number::new(scope, request_id as f64).into();
@@ -213,8 +222,13 @@ fn request_args<'s>(
     }
     let headers = v8::Array::new_with_elements(scope, &flat).into();
     let body = match request.body {
+        // A streamed body: JS reads it through `op_edged_body_read`.
+        Some(Body::Stream(_)) => match stream_rid {
+            Some(rid) => v8::Integer::new_from_unsigned(scope, rid).into(),
+            None => return Err(bad("body (already taken)")),
+        },
         None => v8::null(scope).into(),
-        Some(bytes) => {
+        Some(Body::Bytes(bytes)) => {
             let len = bytes.len();
             // Zero-copy when the HTTP layer handed over the only reference.
             let store = v8::ArrayBuffer::new_backing_store_from_vec(Vec::from(bytes)).make_shared();
@@ -232,6 +246,7 @@ fn request_args<'s>(
 fn read_outcome(
     scope: &mut v8::HandleScope,
     value: v8::Local<v8::Value>,
+    op_state: &std::rc::Rc<std::cell::RefCell<deno_core::OpState>>,
 ) -> Result<InvokeResponse, InvokeError> {
     let malformed = || InvokeError::Exception("internal: malformed dispatch result".into());
     let array = v8::Local::<v8::Array>::try_from(value).map_err(|_| malformed())?;
@@ -269,10 +284,18 @@ fn read_outcome(
             let view = v8::Local::<v8::ArrayBufferView>::try_from(v).map_err(|_| malformed())?;
             let mut buf = vec![0u8; view.byte_length()];
             view.copy_contents(&mut buf);
-            Some(bytes::Bytes::from(buf))
+            Some(Body::Bytes(bytes::Bytes::from(buf)))
         }
         // A string body is sent as UTF-8 (Fetch's "extract a body").
-        Some(v) if v.is_string() => Some(bytes::Bytes::from(v.to_rust_string_lossy(scope))),
+        Some(v) if v.is_string() => Some(Body::Bytes(bytes::Bytes::from(
+            v.to_rust_string_lossy(scope),
+        ))),
+        // A stream: the resource id of the sink JS is writing it into.
+        Some(v) if v.is_number() => {
+            let rid = v.uint32_value(scope).ok_or_else(malformed)?;
+            let stream = take_outgoing(&mut op_state.borrow_mut(), rid).ok_or_else(malformed)?;
+            Some(Body::Stream(StreamSlot::new(stream)))
+        }
         _ => None,
     };
     Ok(InvokeResponse {

@@ -2,6 +2,8 @@
 //! loopback ports, with its own data directory, and a small blocking HTTP client.
 #![allow(dead_code)]
 
+pub mod origin;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -119,6 +121,21 @@ impl TestNode {
     /// Everything the node has logged so far (stderr of every run).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("edged.log")).unwrap_or_default()
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The node's resident set size in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Whether the process is still running.

@@ -44,6 +44,79 @@ export function currentRequestId() {
   return typeof id === "number" ? id : 0;
 }
 
+// Requests whose ctx.waitUntil() window has closed: their remaining I/O fails.
+// Request ids only grow, so the oldest entries are the first to drop.
+const TRACKED = 4096;
+const expired = new Set();
+export function expireRequest(id) {
+  expired.add(id);
+  if (expired.size > TRACKED) expired.delete(expired.values().next().value);
+}
+export function assertLive(api) {
+  const id = currentRequestId();
+  if (id !== 0 && expired.has(id)) {
+    throw new Error(
+      `${api}: this request's ctx.waitUntil() time is over, so its remaining I/O was cancelled`,
+    );
+  }
+}
+
+// Outbound fetch(): deno's implementation (WHATWG fetch with streaming bodies,
+// redirects, AbortSignal) behind the per-request subrequest limit. The node's
+// egress policy is checked in Rust for every hop; its refusal becomes a TypeError.
+let subrequestLimit = 50;
+const subrequests = new Map();
+export function configureFetch(limit) {
+  subrequestLimit = limit;
+}
+const NOT_GRANTED = /^Requires ([\s\S]*), which cannot be granted in this environment$/;
+export function rethrowFetchError(e) {
+  if (e?.name === "NotCapable") {
+    const m = NOT_GRANTED.exec(e.message);
+    throw new TypeError(m ? m[1] : e.message);
+  }
+  throw e;
+}
+async function workersFetch(input, init = undefined) {
+  assertLive("fetch()");
+  const id = currentRequestId();
+  const n = (subrequests.get(id) ?? 0) + 1;
+  subrequests.set(id, n);
+  if (subrequests.size > TRACKED) subrequests.delete(subrequests.keys().next().value);
+  if (n > subrequestLimit) {
+    throw new Error(
+      `Too many subrequests. A request may make at most ${subrequestLimit} fetch() calls.`,
+    );
+  }
+  try {
+    return await fetch.fetch(input, init);
+  } catch (e) {
+    rethrowFetchError(e);
+  }
+}
+Object.defineProperty(workersFetch, "name", { value: "fetch" });
+
+// scheduler.wait(ms): a promise-based timer, as in Workers.
+const setTimeoutFn = timers.setTimeout;
+const clearTimeoutFn = timers.clearTimeout;
+const scheduler = Object.freeze({
+  wait(ms, options = undefined) {
+    const signal = options?.signal;
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const timer = setTimeoutFn(() => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      }, Number(ms) || 0);
+      function onAbort() {
+        clearTimeoutFn(timer);
+        reject(signal.reason);
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  },
+});
+
 // Log lines are plain text: no terminal colours in inspected values.
 setNoColorFns(() => true, () => true);
 
@@ -63,7 +136,7 @@ Object.defineProperties(globalThis, {
   Request: writable(request.Request),
   Response: writable(response.Response),
   FormData: writable(formData.FormData),
-  fetch: writable(fetch.fetch),
+  fetch: writable(workersFetch),
   // Encoding, base64
   TextEncoder: writable(encoding.TextEncoder),
   TextDecoder: writable(encoding.TextDecoder),
@@ -104,6 +177,7 @@ Object.defineProperties(globalThis, {
   setInterval: writable(timers.setInterval),
   clearTimeout: writable(timers.clearTimeout),
   clearInterval: writable(timers.clearInterval),
+  scheduler: writable(scheduler),
   structuredClone: writable(messagePort.structuredClone),
   performance: writable(performance.performance),
   // Web Crypto

@@ -9,7 +9,15 @@
 // ["error", kind, message] so that Rust can tell a tenant bug from a response.
 
 import { core } from "ext:core/mod.js";
-import { op_do_alarm_get, op_do_alarm_set } from "ext:core/ops";
+import {
+  op_do_alarm_get,
+  op_do_alarm_set,
+  op_edged_body_close,
+  op_edged_body_open,
+  op_edged_body_read,
+  op_edged_body_write,
+  op_edged_log,
+} from "ext:core/ops";
 import { InnerBody } from "ext:deno_fetch/22_body.js";
 import { fromInnerRequest, newInnerRequest } from "ext:deno_fetch/23_request.js";
 import { toInnerResponse } from "ext:deno_fetch/23_response.js";
@@ -20,22 +28,65 @@ import {
   DurableObjectNamespace,
   DurableObjectState,
 } from "ext:edged/30_durable.js";
-import { currentRequestId } from "ext:edged/00_globals.js";
+import {
+  configureFetch,
+  currentRequestId,
+  expireRequest,
+  rethrowFetchError,
+} from "ext:edged/00_globals.js";
+import { fetch as denoFetch } from "ext:deno_fetch/26_fetch.js";
 
 const CFW_KEY = "__edged_cloudflare_workers";
 
+// What ctx.waitUntil() and ctx.passThroughOnException() recorded for a request.
+const contextState = new WeakMap();
+
 class ExecutionContext {
-  #waitUntil = [];
+  constructor(requestId) {
+    contextState.set(this, { requestId, tasks: [], passThrough: false });
+  }
   waitUntil(promise) {
-    const p = Promise.resolve(promise).catch((e) => {
-      globalThis.console.error("waitUntil promise rejected:", e);
-    });
-    this.#waitUntil.push(p);
+    const state = contextState.get(this);
+    if (state === undefined) throw new TypeError("Illegal invocation");
+    state.tasks.push(
+      Promise.resolve(promise).catch((e) => {
+        op_edged_log(3, state.requestId, `waitUntil() promise rejected: ${errorText(e)}`);
+      }),
+    );
   }
   passThroughOnException() {
-    // Without an origin behind the worker there is nothing to pass through to; an
-    // exception still ends in the generic 500.
+    const state = contextState.get(this);
+    if (state === undefined) throw new TypeError("Illegal invocation");
+    state.passThrough = true;
   }
+}
+
+// Lets the request's waitUntil() work run on after the response, for at most
+// `waitUntilMs`; past it the request's remaining I/O fails (see assertLive).
+function watchWaitUntil(ctx) {
+  const state = contextState.get(ctx);
+  if (state.tasks.length === 0) return;
+  let finished = false;
+  const timer = setTimeout(() => {
+    if (finished) return;
+    expireRequest(state.requestId);
+    op_edged_log(
+      2,
+      state.requestId,
+      `ctx.waitUntil() work did not finish within ${waitUntilMs} ms of the response; its remaining I/O is cancelled`,
+    );
+  }, waitUntilMs);
+  (async () => {
+    let seen = 0;
+    // waitUntil() may be called again from inside waitUntil() work.
+    while (seen < state.tasks.length) {
+      const batch = state.tasks.slice(seen);
+      seen = state.tasks.length;
+      await Promise.all(batch);
+    }
+    finished = true;
+    clearTimeout(timer);
+  })();
 }
 
 // `import { DurableObject, WorkerEntrypoint } from "cloudflare:workers"`
@@ -77,8 +128,13 @@ function makeEnv(bindings) {
 }
 
 let env = null;
+let waitUntilMs = 30000;
+let passThroughOrigin = null;
 
-export function prepare(bindings) {
+export function prepare(bindings, options = {}) {
+  configureFetch(options.subrequests ?? 50);
+  waitUntilMs = options.waitUntilMs ?? 30000;
+  passThroughOrigin = options.passThroughOrigin ?? null;
   env = makeEnv(bindings);
   Object.defineProperty(globalThis, CFW_KEY, {
     value: Object.freeze({ env, DurableObject, WorkerEntrypoint }),
@@ -140,7 +196,7 @@ export function bind(ns) {
     );
   }
 
-  return makeDispatch(callFetch, null);
+  return makeDispatch(callFetch, null, null, true);
 }
 
 // A Durable Object instance of `className` from the worker's main module,
@@ -185,7 +241,61 @@ export function bindObject(ns, className, idHex, idName) {
   return makeDispatch(callFetch, callRpc, callAlarm);
 }
 
-function makeDispatch(callFetch, callRpc, callAlarm = null) {
+// A body Rust streams in (resource `rid`) as a byte ReadableStream that pulls
+// one chunk at a time: the HTTP layer reads the client no faster than the worker.
+export function readableFromRid(rid) {
+  return new ReadableStream({
+    type: "bytes",
+    async pull(controller) {
+      const chunk = await op_edged_body_read(rid);
+      if (chunk.byteLength === 0) {
+        controller.close();
+        controller.byobRequest?.respond(0);
+      } else {
+        controller.enqueue(chunk);
+      }
+    },
+    cancel() {
+      core.tryClose(rid);
+    },
+  }, { highWaterMark: 0 });
+}
+
+function asBytes(chunk) {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (ArrayBuffer.isView(chunk)) {
+    return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  }
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+  throw new TypeError("This ReadableStream did not return bytes.");
+}
+
+// Copies a response body stream into the sink `rid` that Rust streams to the
+// client, waiting whenever the client is behind. A stream that errors ends the
+// response abruptly (the client sees a truncated body) and is logged.
+export async function pumpBody(requestId, stream, rid) {
+  let reader;
+  try {
+    reader = stream.getReader();
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (!(await op_edged_body_write(rid, asBytes(value)))) {
+        // The client went away: stop producing.
+        op_edged_body_close(rid, "client disconnected");
+        reader.cancel().catch(() => {});
+        return;
+      }
+    }
+    op_edged_body_close(rid, "");
+  } catch (e) {
+    op_edged_log(3, requestId, `response body stream failed: ${errorText(e)}`);
+    op_edged_body_close(rid, String(e?.message ?? e));
+    reader?.cancel(e).catch(() => {});
+  }
+}
+
+function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false) {
   return async function dispatch(id, method, url, flatHeaders, body) {
     if (method === "ALARM" && callAlarm !== null) {
       try {
@@ -212,18 +322,20 @@ function makeDispatch(callFetch, callRpc, callAlarm = null) {
         return ["error", "exception", errorText(e)];
       }
     }
+    const headerList = [];
+    for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
+      headerList.push([flatHeaders[i], flatHeaders[i + 1]]);
+    }
+    const ctx = new ExecutionContext(id);
     try {
-      const headerList = [];
-      for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
-        headerList.push([flatHeaders[i], flatHeaders[i + 1]]);
-      }
       // Built from the inner request directly (as deno's HTTP server does): the
       // parts come from the HTTP layer already validated; headers are immutable
-      // as in Workers.
-      // The body bytes are fresh from Rust: wrap them without the copy that
-      // extractBody makes.
+      // as in Workers. Bytes fresh from Rust are wrapped without a copy; a
+      // streamed body is pulled from Rust as the worker reads it.
       let innerBody = null;
-      if (body !== null) {
+      if (typeof body === "number") {
+        innerBody = new InnerBody(readableFromRid(body));
+      } else if (body !== null) {
         innerBody = new InnerBody({ body, consumed: false });
         innerBody.source = body;
         innerBody.length = body.byteLength;
@@ -232,7 +344,6 @@ function makeDispatch(callFetch, callRpc, callAlarm = null) {
         newInnerRequest(method, url, () => headerList, innerBody, false),
         "immutable",
       );
-      const ctx = new ExecutionContext();
       const previous = core.getAsyncContext();
       core.setAsyncContext(id);
       let pending;
@@ -241,7 +352,14 @@ function makeDispatch(callFetch, callRpc, callAlarm = null) {
       } finally {
         core.setAsyncContext(previous);
       }
-      const response = await pending;
+      let response;
+      try {
+        response = await pending;
+      } catch (e) {
+        if (!contextState.get(ctx).passThrough || passThroughOrigin === null) throw e;
+        op_edged_log(2, id, `passing the request through to the origin after: ${errorText(e)}`);
+        response = await passThrough(method, url, headerList, request, body);
+      }
       if (!(response instanceof Response)) {
         return [
           "error",
@@ -249,19 +367,56 @@ function makeDispatch(callFetch, callRpc, callAlarm = null) {
           `fetch handler returned ${describe(response)} instead of a Response`,
         ];
       }
-      const inner = toInnerResponse(response);
-      const headers = flattenHeaders(inner.headerList);
-      if (inner.body === null) return [inner.status, headers, null];
-      const stored = inner.body.streamOrStatic;
-      if (!(stored instanceof ReadableStream) && !stored.consumed) {
-        // A string or bytes body: hand it over as is (Rust encodes strings as UTF-8).
-        return [inner.status, headers, stored.body];
-      }
-      return [inner.status, headers, new Uint8Array(await response.arrayBuffer())];
+      return await responseResult(id, response, streaming);
     } catch (e) {
       return ["error", "exception", errorText(e)];
+    } finally {
+      watchWaitUntil(ctx);
     }
   };
+}
+
+// The request, sent on to the configured origin unchanged (same method, path,
+// query, headers and, when the worker did not consume it, body).
+async function passThrough(method, url, headerList, request, body) {
+  const target = new URL(url);
+  const origin = new URL(passThroughOrigin);
+  target.protocol = origin.protocol;
+  target.host = origin.host;
+  const init = {
+    method,
+    headers: headerList.filter(([name]) => name.toLowerCase() !== "host"),
+    redirect: "manual",
+  };
+  if (method !== "GET" && method !== "HEAD") {
+    if (!request.bodyUsed && request.body !== null) init.body = request.body;
+    else if (body instanceof Uint8Array) init.body = body;
+  }
+  try {
+    return await denoFetch(target.href, init);
+  } catch (e) {
+    rethrowFetchError(e);
+  }
+}
+
+async function responseResult(id, response, streaming) {
+  const inner = toInnerResponse(response);
+  const headers = flattenHeaders(inner.headerList);
+  if (inner.body === null) return [inner.status, headers, null];
+  const stored = inner.body.streamOrStatic;
+  if (!(stored instanceof ReadableStream) && !stored.consumed) {
+    // A string or bytes body: hand it over as is (Rust encodes strings as UTF-8).
+    return [inner.status, headers, stored.body];
+  }
+  if (response.bodyUsed) {
+    throw new TypeError("The Response body has already been used.");
+  }
+  if (streaming) {
+    const rid = op_edged_body_open();
+    pumpBody(id, inner.body.stream, rid);
+    return [inner.status, headers, rid];
+  }
+  return [inner.status, headers, new Uint8Array(await response.arrayBuffer())];
 }
 
 // Runs the request path a few times so that its functions are compiled. Called

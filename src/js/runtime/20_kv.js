@@ -9,6 +9,7 @@ import {
   op_kv_list,
   op_kv_put,
 } from "ext:core/ops";
+import { assertLive } from "ext:edged/00_globals.js";
 import { ReadableStream } from "ext:deno_web/06_streams.js";
 
 const MAX_VALUE_BYTES = 25 * 1024 * 1024;
@@ -119,6 +120,7 @@ export class KVNamespace {
 
   async #getOne(key, options, withMetadata) {
     const { type, cacheTtl } = parseGetOptions(options);
+    assertLive("KV get()");
     const found = await op_kv_get(this.#namespace, String(key), cacheTtl);
     if (!withMetadata) return found === null ? null : convert(found[0], type);
     if (found === null) return { value: null, metadata: null, cacheStatus: null };
@@ -138,6 +140,7 @@ export class KVNamespace {
       throw new TypeError(`KV GET_BULK failed: 400 You can request between 1 and ${MAX_BULK_KEYS} keys at once.`);
     }
     const names = keys.map((k) => String(k));
+    assertLive("KV get()");
     const found = await Promise.all(names.map((k) => op_kv_get(this.#namespace, k, cacheTtl)));
     const out = new Map();
     for (let i = 0; i < names.length; i++) {
@@ -172,10 +175,12 @@ export class KVNamespace {
       if (text === undefined) throw new TypeError("KV put() metadata must be serializable to JSON");
       opts.metadata = text;
     }
+    assertLive("KV put()");
     await op_kv_put(this.#namespace, String(key), bytes, opts);
   }
 
   async delete(key) {
+    assertLive("KV delete()");
     await op_kv_delete(this.#namespace, String(key));
   }
 
@@ -187,6 +192,7 @@ export class KVNamespace {
     if (options.prefix !== undefined && options.prefix !== null) opts.prefix = String(options.prefix);
     if (options.limit !== undefined) opts.limit = Number(options.limit);
     if (options.cursor !== undefined && options.cursor !== null) opts.cursor = String(options.cursor);
+    assertLive("KV list()");
     const result = await op_kv_list(this.#namespace, opts);
     result.cacheStatus = null;
     if (result.list_complete) delete result.cursor;

@@ -23,11 +23,13 @@ import {
   op_do_storage_put,
   op_do_txn,
 } from "ext:core/ops";
+import { assertLive } from "ext:edged/00_globals.js";
 
 const ID_RE = /^[0-9a-f]{64}$/;
 const MAX_BATCH = 128;
 
 async function op_do_fetch_wrapped(...args) {
+  assertLive("Durable Object fetch()");
   try {
     return await op_do_fetch(...args);
   } catch (e) {
@@ -36,6 +38,7 @@ async function op_do_fetch_wrapped(...args) {
 }
 
 async function op_do_rpc_wrapped(...args) {
+  assertLive("Durable Object RPC");
   try {
     return await op_do_rpc(...args);
   } catch (e) {
