@@ -117,6 +117,9 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         kv: Some(kv.clone()),
         durable_objects: Default::default(),
         policy: Arc::new(config.runtime_policy()?),
+        cache: Some(Arc::new(crate::state::HttpCache::new(
+            (config.cache.size_mb as usize) << 20,
+        ))),
     };
     let durable_objects = host.durable_objects.clone();
     let threads = IsolateThreads::start(

@@ -78,15 +78,27 @@ fn op_edged_log(state: &mut OpState, level: u32, request_id: f64, #[string] msg:
     }
 }
 
+/// `crypto.subtle.timingSafeEqual(a, b)` (a Workers extension): compares in
+/// time that depends only on the length.
+#[op2(fast)]
+fn op_edged_timing_safe_equal(#[buffer] a: &[u8], #[buffer] b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
 deno_core::extension!(
     edged,
     deps = [deno_webidl, deno_console, deno_url, deno_web, deno_fetch, deno_crypto],
     ops = [
         op_edged_log,
+        op_edged_timing_safe_equal,
         super::body::op_edged_body_open,
         super::body::op_edged_body_write,
         super::body::op_edged_body_close,
         super::body::op_edged_body_read,
+        super::cache::op_cache_match,
+        super::cache::op_cache_put,
+        super::cache::op_cache_delete,
         super::kv::op_kv_get,
         super::kv::op_kv_put,
         super::kv::op_kv_delete,
@@ -116,6 +128,7 @@ deno_core::extension!(
         "10_worker.js",
         "20_kv.js",
         "30_durable.js",
+        "40_cache.js",
         "99_main.js"
     ],
 );

@@ -48,6 +48,7 @@ pub struct HostServices {
     pub kv: Option<std::sync::Arc<dyn super::kv::KvBackend>>,
     pub durable_objects: super::durable::DurableObjectSlot,
     pub policy: std::sync::Arc<RuntimePolicy>,
+    pub cache: Option<std::sync::Arc<dyn super::cache::CacheBackend>>,
 }
 
 /// Node-wide rules for what a request may do beyond its CPU and memory.
@@ -341,6 +342,13 @@ impl BlankIsolate {
             }
             BindMode::Worker => None,
         };
+        if let Some(cache) = &host.cache {
+            engine
+                .runtime
+                .op_state()
+                .borrow_mut()
+                .put(super::cache::CacheAccess(cache.clone()));
+        }
         if let Some(kv) = &host.kv {
             let namespaces = script
                 .bindings
@@ -371,7 +379,12 @@ impl BlankIsolate {
                 pass_through_origin: host.policy.pass_through_origin.as_deref(),
             };
             let options = deno_core::serde_v8::to_v8(scope, &options).map_err(internal)?;
-            call(scope, &prepare, &[bindings, options]).map(|_| ())
+            call(scope, &prepare, &[bindings, options])?;
+            // As in Workers: no eval() or new Function() from tenant code.
+            scope
+                .get_current_context()
+                .set_allow_generation_from_strings(false);
+            Ok::<_, EngineError>(())
         });
         used += seg.cpu;
         if let Some(e) = engine.termination_cause(seg.over_budget) {

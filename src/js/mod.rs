@@ -26,6 +26,7 @@
 //!   `body.rs`: bodies as bytes or bounded streams across the engine boundary.
 
 pub mod body;
+pub mod cache;
 pub mod durable;
 pub mod egress;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod snapshot;
 pub mod worker;
 
 pub use body::{body_channel, Body, BodySink, BodyStream, StreamSlot};
+pub use cache::{CacheBackend, CachedResponse};
 pub use egress::EgressPolicy;
 pub use error::{EngineError, InvokeError};
 pub use isolate::{BindMode, BlankIsolate, HostServices, IsolateLimits, RuntimePolicy};

@@ -2,8 +2,9 @@
 //!
 //! Role: durable node state under the data directory. Today: the deployment store
 //! (`deployments.rs`), every worker version and which one is active; Workers KV
-//! (`kv/`), an origin store per namespace behind an edge cache. Durable Object
-//! storage joins it when its issue lands.
+//! (`kv/`), an origin store per namespace behind an edge cache; Durable Object
+//! storage (`durable.rs`, `alarms.rs`); and one in-memory piece, the Cache API's
+//! store (`http_cache.rs`), which a restart empties.
 //!
 //! Invariants:
 //! - Every acknowledged change is durable (SQLite WAL with `synchronous=FULL`).
@@ -17,8 +18,10 @@ pub mod alarms;
 pub mod deployments;
 pub mod durable;
 pub mod error;
+pub mod http_cache;
 pub mod kv;
 
 pub use deployments::{DeploymentStore, StoredVersion, WorkerRecord};
 pub use error::StateError;
+pub use http_cache::HttpCache;
 pub use kv::KvService;

@@ -8,7 +8,7 @@
 // Runs once when the startup snapshot is made; every isolate starts from the result.
 
 import { core } from "ext:core/mod.js";
-import { op_edged_log } from "ext:core/ops";
+import { op_edged_log, op_edged_timing_safe_equal } from "ext:core/ops";
 import { DOMException } from "ext:deno_web/01_dom_exception.js";
 import * as event from "ext:deno_web/02_event.js";
 import * as timers from "ext:deno_web/02_timers.js";
@@ -193,6 +193,30 @@ Object.defineProperties(globalThis, {
 });
 
 event.saveGlobalThisReference(globalThis);
+
+// Workers' extension to SubtleCrypto: constant-time comparison of two buffers.
+function asView(value, which) {
+  if (ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value);
+  throw new TypeError(
+    `Failed to execute 'timingSafeEqual' on 'SubtleCrypto': parameter ${which} is not of type 'ArrayBuffer or ArrayBufferView'.`,
+  );
+}
+Object.defineProperty(crypto.SubtleCrypto.prototype, "timingSafeEqual", {
+  value: function timingSafeEqual(a, b) {
+    const x = asView(a, 1);
+    const y = asView(b, 2);
+    if (x.byteLength !== y.byteLength) {
+      throw new TypeError("Input buffers must have the same byte length.");
+    }
+    return op_edged_timing_safe_equal(x, y);
+  },
+  writable: true,
+  enumerable: false,
+  configurable: true,
+});
 
 export { headers, request, response, streams };
 

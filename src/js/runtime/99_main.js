@@ -4,6 +4,13 @@
 
 import "ext:edged/00_globals.js";
 import { bind, bindObject, prepare, warmup } from "ext:edged/10_worker.js";
+import { Cache, caches, CacheStorage } from "ext:edged/40_cache.js";
+
+Object.defineProperties(globalThis, {
+  caches: { value: caches, writable: true, enumerable: false, configurable: true },
+  Cache: { value: Cache, writable: true, enumerable: false, configurable: true },
+  CacheStorage: { value: CacheStorage, writable: true, enumerable: false, configurable: true },
+});
 
 Object.defineProperty(globalThis, "__edged_internals", {
   value: { prepare, bind, bindObject, warmup },
