@@ -24,6 +24,7 @@ const HELLO: &str = "export default { fetch(req) { return new Response('hello');
 
 fn script(name: &str) -> WorkerScript {
     WorkerScript {
+        crons: Vec::new(),
         name: name.into(),
         version: 1,
         main_module: "worker.js".into(),
@@ -35,6 +36,7 @@ fn script(name: &str) -> WorkerScript {
 
 fn request() -> InvokeRequest {
     InvokeRequest {
+        depth: 0,
         method: "GET".into(),
         url: "http://bench.workers.localhost/".into(),
         headers: vec![("accept".into(), b"*/*".to_vec())],

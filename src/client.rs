@@ -85,13 +85,14 @@ fn split_pair(flag: &str, raw: &str) -> Result<(String, String), ClientError> {
         .ok_or_else(|| ClientError(format!("--{flag} expects NAME=VALUE, got '{raw}'")))
 }
 
-/// Bindings from `--var K=V`, `--secret K=V`, `--kv BINDING[=NAMESPACE]` and
-/// `--do BINDING=Class`.
+/// Bindings from `--var K=V`, `--secret K=V`, `--kv BINDING[=NAMESPACE]`,
+/// `--do BINDING=Class` and `--service BINDING=worker`.
 pub fn bindings_from_flags(
     vars: &[String],
     secrets: &[String],
     kv: &[String],
     durable_objects: &[String],
+    services: &[String],
 ) -> Result<Vec<Binding>, ClientError> {
     let mut out = Vec::new();
     for v in vars {
@@ -112,6 +113,10 @@ pub fn bindings_from_flags(
     for v in durable_objects {
         let (name, class_name) = split_pair("do", v)?;
         out.push(Binding::DurableObjectNamespace { name, class_name });
+    }
+    for v in services {
+        let (name, service) = split_pair("service", v)?;
+        out.push(Binding::Service { name, service });
     }
     Ok(out)
 }
@@ -154,12 +159,14 @@ impl ControlClient {
         modules: &BTreeMap<String, String>,
         bindings: &[Binding],
         routes: &[String],
+        crons: &[String],
     ) -> Result<Value, ClientError> {
         let body = json!({
             "main_module": main_module,
             "modules": modules,
             "bindings": bindings,
             "routes": routes,
+            "crons": crons,
         });
         self.call(
             reqwest::Method::PUT,

@@ -32,9 +32,15 @@ struct BindingFlags {
     /// Durable Object namespace binding BINDING=Class
     #[arg(long = "do", value_name = "BINDING=CLASS")]
     durable_objects: Vec<String>,
+    /// Service binding BINDING=WORKER (another worker on the same node)
+    #[arg(long = "service", value_name = "BINDING=WORKER")]
+    services: Vec<String>,
     /// Route pattern, e.g. 'api.example.com/*'
     #[arg(long = "route", value_name = "PATTERN")]
     routes: Vec<String>,
+    /// Cron Trigger (five fields, e.g. '*/5 * * * *') that runs scheduled()
+    #[arg(long = "cron", value_name = "EXPR")]
+    crons: Vec<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -153,7 +159,7 @@ type LoadedWorker = (
 
 fn load_worker(script: &std::path::Path, b: &BindingFlags) -> Result<LoadedWorker, String> {
     let (main_module, modules) = read_modules(script).map_err(|e| e.to_string())?;
-    let flags = bindings_from_flags(&b.vars, &b.secrets, &b.kv, &b.durable_objects)
+    let flags = bindings_from_flags(&b.vars, &b.secrets, &b.kv, &b.durable_objects, &b.services)
         .map_err(|e| e.to_string())?;
     Ok((main_module, modules, flags))
 }
@@ -177,7 +183,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 .control_listen
                 .set_port(if port == 0 { 0 } else { port.wrapping_add(1) });
             config.server.data_dir = data_dir;
+            for cron in &bindings.crons {
+                edged::actors::cron::parse(cron)?;
+            }
             let script = edged::js::WorkerScript {
+                crons: bindings.crons.clone(),
                 name: name_from_path(&script),
                 version: 0,
                 main_module,
@@ -209,7 +219,14 @@ fn run(cli: Cli) -> Result<(), String> {
             let (main_module, modules, flags) = load_worker(&script, &bindings)?;
             let client = ControlClient::new(&control.control, control.token);
             let out = client
-                .deploy(&name, &main_module, &modules, &flags, &bindings.routes)
+                .deploy(
+                    &name,
+                    &main_module,
+                    &modules,
+                    &flags,
+                    &bindings.routes,
+                    &bindings.crons,
+                )
                 .map_err(|e| e.to_string())?;
             println!(
                 "deployed {} version {}",

@@ -15,6 +15,7 @@ use edged::js::{EngineError, InvokeError, InvokeRequest, IsolateLimits, WorkerSc
 
 fn script(name: &str, source: &str) -> Arc<WorkerScript> {
     Arc::new(WorkerScript {
+        crons: Vec::new(),
         name: name.into(),
         version: 1,
         main_module: "worker.js".into(),
@@ -26,6 +27,7 @@ fn script(name: &str, source: &str) -> Arc<WorkerScript> {
 
 fn get(path: &str) -> InvokeRequest {
     InvokeRequest {
+        depth: 0,
         method: "GET".into(),
         url: format!("http://test{path}"),
         headers: vec![],

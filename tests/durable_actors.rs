@@ -27,6 +27,7 @@ export default { fetch() { return new Response("worker"); } };
 
 fn request(path: &str) -> InvokeRequest {
     InvokeRequest {
+        depth: 0,
         method: "GET".into(),
         url: format!("http://object{path}"),
         headers: vec![],
@@ -72,6 +73,7 @@ async fn setup(dir: &std::path::Path, hibernate_after: Duration) -> Addr<Durable
     let view = registry.view();
     let registry = registry.start();
     let script = WorkerScript {
+        crons: Vec::new(),
         name: "objects".into(),
         version: 0,
         main_module: "worker.js".into(),

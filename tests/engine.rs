@@ -14,6 +14,7 @@ fn script(source: &str) -> WorkerScript {
     let mut modules = BTreeMap::new();
     modules.insert("worker.js".to_owned(), source.to_owned());
     WorkerScript {
+        crons: Vec::new(),
         name: "t".into(),
         version: 1,
         main_module: "worker.js".into(),
@@ -41,6 +42,7 @@ async fn bind(source: &str) -> Result<Worker, EngineError> {
 async fn invoke(worker: &mut Worker, url: &str) -> Result<InvokeResponse, InvokeError> {
     let (tx, mut rx) = oneshot::channel();
     let req = InvokeRequest {
+        depth: 0,
         method: "GET".into(),
         url: url.into(),
         headers: vec![],

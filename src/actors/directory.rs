@@ -174,6 +174,7 @@ impl DurableObjectDirectory {
             let me = ctx.address();
             actix::spawn(async move {
                 let request = InvokeRequest {
+                    depth: 0,
                     method: "ALARM".into(),
                     url: format!("alarm:{retry}"),
                     headers: Vec::new(),

@@ -36,6 +36,7 @@
 //! (isolate threads and blank pools), `supervisor.rs` (scaling, replacement,
 //! draining), `deployment.rs` (dispatching one request), `registry.rs` (deploys).
 
+pub mod cron;
 pub mod deployment;
 pub mod directory;
 pub mod durable_object;
@@ -43,6 +44,7 @@ pub mod error;
 pub mod isolate;
 pub mod pool;
 pub mod registry;
+pub mod services;
 pub mod supervisor;
 
 pub use deployment::{next_request_id, Deployment};

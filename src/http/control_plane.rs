@@ -43,6 +43,8 @@ struct DeployBody {
     routes: Vec<String>,
     #[serde(default)]
     compatibility_date: Option<String>,
+    #[serde(default)]
+    crons: Vec<String>,
 }
 
 /// Worker names: `[a-z0-9-]{1,63}`.
@@ -96,6 +98,14 @@ fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
                 ));
             }
         }
+        if let Binding::Service { service, .. } = &binding {
+            if !valid_worker_name(service) {
+                return Err(HttpError::bad_request(
+                    "invalid_binding",
+                    format!("service '{service}' is not a valid worker name"),
+                ));
+            }
+        }
         let name = binding.name();
         if !valid_identifier(name) {
             return Err(HttpError::bad_request(
@@ -145,6 +155,43 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+#[derive(Deserialize)]
+struct FireQuery {
+    cron: Option<String>,
+}
+
+/// `POST /v1/workers/{name}/scheduled[?cron=EXPR]`: runs the worker's
+/// `scheduled()` handler now (a test hook, like `wrangler dev`'s
+/// `/__scheduled`). The cron defaults to the worker's first one.
+async fn fire_scheduled(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<FireQuery>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(&req, &plane)?;
+    let name = path.into_inner();
+    check_name(&name)?;
+    let deployment = plane
+        .view
+        .get(&name)
+        .ok_or_else(|| HttpError::not_found(format!("worker '{name}' not found")))?;
+    let cron = query
+        .into_inner()
+        .cron
+        .or_else(|| deployment.script.crons.first().cloned())
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let outcome = crate::actors::cron::run_scheduled(&deployment, &cron, now).await;
+    Ok(HttpResponse::Ok().json(match outcome {
+        Ok(()) => json!({"worker": name, "cron": cron, "outcome": "ok"}),
+        Err(e) => json!({"worker": name, "cron": cron, "outcome": "exception", "error": e}),
+    }))
+}
+
 async fn put_worker(
     req: HttpRequest,
     path: web::Path<String>,
@@ -182,7 +229,11 @@ async fn put_worker(
     for r in &body.routes {
         RoutePattern::parse(r).map_err(|m| HttpError::bad_request("invalid_route", m))?;
     }
+    for cron in &body.crons {
+        crate::actors::cron::parse(cron).map_err(|m| HttpError::bad_request("invalid_cron", m))?;
+    }
     let script = WorkerScript {
+        crons: body.crons,
         name,
         version: 0,
         main_module: body.main_module,
@@ -265,6 +316,7 @@ async fn get_worker(
         "main_module": active.script.main_module,
         "modules": active.script.modules.keys().collect::<Vec<_>>(),
         "compatibility_date": active.script.compatibility_date,
+        "crons": active.script.crons,
         "created_at": active.created_at,
         "isolates": plane.view.get(&name).map(|d| d.isolates()).unwrap_or(0),
     })))
@@ -331,6 +383,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/workers/{name}", web::put().to(put_worker))
         .route("/v1/workers/{name}", web::get().to(get_worker))
         .route("/v1/workers/{name}", web::delete().to(delete_worker))
+        .route(
+            "/v1/workers/{name}/scheduled",
+            web::post().to(fire_scheduled),
+        )
         .route(
             "/v1/workers/{name}/rollback",
             web::post().to(rollback_worker),

@@ -131,6 +131,7 @@ pub async fn serve(
                 .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
                 .collect();
             let request = InvokeRequest {
+                depth: 0,
                 method,
                 url,
                 headers,

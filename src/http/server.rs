@@ -120,8 +120,10 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         cache: Some(Arc::new(crate::state::HttpCache::new(
             (config.cache.size_mb as usize) << 20,
         ))),
+        services: Default::default(),
     };
     let durable_objects = host.durable_objects.clone();
+    let services = host.services.clone();
     let threads = IsolateThreads::start(
         config.isolates.thread_count(),
         config.isolates.pool_size,
@@ -140,6 +142,8 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     )
     .start();
     durable_objects.set(crate::actors::directory::backend(directory));
+    services.set(crate::actors::services::backend(view.clone()));
+    crate::actors::cron::CronScheduler::new(view.clone()).start();
     let registry = registry.start();
     let failed = registry
         .send(Restore)

@@ -265,6 +265,7 @@ pub async fn op_do_fetch(
 ) -> Result<(u16, Vec<String>, Option<ToJsBuffer>), DoError> {
     let (backend, address) = target(&state, &binding, id, name)?;
     let request = InvokeRequest {
+        depth: 0,
         method,
         url,
         headers: headers
@@ -314,6 +315,7 @@ pub async fn op_do_rpc(
     }
     let (backend, address) = target(&state, &binding, id, name)?;
     let request = InvokeRequest {
+        depth: 0,
         method: "RPC".into(),
         url: format!("rpc:{method}"),
         headers: Vec::new(),

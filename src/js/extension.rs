@@ -99,6 +99,8 @@ deno_core::extension!(
         super::cache::op_cache_match,
         super::cache::op_cache_put,
         super::cache::op_cache_delete,
+        super::service::op_service_fetch,
+        super::service::op_service_rpc,
         super::kv::op_kv_get,
         super::kv::op_kv_put,
         super::kv::op_kv_delete,
@@ -129,6 +131,7 @@ deno_core::extension!(
         "20_kv.js",
         "30_durable.js",
         "40_cache.js",
+        "50_service.js",
         "99_main.js"
     ],
 );

@@ -49,6 +49,7 @@ pub struct HostServices {
     pub durable_objects: super::durable::DurableObjectSlot,
     pub policy: std::sync::Arc<RuntimePolicy>,
     pub cache: Option<std::sync::Arc<dyn super::cache::CacheBackend>>,
+    pub services: super::service::ServiceSlot,
 }
 
 /// Node-wide rules for what a request may do beyond its CPU and memory.
@@ -342,6 +343,24 @@ impl BlankIsolate {
             }
             BindMode::Worker => None,
         };
+        let services = script
+            .bindings
+            .iter()
+            .filter_map(|b| match b {
+                crate::js::Binding::Service { name, service } => {
+                    Some((name.clone(), service.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        engine
+            .runtime
+            .op_state()
+            .borrow_mut()
+            .put(super::service::ServiceAccess {
+                slot: host.services.clone(),
+                services,
+            });
         if let Some(cache) = &host.cache {
             engine
                 .runtime

@@ -36,6 +36,7 @@ pub mod kv;
 pub mod limits;
 pub mod loader;
 pub mod script;
+pub mod service;
 pub mod snapshot;
 pub mod worker;
 
@@ -46,4 +47,5 @@ pub use error::{EngineError, InvokeError};
 pub use isolate::{BindMode, BlankIsolate, HostServices, IsolateLimits, RuntimePolicy};
 pub use kv::{KvBackend, KvError, KvListOptions, KvListResult, KvPutOptions, KvValue};
 pub use script::{Binding, InvokeRequest, InvokeResponse, WorkerScript};
+pub use service::{ServiceBackend, ServiceSlot};
 pub use worker::{Reply, Worker};

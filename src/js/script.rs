@@ -20,17 +20,41 @@ pub struct WorkerScript {
     pub bindings: Vec<Binding>,
     #[serde(default)]
     pub compatibility_date: Option<String>,
+    /// Cron Triggers: five-field expressions that fire `scheduled()`.
+    #[serde(default)]
+    pub crons: Vec<String>,
 }
 
 /// An `env` binding, tagged by `type` as in the deploy API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Binding {
-    PlainText { name: String, text: String },
-    SecretText { name: String, text: String },
-    Json { name: String, json: String },
-    KvNamespace { name: String, namespace: String },
-    DurableObjectNamespace { name: String, class_name: String },
+    PlainText {
+        name: String,
+        text: String,
+    },
+    SecretText {
+        name: String,
+        text: String,
+    },
+    Json {
+        name: String,
+        json: String,
+    },
+    KvNamespace {
+        name: String,
+        namespace: String,
+    },
+    /// Another worker on the same node: `env.NAME.fetch()` and RPC to its
+    /// `WorkerEntrypoint`.
+    Service {
+        name: String,
+        service: String,
+    },
+    DurableObjectNamespace {
+        name: String,
+        class_name: String,
+    },
 }
 
 impl Binding {
@@ -40,6 +64,7 @@ impl Binding {
             | Binding::SecretText { name, .. }
             | Binding::Json { name, .. }
             | Binding::KvNamespace { name, .. }
+            | Binding::Service { name, .. }
             | Binding::DurableObjectNamespace { name, .. } => name,
         }
     }
@@ -62,6 +87,9 @@ pub struct InvokeRequest {
     pub url: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Option<Body>,
+    /// How many worker-to-worker calls (service bindings) led to this request;
+    /// 0 for a request from a client.
+    pub depth: u8,
 }
 
 /// The Response a worker's `fetch` handler returned.

@@ -202,7 +202,7 @@ fn request_args<'s>(
     request_id: u64,
     request: InvokeRequest,
     stream_rid: Option<u32>,
-) -> Result<[v8::Local<'s, v8::Value>; 5], EngineError> {
+) -> Result<[v8::Local<'s, v8::Value>; 6], EngineError> {
     let bad = |what: &str| EngineError::Internal(format!("cannot build request {what}"));
     let id = v8::Number::new(scope, request_id as f64).into();
     let method = v8::String::new(scope, &request.method)
@@ -238,7 +238,8 @@ fn request_args<'s>(
                 .into()
         }
     };
-    Ok([id, method, url, headers, body])
+    let depth = v8::Integer::new_from_unsigned(scope, request.depth as u32).into();
+    Ok([id, method, url, headers, body, depth])
 }
 
 /// Reads what `dispatch` resolved to: `[status, flatHeaders, body]` or

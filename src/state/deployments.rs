@@ -209,6 +209,7 @@ mod tests {
 
     fn script(name: &str, version: u64) -> WorkerScript {
         WorkerScript {
+            crons: Vec::new(),
             name: name.into(),
             version,
             main_module: "w.js".into(),

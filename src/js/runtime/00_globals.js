@@ -44,6 +44,18 @@ export function currentRequestId() {
   return typeof id === "number" ? id : 0;
 }
 
+// How many worker-to-worker calls led to each request in flight (service
+// bindings pass it on, so chains are bounded).
+const depths = new Map();
+export function setRequestDepth(id, depth) {
+  if (depth === 0) return;
+  depths.set(id, depth);
+  if (depths.size > 4096) depths.delete(depths.keys().next().value);
+}
+export function currentDepth() {
+  return depths.get(currentRequestId()) ?? 0;
+}
+
 // Requests whose ctx.waitUntil() window has closed: their remaining I/O fails.
 // Request ids only grow, so the oldest entries are the first to drop.
 const TRACKED = 4096;

@@ -33,7 +33,9 @@ import {
   currentRequestId,
   expireRequest,
   rethrowFetchError,
+  setRequestDepth,
 } from "ext:edged/00_globals.js";
+import { Fetcher, setReadableFromRid } from "ext:edged/50_service.js";
 import { fetch as denoFetch } from "ext:deno_fetch/26_fetch.js";
 
 const CFW_KEY = "__edged_cloudflare_workers";
@@ -120,6 +122,9 @@ function makeEnv(bindings) {
       case "durable_object_namespace":
         env[b.name] = new DurableObjectNamespace(b.name);
         break;
+      case "service":
+        env[b.name] = new Fetcher(b.name);
+        break;
       default:
         throw new TypeError(`unknown binding type '${b.type}'`);
     }
@@ -174,6 +179,12 @@ export function bind(ns) {
   delete globalThis[CFW_KEY];
   const exported = ns.default;
   let callFetch;
+  let callScheduled;
+  let callRpc = async (method) => {
+    throw new TypeError(
+      `The RPC receiver does not implement the method "${method}": the worker's default export is not a WorkerEntrypoint class.`,
+    );
+  };
   if (typeof exported === "function" && exported.prototype) {
     // `export default class extends WorkerEntrypoint { fetch(request) {...} }`
     callFetch = (request, ctx) => {
@@ -183,6 +194,21 @@ export function bind(ns) {
       }
       return instance.fetch(request);
     };
+    callScheduled = (controller, ctx) => {
+      const instance = new exported(ctx, env);
+      if (typeof instance.scheduled !== "function") {
+        throw new TypeError("Handler does not export a scheduled() function.");
+      }
+      return instance.scheduled(controller);
+    };
+    // Service-binding RPC: a public method of a fresh instance.
+    callRpc = async (method, args, id) => {
+      const instance = new exported(new ExecutionContext(id), env);
+      if (!isCallable(instance, method)) {
+        throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
+      }
+      return await instance[method](...args);
+    };
   } else if (exported !== null && typeof exported === "object") {
     callFetch = (request, ctx) => {
       if (typeof exported.fetch !== "function") {
@@ -190,13 +216,44 @@ export function bind(ns) {
       }
       return exported.fetch(request, env, ctx);
     };
+    callScheduled = (controller, ctx) => {
+      if (typeof exported.scheduled !== "function") {
+        throw new TypeError("Handler does not export a scheduled() function.");
+      }
+      return exported.scheduled(controller, env, ctx);
+    };
   } else {
     throw new TypeError(
       "The main module must have a default export: an object with a fetch(request, env, ctx) handler, or a class extending WorkerEntrypoint.",
     );
   }
 
-  return makeDispatch(callFetch, null, null, true);
+  return makeDispatch(callFetch, callRpc, null, true, callScheduled);
+}
+
+// The `controller` of a scheduled event.
+class ScheduledController {
+  #time;
+  #cron;
+  constructor(time, cron) {
+    this.#time = time;
+    this.#cron = cron;
+  }
+  get scheduledTime() {
+    return this.#time;
+  }
+  get cron() {
+    return this.#cron;
+  }
+  noRetry() {}
+}
+
+// Whether `method` may be called over RPC: a function that is not the
+// constructor, a fetch/lifecycle handler, internal, or from Object.prototype.
+function isCallable(instance, method) {
+  return !(method.startsWith("__edged") || method === "constructor" || method === "fetch" ||
+    method.startsWith("#") || typeof instance[method] !== "function" ||
+    Object.hasOwn(Object.prototype, method));
 }
 
 // A Durable Object instance of `className` from the worker's main module,
@@ -230,10 +287,7 @@ export function bindObject(ns, className, idHex, idName) {
     if (op_do_alarm_get() === fired) op_do_alarm_set(-1);
   };
   const callRpc = async (method, args) => {
-    if (method.startsWith("__edged") ||
-      method === "constructor" || method === "fetch" || method.startsWith("#") ||
-      typeof instance[method] !== "function" || Object.hasOwn(Object.prototype, method)
-    ) {
+    if (!isCallable(instance, method)) {
       throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
     }
     return await instance[method](...args);
@@ -260,6 +314,8 @@ export function readableFromRid(rid) {
     },
   }, { highWaterMark: 0 });
 }
+
+setReadableFromRid(readableFromRid);
 
 function asBytes(chunk) {
   if (chunk instanceof Uint8Array) return chunk;
@@ -295,8 +351,34 @@ export async function pumpBody(requestId, stream, rid) {
   }
 }
 
-function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false) {
-  return async function dispatch(id, method, url, flatHeaders, body) {
+function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, callScheduled = null) {
+  return async function dispatch(id, method, url, flatHeaders, body, depth = 0) {
+    setRequestDepth(id, depth);
+    if (method === "SCHEDULED" && callScheduled !== null) {
+      // url: "scheduled:<ms since epoch>:<cron>"
+      const rest = url.slice("scheduled:".length);
+      const sep = rest.indexOf(":");
+      const controller = new ScheduledController(Number(rest.slice(0, sep)), rest.slice(sep + 1));
+      const ctx = new ExecutionContext(id);
+      const previous = core.getAsyncContext();
+      core.setAsyncContext(id);
+      let pending;
+      try {
+        pending = callScheduled(controller, ctx);
+      } catch (e) {
+        return ["error", "exception", errorText(e)];
+      } finally {
+        core.setAsyncContext(previous);
+      }
+      try {
+        await pending;
+        return [200, [], null];
+      } catch (e) {
+        return ["error", "exception", errorText(e)];
+      } finally {
+        watchWaitUntil(ctx);
+      }
+    }
     if (method === "ALARM" && callAlarm !== null) {
       try {
         await callAlarm(Number(url.slice("alarm:".length)) || 0);
@@ -312,7 +394,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false) {
         core.setAsyncContext(id);
         let pending;
         try {
-          pending = callRpc(url.slice(4), args);
+          pending = callRpc(url.slice(4), args, id);
         } finally {
           core.setAsyncContext(previous);
         }
