@@ -64,6 +64,8 @@ pub struct IsolateConfig {
 pub struct DurableObjectConfig {
     pub hibernate_after_s: u64,
     pub max_queue: usize,
+    pub max_live: usize,
+    pub max_object_mb: u64,
 }
 
 /// Where workers' outbound `fetch()` may go.
@@ -165,6 +167,8 @@ impl Default for DurableObjectConfig {
         DurableObjectConfig {
             hibernate_after_s: 10,
             max_queue: 1000,
+            max_live: 10_000,
+            max_object_mb: 10_240,
         }
     }
 }

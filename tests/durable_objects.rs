@@ -127,6 +127,24 @@ export class Counter extends DurableObject {
           n: one.n, raw, errs, size: sql.databaseSize > 0,
         });
       }
+      case "/big": {
+        const bytes = new Uint8Array(Number(url.searchParams.get("kb")) * 1024).fill(7);
+        try {
+          await s.put(url.searchParams.get("key"), bytes);
+          return new Response("stored");
+        } catch (e) {
+          return new Response(`${e.name}: ${e.message}`, { status: 507 });
+        }
+      }
+      case "/sql-big": {
+        try {
+          s.sql.exec("CREATE TABLE IF NOT EXISTS blobs (b BLOB)");
+          s.sql.exec("INSERT INTO blobs VALUES (?)", new Uint8Array(Number(url.searchParams.get("kb")) * 1024));
+          return new Response("stored");
+        } catch (e) {
+          return new Response(`${e.name}: ${e.message}`, { status: 507 });
+        }
+      }
       case "/throw": throw new Error("object failed on purpose");
       case "/spin": while (true) {}
     }
@@ -502,4 +520,64 @@ fn alarms_survive_restart_and_hibernation() {
     get_json(&node, "/alarm-set?name=restart&in=1500");
     node.restart();
     wait_for_runs(&node, "restart", 1, Duration::from_secs(10));
+}
+
+#[test]
+fn live_objects_are_capped_and_objects_are_size_capped() {
+    let node = start("[durable_objects]\nmax_live = 2\nmax_object_mb = 1\n");
+    // Four objects touched in turn: past two live ones, the least recently used
+    // idle ones are evicted, and come back with their storage when called again.
+    for name in ["a", "b", "c", "d"] {
+        let (s, b) = node.get_worker("objects", &format!("/inc?name={name}"));
+        assert_eq!((s, b.as_str()), (200, "1"), "{name}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = node.metrics();
+        let evicted = m
+            .lines()
+            .find(|l| l.starts_with("edged_do_evictions_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let live = m
+            .lines()
+            .find(|l| l.starts_with("edged_do_live_objects"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(99.0);
+        if evicted >= 2.0 && live <= 2.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no eviction: {m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(
+            get_json(&node, &format!("/get?name={name}"))["v"],
+            1,
+            "{name}"
+        );
+    }
+
+    // 1 MiB per object: key-value writes past it fail with a clear error, SQL
+    // writes past it fail in SQLite, and the object keeps serving.
+    let (s, b) = node.get_worker("objects", "/big?name=full&key=k1&kb=600");
+    assert_eq!((s, b.as_str()), (200, "stored"));
+    let (s, b) = node.get_worker("objects", "/big?name=full&key=k2&kb=600");
+    assert_eq!(s, 507, "{b}");
+    assert!(b.contains("storage limit exceeded"), "{b}");
+    let (s, b) = node.get_worker("objects", "/sql-big?name=full&kb=900");
+    assert_eq!(s, 507, "{b}");
+    assert!(b.contains("full"), "{b}");
+    let (s, b) = node.get_worker("objects", "/inc?name=full");
+    assert_eq!((s, b.as_str()), (200, "1"));
+    let m = node.metrics();
+    let stored = m
+        .lines()
+        .find(|l| l.starts_with("edged_do_storage_bytes"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(stored > 600.0 * 1024.0, "{m}");
 }

@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
 
-use super::durable_object::{AlarmChanged, DurableObjectActor, ObjectInvoke, ObjectStopped};
+use super::durable_object::{AlarmChanged, DurableObjectActor, Evict, ObjectInvoke, ObjectStopped};
 use super::pool::{IsolateThreads, SpawnObject};
 use super::registry::WorkersView;
 use crate::js::durable::{DurableObjectBackend, ObjectAddress, ObjectFuture};
@@ -67,14 +68,41 @@ struct Activated {
     result: Result<Addr<DurableObjectActor>, InvokeError>,
 }
 
+/// Node-wide bounds on objects.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectLimits {
+    /// Live objects at most; past it the least recently used idle ones go.
+    pub max_live: usize,
+    /// Bytes one object's database may hold.
+    pub max_object_bytes: u64,
+}
+
+impl Default for ObjectLimits {
+    fn default() -> Self {
+        ObjectLimits {
+            max_live: 10_000,
+            max_object_bytes: 10 << 30,
+        }
+    }
+}
+
+struct LiveObject {
+    activation: u64,
+    addr: Addr<DurableObjectActor>,
+    last_used: Arc<AtomicU64>,
+}
+
 pub struct DurableObjectDirectory {
     view: WorkersView,
     threads: IsolateThreads,
     data_dir: PathBuf,
     hibernate_after: std::time::Duration,
     max_queue: usize,
-    live: HashMap<ObjectAddress, (u64, Addr<DurableObjectActor>)>,
+    limits: ObjectLimits,
+    live: HashMap<ObjectAddress, LiveObject>,
     activating: HashMap<ObjectAddress, Vec<oneshot::Sender<Located>>>,
+    /// Last-use clocks of activations in progress, by activation number.
+    last_used: HashMap<u64, Arc<AtomicU64>>,
     next_activation: u64,
     /// The per-node alarm index (None if it could not be opened: alarms then
     /// live only in memory and the error is logged).
@@ -97,11 +125,39 @@ impl DurableObjectDirectory {
             data_dir,
             hibernate_after,
             max_queue,
+            limits: ObjectLimits::default(),
             live: HashMap::new(),
             activating: HashMap::new(),
+            last_used: HashMap::new(),
             next_activation: 1,
             alarm_index: None,
             alarms: HashMap::new(),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: ObjectLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Past `max_live`, asks the least recently used objects to stop if idle
+    /// (busy ones refuse and are asked again at the next activation).
+    fn evict_over_cap(&mut self, keep: &ObjectAddress) {
+        let over = self.live.len().saturating_sub(self.limits.max_live);
+        if over == 0 {
+            return;
+        }
+        let mut by_use: Vec<(u64, &ObjectAddress)> = self
+            .live
+            .iter()
+            .filter(|(a, _)| *a != keep)
+            .map(|(a, o)| (o.last_used.load(Ordering::Relaxed), a))
+            .collect();
+        by_use.sort_unstable_by_key(|(t, _)| *t);
+        for (_, address) in by_use.into_iter().take(over) {
+            if let Some(o) = self.live.get(address) {
+                o.addr.do_send(Evict);
+            }
         }
     }
 
@@ -132,6 +188,8 @@ impl DurableObjectDirectory {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         address.id.hash(&mut h);
         let pool = self.threads.pool(h.finish() as usize).clone();
+        let last_used = Arc::new(AtomicU64::new(super::durable_object::epoch_ms()));
+        self.last_used.insert(activation, last_used.clone());
         let msg = SpawnObject {
             script: deployment.script.clone(),
             address: address.clone(),
@@ -139,6 +197,8 @@ impl DurableObjectDirectory {
             database: self.database(&address),
             hibernate_after: self.hibernate_after,
             max_queue: self.max_queue,
+            max_object_bytes: self.limits.max_object_bytes,
+            last_used,
             directory: ctx.address().recipient(),
             alarms: ctx.address().recipient(),
         };
@@ -272,9 +332,9 @@ impl Handler<Locate> for DurableObjectDirectory {
         match self.owner(&address) {
             Owner::Local => {}
         }
-        if let Some((_, addr)) = self.live.get(&address) {
-            if addr.connected() {
-                let addr = addr.clone();
+        if let Some(o) = self.live.get(&address) {
+            if o.addr.connected() {
+                let addr = o.addr.clone();
                 return Box::pin(async move { Ok(addr) });
             }
             self.live.remove(&address);
@@ -296,9 +356,17 @@ impl Handler<Activated> for DurableObjectDirectory {
     type Result = ();
 
     fn handle(&mut self, msg: Activated, _: &mut Self::Context) {
-        if let Ok(addr) = &msg.result {
-            self.live
-                .insert(msg.address.clone(), (msg.activation, addr.clone()));
+        let last_used = self.last_used.remove(&msg.activation);
+        if let (Ok(addr), Some(last_used)) = (&msg.result, last_used) {
+            self.live.insert(
+                msg.address.clone(),
+                LiveObject {
+                    activation: msg.activation,
+                    addr: addr.clone(),
+                    last_used,
+                },
+            );
+            self.evict_over_cap(&msg.address);
         }
         for w in self.activating.remove(&msg.address).unwrap_or_default() {
             let _ = w.send(msg.result.clone());
@@ -313,7 +381,7 @@ impl Handler<ObjectStopped> for DurableObjectDirectory {
         if self
             .live
             .get(&msg.address)
-            .is_some_and(|(a, _)| *a == msg.activation)
+            .is_some_and(|o| o.activation == msg.activation)
         {
             self.live.remove(&msg.address);
         }

@@ -80,6 +80,24 @@ struct Running {
 pub struct ObjectSettings {
     pub hibernate_after: Duration,
     pub max_queue: usize,
+    /// When the object last took an event (ms since the epoch), shared with the
+    /// directory, which evicts the least recently used objects past its cap.
+    pub last_used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// From the directory when too many objects are live: stop now if idle (the
+/// next call reactivates the object). Answers whether it stopped.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Evict;
+
+const EVICTIONS: &str = "edged_do_evictions_total";
+
+pub(crate) fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub struct DurableObjectActor {
@@ -295,6 +313,9 @@ impl Handler<ObjectInvoke> for DurableObjectActor {
             ))));
         } else {
             self.last_active = Instant::now();
+            self.settings
+                .last_used
+                .store(epoch_ms(), std::sync::atomic::Ordering::Relaxed);
             self.queue.push_back(Queued {
                 request_id: msg.request_id,
                 request: msg.request,
@@ -307,6 +328,20 @@ impl Handler<ObjectInvoke> for DurableObjectActor {
             rx.await
                 .unwrap_or_else(|_| Err(InvokeError::Unavailable("Durable Object stopped".into())))
         })
+    }
+}
+
+impl Handler<Evict> for DurableObjectActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) -> bool {
+        if !self.idle() {
+            return false;
+        }
+        metrics::counter!(EVICTIONS).increment(1);
+        tracing::debug!(object = %self.address.id, "evicted (too many live objects)");
+        ctx.stop();
+        true
     }
 }
 

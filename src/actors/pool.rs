@@ -49,6 +49,8 @@ pub struct SpawnObject {
     pub database: std::path::PathBuf,
     pub hibernate_after: std::time::Duration,
     pub max_queue: usize,
+    pub max_object_bytes: u64,
+    pub last_used: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub directory: Recipient<ObjectStopped>,
     pub alarms: Recipient<AlarmChanged>,
 }
@@ -159,9 +161,11 @@ impl Handler<SpawnObject> for IsolatePool {
         };
         let host = self.host.clone();
         let fut = async move {
-            let store = ObjectStore::open(&msg.database).map(Rc::new).map_err(|e| {
-                InvokeError::Unavailable(format!("cannot open object storage: {e}"))
-            })?;
+            let store = ObjectStore::open(&msg.database, msg.max_object_bytes)
+                .map(Rc::new)
+                .map_err(|e| {
+                    InvokeError::Unavailable(format!("cannot open object storage: {e}"))
+                })?;
             let mode = BindMode::Object {
                 class_name: msg.address.class_name.clone(),
                 id: msg.address.id.clone(),
@@ -179,6 +183,7 @@ impl Handler<SpawnObject> for IsolatePool {
             let settings = ObjectSettings {
                 hibernate_after: msg.hibernate_after,
                 max_queue: msg.max_queue,
+                last_used: msg.last_used,
             };
             let actor = DurableObjectActor::new(
                 msg.address,

@@ -140,7 +140,13 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         std::time::Duration::from_secs(config.durable_objects.hibernate_after_s),
         config.durable_objects.max_queue,
     )
+    .with_limits(crate::actors::directory::ObjectLimits {
+        max_live: config.durable_objects.max_live.max(1),
+        max_object_bytes: config.durable_objects.max_object_mb << 20,
+    })
     .start();
+    metrics::gauge!(crate::state::durable::STORAGE_BYTES)
+        .set(crate::state::durable::stored_bytes(&config.server.data_dir.join("do")) as f64);
     durable_objects.set(crate::actors::directory::backend(directory));
     services.set(crate::actors::services::backend(view.clone()));
     crate::actors::cron::CronScheduler::new(view.clone()).start();

@@ -75,6 +75,47 @@ pub struct ObjectStore {
     pending: RefCell<Commit>,
     committing: RefCell<Commit>,
     transactions: RefCell<Vec<Commit>>,
+    /// The per-object size cap, in bytes.
+    max_bytes: u64,
+    /// The database's size after the last commit, plus bytes written since.
+    size: std::cell::Cell<u64>,
+    /// The size last added to the node's storage-bytes gauge.
+    counted: std::cell::Cell<u64>,
+}
+
+/// Bytes of every object database on this node (a gauge moved by each object's
+/// size changes; seeded at start from the files on disk).
+pub const STORAGE_BYTES: &str = "edged_do_storage_bytes";
+
+/// The size of every object database under `do_dir` (for [`STORAGE_BYTES`]).
+pub fn stored_bytes(do_dir: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path)
+                } else if path.extension().is_some_and(|x| x == "db")
+                    && path.file_name().is_some_and(|n| n != "alarms.db")
+                {
+                    e.metadata().map(|m| m.len()).unwrap_or(0)
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    walk(do_dir)
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        self.refresh_size();
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StateError> {
@@ -94,22 +135,70 @@ fn failed(e: impl std::fmt::Display) -> DoError {
 }
 
 impl ObjectStore {
-    pub fn open(path: &Path) -> Result<Self, StateError> {
+    /// Opens (or creates) the object's database, capped at `max_bytes`.
+    pub fn open(path: &Path, max_bytes: u64) -> Result<Self, StateError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
                 path: dir.to_owned(),
                 source,
             })?;
         }
+        let existed = path.exists();
         let writer = open_connection(path)?;
+        // SQLite itself refuses to grow the file past the cap (SQL writes fail
+        // with "database or disk is full"); key-value writes are checked before.
+        let page_size: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let max_pages = (max_bytes / page_size.max(512) as u64).clamp(1, i64::MAX as u64);
+        writer.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |_| {
+            Ok(())
+        })?;
         let reader = open_connection(path)?;
-        Ok(ObjectStore {
+        let store = ObjectStore {
             reader,
             writer: Arc::new(Mutex::new(writer)),
             pending: RefCell::new(Commit::default()),
             committing: RefCell::new(Commit::default()),
             transactions: RefCell::new(Vec::new()),
-        })
+            max_bytes,
+            size: std::cell::Cell::new(0),
+            counted: std::cell::Cell::new(0),
+        };
+        let on_disk = store.file_size();
+        store.size.set(on_disk);
+        // A database that was on disk at node start is in the gauge already.
+        store.counted.set(if existed { on_disk } else { 0 });
+        store.refresh_size();
+        Ok(store)
+    }
+
+    fn file_size(&self) -> u64 {
+        self.database_size().unwrap_or(0)
+    }
+
+    /// Re-reads the database size (after a commit) and moves the node's
+    /// storage-bytes gauge by the change since it was last counted.
+    pub fn refresh_size(&self) {
+        let now = self.file_size();
+        self.size.set(now);
+        let before = self.counted.replace(now);
+        if now >= before {
+            metrics::gauge!(STORAGE_BYTES).increment((now - before) as f64);
+        } else {
+            metrics::gauge!(STORAGE_BYTES).decrement((before - now) as f64);
+        }
+    }
+
+    /// Refuses a write of `adding` bytes that would take the object past its cap.
+    fn check_size(&self, adding: u64) -> Result<(), DoError> {
+        let after = self.size.get().saturating_add(adding);
+        if after > self.max_bytes {
+            return Err(DoError::Failed(format!(
+                "Durable Object storage limit exceeded: the object would hold {after} bytes, over its limit of {} bytes",
+                self.max_bytes
+            )));
+        }
+        self.size.set(after);
+        Ok(())
     }
 
     /// Moves the pending writes into the committing layer and returns them for
@@ -123,6 +212,7 @@ impl ObjectStore {
     /// The batch from `take_batch` is durable (or failed and the object resets).
     pub fn commit_done(&self) {
         *self.committing.borrow_mut() = Commit::default();
+        self.refresh_size();
     }
 
     pub fn writer(&self) -> Arc<Mutex<Connection>> {
@@ -207,6 +297,7 @@ impl ObjectStorage for ObjectStore {
                 "Durable Object storage: key and value of {size} bytes exceed the limit of {MAX_ENTRY_BYTES} bytes"
             )));
         }
+        self.check_size(size as u64)?;
         self.write(key, Some(value));
         Ok(())
     }
@@ -367,6 +458,10 @@ impl ObjectStorage for ObjectStore {
         let readonly = stmt.readonly();
         drop(stmt);
         let written = if readonly { 0 } else { conn.changes() };
+        drop(conn);
+        if !readonly {
+            self.refresh_size();
+        }
         Ok(SqlResult {
             columns,
             rows_read: out.len() as u64,
@@ -395,7 +490,7 @@ mod tests {
     fn layers_commit_and_list() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.db");
-        let s = ObjectStore::open(&path).unwrap();
+        let s = ObjectStore::open(&path, u64::MAX).unwrap();
         s.put("b", b"2".to_vec()).unwrap();
         s.put("a", b"1".to_vec()).unwrap();
         assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
@@ -425,7 +520,7 @@ mod tests {
         assert_eq!(s.list(&rev).unwrap()[0].0, "c");
         // Uncommitted writes are gone after a reopen; committed ones stay.
         drop(s);
-        let s = ObjectStore::open(&path).unwrap();
+        let s = ObjectStore::open(&path, u64::MAX).unwrap();
         assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get("c").unwrap(), None);
     }
@@ -433,7 +528,7 @@ mod tests {
     #[test]
     fn transaction_rollback_restores_pending() {
         let dir = tempfile::tempdir().unwrap();
-        let s = ObjectStore::open(&dir.path().join("o.db")).unwrap();
+        let s = ObjectStore::open(&dir.path().join("o.db"), u64::MAX).unwrap();
         s.put("keep", vec![1]).unwrap();
         s.transaction_begin().unwrap();
         s.put("drop", vec![2]).unwrap();
