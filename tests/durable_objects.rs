@@ -581,3 +581,46 @@ fn live_objects_are_capped_and_objects_are_size_capped() {
         .unwrap_or(0.0);
     assert!(stored > 600.0 * 1024.0, "{m}");
 }
+
+#[test]
+fn a_redeploy_moves_live_objects_to_the_new_version() {
+    let node = TestNode::start();
+    let source = |tag: &str| {
+        format!(
+            r#"
+import {{ DurableObject }} from "cloudflare:workers";
+export class Versioned extends DurableObject {{
+  async fetch() {{
+    const n = ((await this.ctx.storage.get("n")) ?? 0) + 1;
+    await this.ctx.storage.put("n", n);
+    return new Response("{tag} " + n);
+  }}
+}}
+export default {{ fetch(req, env) {{ return env.V.getByName("one").fetch(req); }} }};
+"#
+        )
+    };
+    let bindings = json!([{"type":"durable_object_namespace","name":"V","class_name":"Versioned"}]);
+    let (s, b) = node.deploy("ver", &source("v1"), bindings.clone(), &[]);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(node.get_worker("ver", "/"), (200, "v1 1".to_owned()));
+    let (s, b) = node.deploy("ver", &source("v2"), bindings, &[]);
+    assert_eq!(s, 200, "{b}");
+    // Within a few seconds the idle object is retired; its storage carries over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 1;
+    loop {
+        let (s, body) = node.get_worker("ver", "/");
+        assert_eq!(s, 200, "{body}");
+        n += 1;
+        if body.starts_with("v2") {
+            assert_eq!(body, format!("v2 {n}"), "storage kept across versions");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still old code: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -5,8 +5,9 @@
 //! every object is local; the cluster will answer from its hash ring there and
 //! forward calls for remote objects to their owner node.
 //!
-//! An object runs the worker version that was live when it was activated, until
-//! it hibernates.
+//! An object runs the worker version that was live when it was activated; after
+//! a redeploy it is stopped as soon as it is idle (checked every second), and its
+//! next event activates it with the new version.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -88,6 +89,8 @@ impl Default for ObjectLimits {
 
 struct LiveObject {
     activation: u64,
+    /// The worker version the object runs.
+    version: u64,
     addr: Addr<DurableObjectActor>,
     last_used: Arc<AtomicU64>,
 }
@@ -101,8 +104,9 @@ pub struct DurableObjectDirectory {
     limits: ObjectLimits,
     live: HashMap<ObjectAddress, LiveObject>,
     activating: HashMap<ObjectAddress, Vec<oneshot::Sender<Located>>>,
-    /// Last-use clocks of activations in progress, by activation number.
-    last_used: HashMap<u64, Arc<AtomicU64>>,
+    /// Last-use clocks and worker versions of activations in progress, by
+    /// activation number.
+    last_used: HashMap<u64, (Arc<AtomicU64>, u64)>,
     next_activation: u64,
     /// The per-node alarm index (None if it could not be opened: alarms then
     /// live only in memory and the error is logged).
@@ -161,6 +165,19 @@ impl DurableObjectDirectory {
         }
     }
 
+    /// Objects still running a worker version that is no longer live are asked
+    /// to stop when idle, so their next event runs the new code (as a deploy
+    /// restarts Durable Objects in Workers).
+    fn retire_outdated(&mut self) {
+        let published = self.view.current();
+        for (address, o) in &self.live {
+            let current = published.workers.get(&address.worker).map(|d| d.version());
+            if current != Some(o.version) {
+                o.addr.do_send(Evict);
+            }
+        }
+    }
+
     /// The one place that decides which node owns an object.
     pub fn owner(&self, _address: &ObjectAddress) -> Owner {
         Owner::Local
@@ -189,7 +206,8 @@ impl DurableObjectDirectory {
         address.id.hash(&mut h);
         let pool = self.threads.pool(h.finish() as usize).clone();
         let last_used = Arc::new(AtomicU64::new(super::durable_object::epoch_ms()));
-        self.last_used.insert(activation, last_used.clone());
+        self.last_used
+            .insert(activation, (last_used.clone(), deployment.script.version));
         let msg = SpawnObject {
             script: deployment.script.clone(),
             address: address.clone(),
@@ -240,18 +258,28 @@ impl DurableObjectDirectory {
                     headers: Vec::new(),
                     body: None,
                 };
-                let ok = match me.send(Locate(address.clone())).await {
-                    Ok(Ok(object)) => matches!(
-                        object
+                let mut ok = false;
+                // An object caught hibernating never started the alarm: locate
+                // it again rather than count a retry.
+                for _ in 0..2 {
+                    let outcome = match me.send(Locate(address.clone())).await {
+                        Ok(Ok(object)) => object
                             .send(ObjectInvoke {
                                 request_id: 0,
-                                request
+                                request: request.clone(),
                             })
-                            .await,
-                        Ok(Ok(_))
-                    ),
-                    _ => false,
-                };
+                            .await
+                            .ok(),
+                        _ => None,
+                    };
+                    match outcome {
+                        Some(Err(InvokeError::Stopping)) | None => continue,
+                        Some(result) => {
+                            ok = result.is_ok();
+                            break;
+                        }
+                    }
+                }
                 me.do_send(AlarmFinished { address, retry, ok });
             });
         }
@@ -285,6 +313,9 @@ impl Actor for DurableObjectDirectory {
             Err(e) => tracing::error!(error = %e, "cannot open the alarm index"),
         }
         ctx.run_interval(ALARM_TICK, |act, ctx| act.fire_due_alarms(ctx));
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
+            act.retire_outdated()
+        });
     }
 }
 
@@ -357,11 +388,12 @@ impl Handler<Activated> for DurableObjectDirectory {
 
     fn handle(&mut self, msg: Activated, _: &mut Self::Context) {
         let last_used = self.last_used.remove(&msg.activation);
-        if let (Ok(addr), Some(last_used)) = (&msg.result, last_used) {
+        if let (Ok(addr), Some((last_used, version))) = (&msg.result, last_used) {
             self.live.insert(
                 msg.address.clone(),
                 LiveObject {
                     activation: msg.activation,
+                    version,
                     addr: addr.clone(),
                     last_used,
                 },
@@ -435,6 +467,11 @@ impl DurableObjectBackend for DirectoryHandle {
                     })
                     .await
                 {
+                    // The actor was stopping and never started the event.
+                    Ok(Err(InvokeError::Stopping)) if attempt == 0 => {
+                        known.write().remove(&target);
+                        continue;
+                    }
                     Ok(outcome) => return outcome,
                     Err(_) if attempt == 0 => {
                         known.write().remove(&target);

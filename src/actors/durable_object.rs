@@ -304,14 +304,18 @@ impl Handler<ObjectInvoke> for DurableObjectActor {
     type Result = ResponseFuture<Outcome>;
 
     fn handle(&mut self, msg: ObjectInvoke, ctx: &mut Self::Context) -> Self::Result {
-        metrics::counter!(EVENTS).increment(1);
         let (tx, rx) = oneshot::channel();
-        if self.queue.len() >= self.settings.max_queue {
+        if ctx.state() != ActorState::Running {
+            // Stopping (hibernating or evicted): the event never starts here,
+            // so the caller may safely send it to the next activation.
+            let _ = tx.send(Err(InvokeError::Stopping));
+        } else if self.queue.len() >= self.settings.max_queue {
             let _ = tx.send(Err(InvokeError::Unavailable(format!(
                 "Durable Object is overloaded: {} events already queued",
                 self.queue.len()
             ))));
         } else {
+            metrics::counter!(EVENTS).increment(1);
             self.last_active = Instant::now();
             self.settings
                 .last_used
