@@ -127,6 +127,33 @@ export class Counter extends DurableObject {
           n: one.n, raw, errs, size: sql.databaseSize > 0,
         });
       }
+      case "/sql-txn": {
+        const sql = s.sql;
+        sql.exec("CREATE TABLE IF NOT EXISTS t (v INTEGER)");
+        try {
+          await s.transaction(async () => {
+            sql.exec("INSERT INTO t VALUES (1)");
+            await s.put("in-txn", 1);
+            throw new Error("roll back");
+          });
+        } catch {}
+        s.transactionSync(() => {
+          sql.exec("INSERT INTO t VALUES (2)");
+        });
+        try {
+          s.transactionSync(() => {
+            sql.exec("INSERT INTO t VALUES (3)");
+            throw new Error("roll back too");
+          });
+        } catch {}
+        const rows = sql.exec("SELECT v FROM t ORDER BY v").toArray().map((r) => r.v);
+        return Response.json({ rows, kv: (await s.get("in-txn")) ?? null });
+      }
+      case "/sql-count": {
+        s.sql.exec("CREATE TABLE IF NOT EXISTS c (v INTEGER)");
+        s.sql.exec("INSERT INTO c VALUES (1)");
+        return new Response(String(s.sql.exec("SELECT COUNT(*) AS n FROM c").one().n));
+      }
       case "/big": {
         const bytes = new Uint8Array(Number(url.searchParams.get("kb")) * 1024).fill(7);
         try {
@@ -335,6 +362,27 @@ fn sql_api() {
     // SQL writes are durable and survive reactivation of the table data.
     let again = get_json(&node, "/sql?name=sql");
     assert_eq!(again["n"], 4);
+    // SQL inside transaction()/transactionSync() rolls back with it.
+    assert_eq!(
+        get_json(&node, "/sql-txn?name=sqltxn"),
+        json!({"rows": [2], "kv": null})
+    );
+}
+
+#[test]
+fn acknowledged_sql_writes_survive_a_kill() {
+    let mut node = start("");
+    let mut last = 0u64;
+    for _ in 0..20 {
+        let (s, b) = node.get_worker("objects", "/sql-count?name=sqlkill");
+        assert_eq!(s, 200, "{b}");
+        last = b.parse().expect("count");
+    }
+    assert_eq!(last, 20);
+    // The output gate released each answer only after its SQL write committed.
+    node.restart();
+    let (s, b) = node.get_worker("objects", "/sql-count?name=sqlkill");
+    assert_eq!((s, b.as_str()), (200, "21"));
 }
 
 #[test]

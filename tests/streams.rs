@@ -44,6 +44,12 @@ export default {
         }
         return Response.json({ bytes, chunks });
       }
+      case "/text-twice": {
+        const text = await request.text();
+        let second;
+        try { await request.text(); second = "read again"; } catch (e) { second = e.name; }
+        return Response.json({ length: text.length, used: request.bodyUsed, second });
+      }
       case "/echo":
         return new Response(request.body, { headers: { "x-echo": "1" } });
       case "/transform": {
@@ -201,6 +207,19 @@ fn bodies_echo_and_transform_while_streaming() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-echo"], "1");
     assert!(resp.bytes().expect("bytes") == data, "echoed bytes differ");
+
+    // A streamed body read whole is used up like any other.
+    let resp = node
+        .http
+        .post(format!("{}/text-twice", node.data))
+        .header("host", "streams.workers.localhost")
+        .body("y".repeat(300_000))
+        .send()
+        .expect("text twice");
+    assert_eq!(
+        resp.text().expect("text"),
+        r#"{"length":300000,"used":true,"second":"TypeError"}"#
+    );
 
     let text = "streams all the way down ".repeat(10_000);
     let resp = node

@@ -188,7 +188,12 @@ impl DurableObjectActor {
     }
 
     fn maybe_commit(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.held.is_empty() {
+        // Writes made outside any event (the constructor, a timer after the
+        // response) are committed too, so hibernation never drops them.
+        if self.committing
+            || self.store.in_transaction()
+            || (self.held.is_empty() && (self.running.is_some() || !self.store.has_pending()))
+        {
             return;
         }
         let batch = self.store.take_batch();
@@ -202,7 +207,10 @@ impl DurableObjectActor {
         let alarm_change = batch.alarm;
         self.committing = true;
         let writer = self.store.writer();
-        let fut = async move { tokio::task::spawn_blocking(move || commit(&writer, &batch)).await };
+        let handoff = self.store.sql_handoff();
+        let fut = async move {
+            tokio::task::spawn_blocking(move || commit(&writer, &batch, &handoff)).await
+        };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.committing = false;
             act.store.commit_done();
@@ -262,6 +270,7 @@ impl DurableObjectActor {
             && self.running.is_none()
             && self.held.is_empty()
             && !self.committing
+            && !self.store.has_pending()
             && self.worker.in_flight() == 0
     }
 }

@@ -187,6 +187,31 @@ pub fn take_outgoing(state: &mut OpState, rid: ResourceId) -> Option<BodyStream>
     state.try_borrow_mut::<Outgoing>()?.0.remove(&rid)
 }
 
+/// Takes back a stream handed to JS with [`add_source`] that JS passed on
+/// untouched.
+pub fn take_source(state: &mut OpState, rid: ResourceId) -> Option<BodyStream> {
+    let res = state.resource_table.take::<SourceResource>(rid).ok()?;
+    let res = Rc::try_unwrap(res).ok()?;
+    Some(res.stream.into_inner())
+}
+
+/// Reads a whole body JS received untouched, in Rust, up to `limit` bytes.
+#[op2(async)]
+#[buffer]
+pub async fn op_edged_body_collect(
+    state: Rc<RefCell<OpState>>,
+    #[smi] rid: ResourceId,
+    #[number] limit: usize,
+) -> Result<Vec<u8>, JsErrorBox> {
+    let stream = take_source(&mut state.borrow_mut(), rid)
+        .ok_or_else(|| JsErrorBox::type_error("body stream is closed"))?;
+    stream
+        .collect(limit)
+        .await
+        .map(Vec::from)
+        .map_err(|e| JsErrorBox::type_error(format!("the body stream failed: {e}")))
+}
+
 /// Opens a body the isolate will write; Rust reads it with [`take_outgoing`].
 #[op2(fast)]
 #[smi]

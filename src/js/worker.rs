@@ -21,7 +21,7 @@ use std::time::Duration;
 use deno_core::{v8, PollEventLoopOptions};
 use futures::channel::oneshot;
 
-use super::body::{add_source, take_outgoing, Body, StreamSlot};
+use super::body::{add_source, take_outgoing, take_source, Body, StreamSlot};
 use super::error::{EngineError, InvokeError};
 use super::isolate::{call, Engine};
 use super::script::{InvokeRequest, InvokeResponse};
@@ -291,11 +291,20 @@ fn read_outcome(
         Some(v) if v.is_string() => Some(Body::Bytes(bytes::Bytes::from(
             v.to_rust_string_lossy(scope),
         ))),
-        // A stream: the resource id of the sink JS is writing it into.
+        // A stream: the resource id of the sink JS is writing it into, or (with
+        // "source" after it) of a body from Rust that JS passed on untouched.
         Some(v) if v.is_number() => {
             let rid = v.uint32_value(scope).ok_or_else(malformed)?;
-            let stream = take_outgoing(&mut op_state.borrow_mut(), rid).ok_or_else(malformed)?;
-            Some(Body::Stream(StreamSlot::new(stream)))
+            let untouched = array
+                .get_index(scope, 3)
+                .is_some_and(|k| k.is_string() && k.to_rust_string_lossy(scope) == "source");
+            let mut state = op_state.borrow_mut();
+            let stream = if untouched {
+                take_source(&mut state, rid)
+            } else {
+                take_outgoing(&mut state, rid)
+            };
+            Some(Body::Stream(StreamSlot::new(stream.ok_or_else(malformed)?)))
         }
         _ => None,
     };

@@ -61,11 +61,14 @@ pub struct Commit {
     pub writes: Batch,
     /// `Some(None)`: the alarm was deleted; `Some(Some(ms))`: set.
     pub alarm: Option<Option<u64>>,
+    /// SQL statements wrote inside the writer's open transaction; the commit
+    /// ends that transaction along with the key-value writes.
+    pub sql: bool,
 }
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.alarm.is_none()
+        self.writes.is_empty() && self.alarm.is_none() && !self.sql
     }
 }
 
@@ -81,6 +84,9 @@ pub struct ObjectStore {
     size: std::cell::Cell<u64>,
     /// The size last added to the node's storage-bytes gauge.
     counted: std::cell::Cell<u64>,
+    /// Set while a commit that ends the writer's open SQL transaction is in
+    /// flight: SQL must not start new work in that transaction meanwhile.
+    sql_handoff: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Bytes of every object database on this node (a gauge moved by each object's
@@ -162,6 +168,7 @@ impl ObjectStore {
             max_bytes,
             size: std::cell::Cell::new(0),
             counted: std::cell::Cell::new(0),
+            sql_handoff: Arc::default(),
         };
         let on_disk = store.file_size();
         store.size.set(on_disk);
@@ -206,7 +213,48 @@ impl ObjectStore {
     pub fn take_batch(&self) -> Commit {
         let batch = std::mem::take(&mut *self.pending.borrow_mut());
         *self.committing.borrow_mut() = batch.clone();
+        if batch.sql {
+            self.sql_handoff
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         batch
+    }
+
+    /// Writes (or SQL) not yet handed to a commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.borrow().is_empty()
+    }
+
+    /// Inside `transaction()` / `transactionSync()`: a commit now would make
+    /// half of it durable (and end its SQL savepoint), so commits wait.
+    pub fn in_transaction(&self) -> bool {
+        !self.transactions.borrow().is_empty()
+    }
+
+    /// The flag [`commit`] clears once the handed-off SQL transaction has ended.
+    pub fn sql_handoff(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.sql_handoff.clone()
+    }
+
+    /// The writer, once any commit that owns its open transaction is done, with
+    /// a write transaction open (SQL writes then join the next commit).
+    fn writer_in_transaction(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DoError> {
+        loop {
+            let conn = match self.writer.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            if !self.sql_handoff.load(std::sync::atomic::Ordering::Acquire) {
+                if conn.is_autocommit() {
+                    conn.execute_batch("BEGIN IMMEDIATE").map_err(failed)?;
+                }
+                self.pending.borrow_mut().sql = true;
+                return Ok(conn);
+            }
+            // The commit thread has not taken the transaction yet: let it.
+            drop(conn);
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
     }
 
     /// The batch from `take_batch` is durable (or failed and the object resets).
@@ -235,16 +283,34 @@ impl ObjectStore {
 }
 
 /// Writes a batch in one transaction and waits until it is on disk. Blocking.
-pub fn commit(writer: &Mutex<Connection>, batch: &Commit) -> Result<(), StateError> {
-    let mut conn = match writer.lock() {
+/// SQL the object ran since the last commit is already in the writer's open
+/// transaction; this commits it together with the key-value writes and clears
+/// `handoff`.
+pub fn commit(
+    writer: &Mutex<Connection>,
+    batch: &Commit,
+    handoff: &std::sync::atomic::AtomicBool,
+) -> Result<(), StateError> {
+    let conn = match writer.lock() {
         Ok(c) => c,
         Err(p) => p.into_inner(),
     };
-    let tx = conn.transaction()?;
+    let result = write_batch(&conn, batch);
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    handoff.store(false, std::sync::atomic::Ordering::Release);
+    result
+}
+
+fn write_batch(conn: &Connection, batch: &Commit) -> Result<(), StateError> {
+    if conn.is_autocommit() {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+    }
     {
         let mut put =
-            tx.prepare_cached("INSERT OR REPLACE INTO _edged_kv (key, value) VALUES (?1, ?2)")?;
-        let mut del = tx.prepare_cached("DELETE FROM _edged_kv WHERE key = ?1")?;
+            conn.prepare_cached("INSERT OR REPLACE INTO _edged_kv (key, value) VALUES (?1, ?2)")?;
+        let mut del = conn.prepare_cached("DELETE FROM _edged_kv WHERE key = ?1")?;
         for (k, v) in &batch.writes {
             match v {
                 Some(v) => put.execute(params![k, v])?,
@@ -253,18 +319,18 @@ pub fn commit(writer: &Mutex<Connection>, batch: &Commit) -> Result<(), StateErr
         }
         match batch.alarm {
             Some(Some(at)) => {
-                tx.execute(
+                conn.execute(
                     "INSERT OR REPLACE INTO _edged_alarm (one, at) VALUES (0, ?1)",
                     params![at as i64],
                 )?;
             }
             Some(None) => {
-                tx.execute("DELETE FROM _edged_alarm", [])?;
+                conn.execute("DELETE FROM _edged_alarm", [])?;
             }
             None => {}
         }
     }
-    tx.commit()?;
+    conn.execute_batch("COMMIT")?;
     Ok(())
 }
 
@@ -367,19 +433,44 @@ impl ObjectStorage for ObjectStore {
     }
 
     fn transaction_begin(&self) -> Result<(), DoError> {
+        // SQL inside the transaction rolls back with it: a savepoint in the
+        // writer's open transaction.
+        let depth = self.transactions.borrow().len();
+        let conn = self.writer_in_transaction()?;
+        conn.execute_batch(&format!("SAVEPOINT edged_txn_{depth}"))
+            .map_err(failed)?;
+        drop(conn);
         let snapshot = self.pending.borrow().clone();
         self.transactions.borrow_mut().push(snapshot);
         Ok(())
     }
 
     fn transaction_commit(&self) -> Result<(), DoError> {
-        self.transactions.borrow_mut().pop();
+        if self.transactions.borrow_mut().pop().is_some() {
+            let depth = self.transactions.borrow().len();
+            let conn = self.writer_in_transaction()?;
+            conn.execute_batch(&format!("RELEASE edged_txn_{depth}"))
+                .map_err(failed)?;
+        }
         Ok(())
     }
 
     fn transaction_rollback(&self) -> Result<(), DoError> {
-        if let Some(snapshot) = self.transactions.borrow_mut().pop() {
-            *self.pending.borrow_mut() = snapshot;
+        let snapshot = self.transactions.borrow_mut().pop();
+        if let Some(snapshot) = snapshot {
+            let depth = self.transactions.borrow().len();
+            let conn = self.writer_in_transaction()?;
+            conn.execute_batch(&format!(
+                "ROLLBACK TO edged_txn_{depth}; RELEASE edged_txn_{depth}"
+            ))
+            .map_err(failed)?;
+            drop(conn);
+            // The snapshot predates the savepoint: keep its SQL flag set so the
+            // open transaction still gets committed (or rolled back) later.
+            *self.pending.borrow_mut() = Commit {
+                sql: true,
+                ..snapshot
+            };
         }
         Ok(())
     }
@@ -428,10 +519,10 @@ impl ObjectStorage for ObjectStore {
                 "access to the runtime's reserved tables (_edged_*) is not allowed".into(),
             ));
         }
-        let conn = match self.writer.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
+        // Every statement runs in the writer's open transaction, so its writes
+        // commit with the event's key-value writes (behind the output gate) and
+        // roll back with transaction().
+        let conn = self.writer_in_transaction()?;
         let invalid = |e: rusqlite::Error| DoError::Invalid(format!("SQL error: {e}"));
         let mut stmt = conn.prepare(query).map_err(invalid)?;
         if stmt.parameter_count() != bindings.len() {
@@ -502,7 +593,7 @@ mod tests {
             Some(b"2".to_vec()),
             "committing layer is visible"
         );
-        commit(&s.writer(), &batch).unwrap();
+        commit(&s.writer(), &batch, &s.sql_handoff()).unwrap();
         s.commit_done();
         s.delete("a").unwrap();
         let keys: Vec<String> = s

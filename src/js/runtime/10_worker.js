@@ -14,7 +14,6 @@ import {
   op_do_alarm_set,
   op_edged_body_close,
   op_edged_body_open,
-  op_edged_body_read,
   op_edged_body_write,
   op_edged_log,
 } from "ext:core/ops";
@@ -35,7 +34,8 @@ import {
   rethrowFetchError,
   setRequestDepth,
 } from "ext:edged/00_globals.js";
-import { Fetcher, setReadableFromRid } from "ext:edged/50_service.js";
+import { Fetcher } from "ext:edged/50_service.js";
+import { streamedInnerBody, takeStreamRid } from "ext:edged/05_body.js";
 import { fetch as denoFetch } from "ext:deno_fetch/26_fetch.js";
 
 const CFW_KEY = "__edged_cloudflare_workers";
@@ -295,28 +295,6 @@ export function bindObject(ns, className, idHex, idName) {
   return makeDispatch(callFetch, callRpc, callAlarm);
 }
 
-// A body Rust streams in (resource `rid`) as a byte ReadableStream that pulls
-// one chunk at a time: the HTTP layer reads the client no faster than the worker.
-export function readableFromRid(rid) {
-  return new ReadableStream({
-    type: "bytes",
-    async pull(controller) {
-      const chunk = await op_edged_body_read(rid);
-      if (chunk.byteLength === 0) {
-        controller.close();
-        controller.byobRequest?.respond(0);
-      } else {
-        controller.enqueue(chunk);
-      }
-    },
-    cancel() {
-      core.tryClose(rid);
-    },
-  }, { highWaterMark: 0 });
-}
-
-setReadableFromRid(readableFromRid);
-
 function asBytes(chunk) {
   if (chunk instanceof Uint8Array) return chunk;
   if (ArrayBuffer.isView(chunk)) {
@@ -416,7 +394,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
       // streamed body is pulled from Rust as the worker reads it.
       let innerBody = null;
       if (typeof body === "number") {
-        innerBody = new InnerBody(readableFromRid(body));
+        innerBody = streamedInnerBody(body);
       } else if (body !== null) {
         innerBody = new InnerBody({ body, consumed: false });
         innerBody.source = body;
@@ -494,6 +472,10 @@ async function responseResult(id, response, streaming) {
     throw new TypeError("The Response body has already been used.");
   }
   if (streaming) {
+    // An untouched body from Rust (e.g. `new Response(request.body)`) goes back
+    // to Rust as it is: no chunk passes through JS.
+    const source = takeStreamRid(inner.body.stream);
+    if (source !== null) return [inner.status, headers, source, "source"];
     const rid = op_edged_body_open();
     pumpBody(id, inner.body.stream, rid);
     return [inner.status, headers, rid];

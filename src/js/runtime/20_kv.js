@@ -8,8 +8,10 @@ import {
   op_kv_get,
   op_kv_list,
   op_kv_put,
+  op_edged_body_collect,
 } from "ext:core/ops";
 import { assertLive } from "ext:edged/00_globals.js";
+import { takeStreamRid } from "ext:edged/05_body.js";
 import { ReadableStream } from "ext:deno_web/06_streams.js";
 
 const MAX_VALUE_BYTES = 25 * 1024 * 1024;
@@ -70,6 +72,20 @@ function parseMetadata(text) {
 }
 
 async function readAll(stream) {
+  // A body straight from Rust is collected there, without a trip per chunk.
+  const rid = takeStreamRid(stream);
+  if (rid !== null) {
+    try {
+      return await op_edged_body_collect(rid, MAX_VALUE_BYTES);
+    } catch (e) {
+      if (/exceeds/.test(e?.message ?? "")) {
+        throw new TypeError(
+          `KV PUT failed: 413 Value length of at least ${MAX_VALUE_BYTES + 1} exceeds limit of ${MAX_VALUE_BYTES}.`,
+        );
+      }
+      throw e;
+    }
+  }
   const reader = stream.getReader();
   const chunks = [];
   let total = 0;

@@ -4,6 +4,7 @@
 import { core } from "ext:core/mod.js";
 import { op_service_fetch, op_service_rpc } from "ext:core/ops";
 import { assertLive, currentDepth } from "ext:edged/00_globals.js";
+import { readableFromRid } from "ext:edged/05_body.js";
 
 const NULL_BODY = new Set([101, 204, 205, 304]);
 const ERRORS = { Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
@@ -16,10 +17,6 @@ function remote(e) {
   const err = new ERRORS[m[1]](m[2]);
   err.remote = true;
   return err;
-}
-let readableFromRid = null;
-export function setReadableFromRid(fn) {
-  readableFromRid = fn;
 }
 
 export class Fetcher {
