@@ -123,18 +123,21 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_workerd(binary, workdir, cases):
     ports, services, sockets, consts = {}, [], [], []
+    # Hold every probe socket until all ports are chosen, so no port repeats.
+    held = []
+    for _ in cases:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+    chosen = [s.getsockname()[1] for s in held]
+    for s in held:
+        s.close()
     for i, case in enumerate(cases):
         with open(os.path.join(workdir, f"c{i}.js"), "w") as f:
             f.write(case["source"])
-        port = free_port()
+        port = chosen[i]
         ports[case["name"]] = port
         services.append(f'(name = "s{i}", worker = .c{i})')
         sockets.append(f'(name = "h{i}", address = "127.0.0.1:{port}", http = (), service = "s{i}")')
