@@ -302,8 +302,8 @@ impl Actor for DurableObjectDirectory {
             Ok(index) => {
                 match index.all() {
                     Ok(all) => {
-                        for (address, at) in all {
-                            self.alarms.insert(address, (at, 0));
+                        for (address, at, retry) in all {
+                            self.alarms.insert(address, (at, retry));
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "cannot read the alarm index"),
@@ -346,8 +346,14 @@ impl Handler<AlarmFinished> for DurableObjectDirectory {
         if msg.retry < ALARM_MAX_RETRIES {
             metrics::counter!(ALARM_RETRIES).increment(1);
             let backoff = 1000u64 << msg.retry;
-            self.alarms
-                .insert(msg.address, (now_ms() + backoff, msg.retry + 1));
+            let at = now_ms() + backoff;
+            // The backoff resumes where it was after a restart.
+            if let Some(index) = &self.alarm_index {
+                if let Err(e) = index.set_retry(&msg.address, Some(at), msg.retry + 1) {
+                    tracing::error!(object = %msg.address.id, error = %e, "cannot record the alarm retry");
+                }
+            }
+            self.alarms.insert(msg.address, (at, msg.retry + 1));
         } else {
             tracing::warn!(object = %msg.address.id, "alarm handler failed {ALARM_MAX_RETRIES} retries; dropped");
             self.record_alarm(&msg.address, None);

@@ -32,6 +32,12 @@ impl AlarmIndex {
                  PRIMARY KEY (worker, class, id)
              );",
         )?;
+        // Retry counts survive a restart (added after the first release: add the
+        // column to indexes made before it).
+        let has_retry = conn.prepare("SELECT retry FROM alarms LIMIT 0").is_ok();
+        if !has_retry {
+            conn.execute_batch("ALTER TABLE alarms ADD COLUMN retry INTEGER NOT NULL DEFAULT 0")?;
+        }
         Ok(AlarmIndex {
             conn: Mutex::new(conn),
         })
@@ -44,13 +50,24 @@ impl AlarmIndex {
         }
     }
 
-    /// Records (Some) or removes (None) an object's alarm.
+    /// Records (Some) or removes (None) an object's alarm, as set by the object.
     pub fn set(&self, a: &ObjectAddress, at_ms: Option<u64>) -> Result<(), StateError> {
+        self.set_retry(a, at_ms, 0)
+    }
+
+    /// Records an alarm with the number of retries already made (a retry is
+    /// scheduled with its backoff time).
+    pub fn set_retry(
+        &self,
+        a: &ObjectAddress,
+        at_ms: Option<u64>,
+        retry: u32,
+    ) -> Result<(), StateError> {
         let conn = self.conn();
         match at_ms {
             Some(at) => conn.execute(
-                "INSERT OR REPLACE INTO alarms (worker, class, id, name, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.worker, a.class_name, a.id, a.name, at as i64],
+                "INSERT OR REPLACE INTO alarms (worker, class, id, name, at, retry) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.worker, a.class_name, a.id, a.name, at as i64, retry],
             )?,
             None => conn.execute(
                 "DELETE FROM alarms WHERE worker = ?1 AND class = ?2 AND id = ?3",
@@ -60,10 +77,10 @@ impl AlarmIndex {
         Ok(())
     }
 
-    /// Every recorded alarm.
-    pub fn all(&self) -> Result<Vec<(ObjectAddress, u64)>, StateError> {
+    /// Every recorded alarm: address, time, retries made.
+    pub fn all(&self) -> Result<Vec<(ObjectAddress, u64, u32)>, StateError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT worker, class, id, name, at FROM alarms")?;
+        let mut stmt = conn.prepare("SELECT worker, class, id, name, at, retry FROM alarms")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 ObjectAddress {
@@ -73,8 +90,43 @@ impl AlarmIndex {
                     name: r.get(3)?,
                 },
                 r.get::<_, i64>(4)? as u64,
+                r.get::<_, u32>(5)?,
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_survive_reopen_and_old_indexes_gain_the_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // An index from before retry counts were kept.
+        let old = Connection::open(dir.path().join("alarms.db")).expect("open");
+        old.execute_batch(
+            "CREATE TABLE alarms (worker TEXT NOT NULL, class TEXT NOT NULL, id TEXT NOT NULL,
+             name TEXT, at INTEGER NOT NULL, PRIMARY KEY (worker, class, id));
+             INSERT INTO alarms VALUES ('w', 'C', 'a', NULL, 5);",
+        )
+        .expect("old schema");
+        drop(old);
+        let index = AlarmIndex::open(dir.path()).expect("open");
+        let a = |id: &str| ObjectAddress {
+            worker: "w".into(),
+            class_name: "C".into(),
+            id: id.into(),
+            name: None,
+        };
+        index.set_retry(&a("b"), Some(10), 3).expect("retry");
+        drop(index);
+        let mut all = AlarmIndex::open(dir.path())
+            .expect("reopen")
+            .all()
+            .expect("all");
+        all.sort_by(|x, y| x.0.id.cmp(&y.0.id));
+        assert_eq!(all, vec![(a("a"), 5, 0), (a("b"), 10, 3)]);
     }
 }
