@@ -1,6 +1,7 @@
 //! End-to-end: outbound `fetch()` from workers (bodies, redirects, abort, the
-//! subrequest limit, the egress policy) and the event lifecycle
-//! (`ctx.waitUntil` with its wall bound, `ctx.passThroughOnException`).
+//! subrequest limit, the egress policy), the event lifecycle (`ctx.waitUntil`
+//! with its wall bound, `ctx.passThroughOnException`), and the Cache API's
+//! size bound (the rest of the Cache API is in the conformance suite).
 
 mod common;
 
@@ -272,4 +273,50 @@ fn pass_through_on_exception_falls_back_to_the_origin() {
     let (s, b) = get(&plain, "/pass-through");
     assert_eq!(s, 500);
     assert!(b.contains("worker_exception"), "{b}");
+}
+
+const CACHE_WORKER: &str = r#"
+export default {
+  async fetch(request) {
+    const url = new URL(request.url);
+    const key = `https://cache.test/${url.searchParams.get("k")}`;
+    if (url.pathname === "/put") {
+      const body = "x".repeat(Number(url.searchParams.get("kb")) * 1024);
+      await caches.default.put(key, new Response(body, { headers: { "cache-control": "max-age=600" } }));
+      return new Response("put");
+    }
+    const hit = await caches.default.match(key);
+    return new Response(hit === undefined ? "miss" : `hit ${(await hit.text()).length}`);
+  },
+};
+"#;
+
+#[test]
+fn the_cache_is_bounded_and_evicts_least_recently_used() {
+    let node = TestNode::start_with("[cache]\nsize_mb = 1\n");
+    node.deploy_ok("cache", CACHE_WORKER);
+    let get = |p: &str| node.get_worker("cache", p).1;
+    assert_eq!(get("/put?k=a&kb=400"), "put");
+    assert_eq!(get("/put?k=b&kb=400"), "put");
+    // Touch a: b is now the least recently used.
+    assert_eq!(get("/match?k=a"), "hit 409600");
+    assert_eq!(get("/put?k=c&kb=400"), "put");
+    assert_eq!(get("/match?k=b"), "miss", "the LRU entry made room");
+    assert_eq!(get("/match?k=a"), "hit 409600");
+    assert_eq!(get("/match?k=c"), "hit 409600");
+    // An entry larger than the whole cache is not stored.
+    assert_eq!(get("/put?k=huge&kb=1100"), "put");
+    assert_eq!(get("/match?k=huge"), "miss");
+    let m = node.metrics();
+    assert!(
+        m.contains("edged_cache_operations_total{op=\"evict\",result=\"lru\"}"),
+        "{m}"
+    );
+    let bytes = m
+        .lines()
+        .find(|l| l.starts_with("edged_cache_bytes"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(f64::MAX);
+    assert!(bytes <= 1024.0 * 1024.0, "{m}");
 }
