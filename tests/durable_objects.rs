@@ -672,3 +672,39 @@ export default {{ fetch(req, env) {{ return env.V.getByName("one").fetch(req); }
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn an_alarm_that_always_throws_is_dropped_after_six_retries() {
+    // 1 + 2 + 4 + 8 + 16 + 32 s of backoff: about 63 s, bounded below.
+    let node = start("");
+    assert_eq!(
+        node.get_worker("objects", "/alarm-fail?name=doomed&n=100"),
+        (200, "ok".to_owned())
+    );
+    get_json(&node, "/alarm-set?name=doomed&in=50");
+    let state = wait_for_runs(&node, "doomed", 7, Duration::from_secs(90));
+    let retries: Vec<u64> = state["runs"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["retryCount"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(retries, vec![0, 1, 2, 3, 4, 5, 6]);
+    // Dropped: no further run, and the object no longer reports the alarm.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = get_json(&node, "/alarm-state?name=doomed");
+        if state["alarm"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alarm still set: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let runs = get_json(&node, "/alarm-state?name=doomed")["runs"]
+        .as_array()
+        .map(|r| r.len())
+        .unwrap_or(0);
+    assert_eq!(runs, 7, "no run after the last retry");
+}

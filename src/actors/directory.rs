@@ -338,7 +338,7 @@ impl Handler<AlarmChanged> for DurableObjectDirectory {
 impl Handler<AlarmFinished> for DurableObjectDirectory {
     type Result = ();
 
-    fn handle(&mut self, msg: AlarmFinished, _: &mut Self::Context) {
+    fn handle(&mut self, msg: AlarmFinished, ctx: &mut Self::Context) {
         if msg.ok || self.alarms.contains_key(&msg.address) {
             // Done (the object cleared its alarm), or the handler set a new one.
             return;
@@ -357,6 +357,25 @@ impl Handler<AlarmFinished> for DurableObjectDirectory {
         } else {
             tracing::warn!(object = %msg.address.id, "alarm handler failed {ALARM_MAX_RETRIES} retries; dropped");
             self.record_alarm(&msg.address, None);
+            // The object's own storage forgets it too (getAlarm() → null).
+            let me = ctx.address();
+            let address = msg.address;
+            actix::spawn(async move {
+                if let Ok(Ok(object)) = me.send(Locate(address)).await {
+                    let _ = object
+                        .send(ObjectInvoke {
+                            request_id: 0,
+                            request: InvokeRequest {
+                                method: "ALARM".into(),
+                                url: "alarm:drop".into(),
+                                headers: Vec::new(),
+                                body: None,
+                                depth: 0,
+                            },
+                        })
+                        .await;
+                }
+            });
         }
     }
 }

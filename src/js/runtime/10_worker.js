@@ -358,6 +358,11 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
       }
     }
     if (method === "ALARM" && callAlarm !== null) {
+      if (url === "alarm:drop") {
+        // Retries are exhausted: the alarm is gone for the object too.
+        op_do_alarm_set(-1);
+        return [200, [], null];
+      }
       try {
         await callAlarm(Number(url.slice("alarm:".length)) || 0);
         return [200, [], null];
