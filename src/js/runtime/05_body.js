@@ -16,6 +16,10 @@ import {
 import { InnerBody } from "ext:deno_fetch/22_body.js";
 
 const backing = new WeakMap();
+// A body stream dropped unread would keep its resource (and the chunks the
+// client already sent) in the isolate forever: close it when the stream is
+// collected.
+const unread = new FinalizationRegistry((rid) => core.tryClose(rid));
 
 export function readableFromRid(rid) {
   const stream = new ReadableStream({
@@ -34,7 +38,19 @@ export function readableFromRid(rid) {
     },
   }, { highWaterMark: 0 });
   backing.set(stream, rid);
+  unread.register(stream, rid, stream);
   return stream;
+}
+
+// After the response: a request body nobody started to read is closed now
+// (the client's upload stops being buffered), unless waitUntil() work might
+// still read it.
+export function releaseUnread(stream) {
+  if (!backing.has(stream) || stream.locked || isReadableStreamDisturbed(stream)) return;
+  const rid = backing.get(stream);
+  backing.delete(stream);
+  unread.unregister(stream);
+  core.tryClose(rid);
 }
 
 // The resource behind `stream` if it is still untouched; the stream is then
@@ -43,6 +59,7 @@ export function takeStreamRid(stream) {
   const rid = backing.get(stream);
   if (rid === undefined || stream.locked || isReadableStreamDisturbed(stream)) return null;
   backing.delete(stream);
+  unread.unregister(stream);
   stream.getReader();
   readableStreamDisturb(stream);
   return rid;

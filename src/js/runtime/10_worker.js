@@ -35,7 +35,7 @@ import {
   setRequestDepth,
 } from "ext:edged/00_globals.js";
 import { Fetcher } from "ext:edged/50_service.js";
-import { streamedInnerBody, takeStreamRid } from "ext:edged/05_body.js";
+import { releaseUnread, streamedInnerBody, takeStreamRid } from "ext:edged/05_body.js";
 import { fetch as denoFetch } from "ext:deno_fetch/26_fetch.js";
 
 const CFW_KEY = "__edged_cloudflare_workers";
@@ -65,9 +65,10 @@ class ExecutionContext {
 
 // Lets the request's waitUntil() work run on after the response, for at most
 // `waitUntilMs`; past it the request's remaining I/O fails (see assertLive).
+// Returns whether there is waitUntil() work.
 function watchWaitUntil(ctx) {
   const state = contextState.get(ctx);
-  if (state.tasks.length === 0) return;
+  if (state.tasks.length === 0) return false;
   let finished = false;
   const timer = setTimeout(() => {
     if (finished) return;
@@ -89,6 +90,7 @@ function watchWaitUntil(ctx) {
     finished = true;
     clearTimeout(timer);
   })();
+  return true;
 }
 
 // `import { DurableObject, WorkerEntrypoint } from "cloudflare:workers"`
@@ -392,12 +394,13 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
       headerList.push([flatHeaders[i], flatHeaders[i + 1]]);
     }
     const ctx = new ExecutionContext(id);
+    let innerBody = null;
+    let streamedResponse = false;
     try {
       // Built from the inner request directly (as deno's HTTP server does): the
       // parts come from the HTTP layer already validated; headers are immutable
       // as in Workers. Bytes fresh from Rust are wrapped without a copy; a
       // streamed body is pulled from Rust as the worker reads it.
-      let innerBody = null;
       if (typeof body === "number") {
         innerBody = streamedInnerBody(body);
       } else if (body !== null) {
@@ -432,11 +435,17 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
           `fetch handler returned ${describe(response)} instead of a Response`,
         ];
       }
-      return await responseResult(id, response, streaming);
+      const out = await responseResult(id, response, streaming);
+      // A streamed response may still read the request body as it goes.
+      streamedResponse = typeof out[2] === "number";
+      return out;
     } catch (e) {
       return ["error", "exception", errorText(e)];
     } finally {
-      watchWaitUntil(ctx);
+      const waiting = watchWaitUntil(ctx);
+      if (!waiting && !streamedResponse && innerBody !== null && typeof body === "number") {
+        releaseUnread(innerBody.streamOrStatic);
+      }
     }
   };
 }
