@@ -30,7 +30,13 @@
 //! Durable Objects: `DurableObjectDirectory` (`directory.rs`) maps an object id to
 //! its one `DurableObjectActor` (`durable_object.rs`), which owns an isolate bound
 //! to an instance of the class and the object's SQLite storage, and implements
-//! the input and output gates.
+//! the input and output gates. Past `max_live` objects the directory evicts the
+//! least recently used idle ones; after a redeploy it retires objects still
+//! running the old version once they are idle.
+//!
+//! Around the workers: `cron.rs` (the `CronScheduler`, one per node, fires
+//! `scheduled()` events through each worker's deployment) and `services.rs`
+//! (service bindings: one worker's `env.X` calls another's deployment).
 //!
 //! Where to look: `isolate.rs` (the isolate actor and its driver), `pool.rs`
 //! (isolate threads and blank pools), `supervisor.rs` (scaling, replacement,
