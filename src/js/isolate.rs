@@ -297,95 +297,65 @@ impl BlankIsolate {
         let budget = engine.limits.startup_cpu;
         let mut used = Duration::ZERO;
         loader.install(&script.modules);
-        engine
-            .runtime
-            .op_state()
-            .borrow_mut()
-            .put(EdgedPermissions {
+        // What the isolate may reach, all in its OpState before any tenant code.
+        let mode = {
+            let op_state = engine.runtime.op_state();
+            let mut state = op_state.borrow_mut();
+            state.put(EdgedPermissions {
                 egress: Some(host.policy.egress.clone()),
             });
-        engine.runtime.op_state().borrow_mut().put(WorkerIdentity {
-            name: script.name.as_str().into(),
-            version: script.version,
-        });
-        let namespaces: std::collections::HashMap<String, String> = script
-            .bindings
-            .iter()
-            .filter_map(|b| match b {
-                crate::js::Binding::DurableObjectNamespace { name, class_name } => {
-                    Some((name.clone(), class_name.clone()))
+            state.put(WorkerIdentity {
+                name: script.name.as_str().into(),
+                version: script.version,
+            });
+            let mut namespaces = std::collections::HashMap::new();
+            let mut services = std::collections::HashMap::new();
+            let mut kv_namespaces = std::collections::HashSet::new();
+            for b in &script.bindings {
+                match b {
+                    crate::js::Binding::DurableObjectNamespace { name, class_name } => {
+                        namespaces.insert(name.clone(), class_name.clone());
+                    }
+                    crate::js::Binding::Service { name, service } => {
+                        services.insert(name.clone(), service.clone());
+                    }
+                    crate::js::Binding::KvNamespace { namespace, .. } => {
+                        kv_namespaces.insert(namespace.clone());
+                    }
+                    _ => {}
                 }
-                _ => None,
-            })
-            .collect();
-        engine
-            .runtime
-            .op_state()
-            .borrow_mut()
-            .put(super::durable::DoAccess {
+            }
+            state.put(super::durable::DoAccess {
                 slot: host.durable_objects.clone(),
                 worker: script.name.clone(),
                 namespaces,
             });
-        let mode = match mode {
-            BindMode::Object {
-                class_name,
-                id,
-                name,
-                storage,
-            } => {
-                engine
-                    .runtime
-                    .op_state()
-                    .borrow_mut()
-                    .put(super::durable::ObjectStorageSlot(storage));
-                Some((class_name, id, name))
-            }
-            BindMode::Worker => None,
-        };
-        let services = script
-            .bindings
-            .iter()
-            .filter_map(|b| match b {
-                crate::js::Binding::Service { name, service } => {
-                    Some((name.clone(), service.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        engine
-            .runtime
-            .op_state()
-            .borrow_mut()
-            .put(super::service::ServiceAccess {
+            state.put(super::service::ServiceAccess {
                 slot: host.services.clone(),
                 services,
             });
-        if let Some(cache) = &host.cache {
-            engine
-                .runtime
-                .op_state()
-                .borrow_mut()
-                .put(super::cache::CacheAccess(cache.clone()));
-        }
-        if let Some(kv) = &host.kv {
-            let namespaces = script
-                .bindings
-                .iter()
-                .filter_map(|b| match b {
-                    crate::js::Binding::KvNamespace { namespace, .. } => Some(namespace.clone()),
-                    _ => None,
-                })
-                .collect();
-            engine
-                .runtime
-                .op_state()
-                .borrow_mut()
-                .put(super::kv::KvAccess {
+            if let Some(cache) = &host.cache {
+                state.put(super::cache::CacheAccess(cache.clone()));
+            }
+            if let Some(kv) = &host.kv {
+                state.put(super::kv::KvAccess {
                     backend: kv.clone(),
-                    namespaces,
+                    namespaces: kv_namespaces,
                 });
-        }
+            }
+            match mode {
+                BindMode::Object {
+                    class_name,
+                    id,
+                    name,
+                    storage,
+                } => {
+                    state.put(super::durable::ObjectStorageSlot(storage));
+                    Some((class_name, id, name))
+                }
+                BindMode::Worker => None,
+            }
+        };
 
         // 1. env and the cloudflare:workers exports.
         let (result, seg) = engine.run(budget, |runtime| {
