@@ -44,19 +44,8 @@ pub trait DurableObjectBackend: Send + Sync + 'static {
     ) -> ObjectFuture;
 }
 
-/// A lazily set backend: the directory is built after the isolate threads that
-/// need a handle to it.
-#[derive(Clone, Default)]
-pub struct DurableObjectSlot(Arc<std::sync::OnceLock<Arc<dyn DurableObjectBackend>>>);
-
-impl DurableObjectSlot {
-    pub fn set(&self, backend: Arc<dyn DurableObjectBackend>) {
-        let _ = self.0.set(backend);
-    }
-    pub fn get(&self) -> Option<Arc<dyn DurableObjectBackend>> {
-        self.0.get().cloned()
-    }
-}
+/// The directory, set once it is built (after the isolate threads).
+pub type DurableObjectSlot = super::late_bound::LateBound<dyn DurableObjectBackend>;
 
 /// What a bound worker isolate may call: its namespace bindings (binding name →
 /// class name).

@@ -33,6 +33,7 @@ pub mod error;
 pub mod extension;
 pub mod isolate;
 pub mod kv;
+pub mod late_bound;
 pub mod limits;
 pub mod loader;
 pub mod script;

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
 use futures::future::LocalBoxFuture;
@@ -32,17 +32,7 @@ pub trait ServiceBackend: Send + Sync {
 }
 
 /// Filled in by the node once its actors run (isolates are created before).
-#[derive(Clone, Default)]
-pub struct ServiceSlot(Arc<OnceLock<Arc<dyn ServiceBackend>>>);
-
-impl ServiceSlot {
-    pub fn set(&self, backend: Arc<dyn ServiceBackend>) {
-        let _ = self.0.set(backend);
-    }
-    pub fn get(&self) -> Option<Arc<dyn ServiceBackend>> {
-        self.0.get().cloned()
-    }
-}
+pub type ServiceSlot = super::late_bound::LateBound<dyn ServiceBackend>;
 
 /// A bound isolate's service bindings: binding name → worker name.
 pub struct ServiceAccess {
