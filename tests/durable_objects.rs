@@ -17,6 +17,12 @@ export class Counter extends DurableObject {
   constructor(ctx, env) {
     super(ctx, env);
     this.instance = crypto.randomUUID();
+    this.released = new Promise((r) => { this.release = r; });
+    // No event may arrive before this finishes, though it waits on a timer.
+    ctx.blockConcurrencyWhile(async () => {
+      await new Promise((r) => setTimeout(r, 20));
+      this.ready = true;
+    });
   }
   async fetch(request) {
     const url = new URL(request.url);
@@ -28,14 +34,44 @@ export class Counter extends DurableObject {
         return new Response(String(v));
       }
       case "/slow-inc": {
-        // Read, wait on something that is not storage, write: only an input gate
-        // keeps concurrent events from losing updates here.
+        // Read, await storage several times, write: the input gate keeps any
+        // other event out while this one awaits storage.
         const v = (await s.get("slow")) ?? 0;
-        await new Promise((r) => setTimeout(r, 2));
+        for (let i = 0; i < 5; i++) await s.get(`other-${i}`);
         await s.put("slow", v + 1);
         return new Response(String(v + 1));
       }
-      case "/get": return Response.json({ v: (await s.get("v")) ?? 0, slow: (await s.get("slow")) ?? 0 });
+      case "/blocked-inc": {
+        // Read, wait on a timer (which opens the input gate), write: only
+        // blockConcurrencyWhile keeps concurrent events from losing updates.
+        const v = await this.ctx.blockConcurrencyWhile(async () => {
+          const v = ((await s.get("blocked")) ?? 0) + 1;
+          await new Promise((r) => setTimeout(r, 2));
+          await s.put("blocked", v);
+          return v;
+        });
+        return new Response(String(v));
+      }
+      case "/ready": return Response.json({ ready: this.ready === true });
+      case "/wait": {
+        // Parked on a promise only another event settles.
+        await this.released;
+        return new Response("released");
+      }
+      case "/release":
+        this.release();
+        return new Response("ok");
+      case "/ping": {
+        // A calls B, and B calls A back while A is still waiting for B.
+        const peer = url.searchParams.get("peer");
+        const r = await this.env.COUNTER.getByName(peer).fetch(`http://do/call?target=${this.ctx.id.name}`);
+        return new Response(await r.text());
+      }
+      case "/call":
+        return this.env.COUNTER.getByName(url.searchParams.get("target")).fetch("http://do/inc");
+      case "/get": return Response.json({
+        v: (await s.get("v")) ?? 0, slow: (await s.get("slow")) ?? 0, blocked: (await s.get("blocked")) ?? 0,
+      });
       case "/many": {
         for (let i = 0; i < 100; i++) s.put(`many:${String(i).padStart(3, "0")}`, i);
         return new Response("ok");
@@ -299,8 +335,55 @@ fn input_gate_keeps_events_from_interleaving() {
     assert_eq!(
         get_json(&node, "/get")["slow"],
         answers.len() as u64,
-        "lost updates: events interleaved"
+        "lost updates: events interleaved at storage awaits"
     );
+    let answers = hammer(&node, "/blocked-inc", 16, 10);
+    assert_eq!(
+        get_json(&node, "/get")["blocked"],
+        answers.len() as u64,
+        "lost updates: blockConcurrencyWhile let events in"
+    );
+    // The constructor's blockConcurrencyWhile held the first event back.
+    assert_eq!(get_json(&node, "/ready?name=fresh")["ready"], true);
+}
+
+#[test]
+fn input_gate_opens_while_an_event_awaits_other_io() {
+    let node = start("");
+    // /wait is parked on a promise that only /release settles: with a gate that
+    // held every event until the previous answered, this would never finish.
+    let url = format!("{}/wait?name=gate", node.data);
+    let waiter = std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+            .get(&url)
+            .header("host", "objects.workers.localhost")
+            .send()
+            .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // The release may arrive before the waiter's event: it then resolves the
+    // promise early and the waiter returns at once, which passes as well.
+    loop {
+        let (status, body) = node.get_worker("objects", "/release?name=gate");
+        assert_eq!(status, 200, "{body}");
+        if waiter.is_finished() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = waiter
+        .join()
+        .unwrap()
+        .expect("the waiting event never finished");
+    assert_eq!((status, body.as_str()), (200, "released"));
+
+    // Re-entrant calls: A awaits B, which calls A back.
+    let (status, body) = node.get_worker("objects", "/ping?name=a1&peer=b1");
+    assert_eq!((status, body.as_str()), (200, "1"));
+    assert_eq!(get_json(&node, "/get?name=a1")["v"], 1);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! `DurableObjectActor`: one live Durable Object — its isolate (an instance of
 //! the class) and its storage — serving one event at a time.
 //!
-//! Gates. *Input gate*: the mailbox feeds the isolate one event at a time; the
-//! next event starts only when the previous one has produced its response, so
-//! no event ever observes another's half-done state. (This is stricter than
-//! Workers, which also lets events in while an object awaits a non-storage
-//! fetch.) *Output gate*: an event's response is held until every write made up
+//! Gates. *Input gate*: storage calls complete inside the isolate's turn (they
+//! never yield to the event loop), so while an event awaits storage no other
+//! event can start. When every running event is parked on other I/O (fetch, a
+//! timer, another object's answer), the next queued event starts, as in
+//! Workers — which is also what lets object A call B while B calls A back.
+//! `blockConcurrencyWhile` and an open `transaction()` shut the gate until they
+//! end ([`ObjectStore::holds_events`]). *Output gate*: an event's response is held until every write made up
 //! to its end is durable. *Group commit*: writes collect in the store's pending
 //! layer; when an event ends and no commit is in flight, one commit takes
 //! everything pending; events that end while it runs wait for the next one. The
@@ -109,7 +111,9 @@ pub struct DurableObjectActor {
     directory: Option<Recipient<ObjectStopped>>,
     alarms: Option<Recipient<AlarmChanged>>,
     queue: VecDeque<Queued>,
-    running: Option<Running>,
+    /// Started events not yet settled; more than one only while all but the
+    /// newest are parked on non-storage I/O.
+    running: Vec<Running>,
     /// Events done, responses held until their writes are durable.
     held: Vec<(Outcome, Reply, Instant)>,
     committing: bool,
@@ -136,7 +140,7 @@ impl DurableObjectActor {
             directory,
             alarms,
             queue: VecDeque::new(),
-            running: None,
+            running: Vec::new(),
             held: Vec::new(),
             committing: false,
             driver: None,
@@ -144,34 +148,39 @@ impl DurableObjectActor {
         }
     }
 
-    /// Moves events along: finishes the running one if it settled, starts the
-    /// next, and starts a commit when one is due.
+    /// Moves events along: holds the responses of settled events, lets queued
+    /// events in while the gate is open, and starts a commit when one is due.
+    ///
+    /// Called only between isolate turns, so every running event is parked on
+    /// something other than storage (storage calls never leave the turn): the
+    /// gate is open unless `blockConcurrencyWhile` or a transaction holds it.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         loop {
-            if let Some(running) = &mut self.running {
-                match running.outcome.try_recv() {
-                    Ok(None) => break,
+            let mut i = 0;
+            while i < self.running.len() {
+                match self.running[i].outcome.try_recv() {
+                    Ok(None) => i += 1,
                     Ok(Some(outcome)) => {
-                        if let Some(r) = self.running.take() {
-                            self.held.push((outcome, r.reply, r.arrived));
-                        }
+                        let r = self.running.swap_remove(i);
+                        self.held.push((outcome, r.reply, r.arrived));
                     }
                     Err(_) => {
-                        if let Some(r) = self.running.take() {
-                            let _ = r
-                                .reply
-                                .send(Err(InvokeError::Unavailable("object reset".into())));
-                        }
+                        let r = self.running.swap_remove(i);
+                        let _ = r
+                            .reply
+                            .send(Err(InvokeError::Unavailable("object reset".into())));
                     }
                 }
-                continue;
+            }
+            if self.store.holds_events() {
+                break;
             }
             let Some(next) = self.queue.pop_front() else {
                 break;
             };
             self.last_active = Instant::now();
             let (tx, rx) = oneshot::channel();
-            self.running = Some(Running {
+            self.running.push(Running {
                 outcome: rx,
                 reply: next.reply,
                 arrived: next.arrived,
@@ -192,7 +201,7 @@ impl DurableObjectActor {
         // response) are committed too, so hibernation never drops them.
         if self.committing
             || self.store.in_transaction()
-            || (self.held.is_empty() && (self.running.is_some() || !self.store.has_pending()))
+            || (self.held.is_empty() && (!self.running.is_empty() || !self.store.has_pending()))
         {
             return;
         }
@@ -253,7 +262,7 @@ impl DurableObjectActor {
             EngineError::CpuLimit | EngineError::MemoryLimit => cause.into(),
             other => InvokeError::Unavailable(other.to_string()),
         };
-        if let Some(r) = self.running.take() {
+        for r in self.running.drain(..) {
             let _ = r.reply.send(Err(err.clone()));
         }
         for q in self.queue.drain(..) {
@@ -267,7 +276,7 @@ impl DurableObjectActor {
 
     fn idle(&self) -> bool {
         self.queue.is_empty()
-            && self.running.is_none()
+            && self.running.is_empty()
             && self.held.is_empty()
             && !self.committing
             && !self.store.has_pending()
@@ -318,10 +327,10 @@ impl Handler<ObjectInvoke> for DurableObjectActor {
             // Stopping (hibernating or evicted): the event never starts here,
             // so the caller may safely send it to the next activation.
             let _ = tx.send(Err(InvokeError::Stopping));
-        } else if self.queue.len() >= self.settings.max_queue {
+        } else if self.queue.len() + self.running.len() >= self.settings.max_queue {
             let _ = tx.send(Err(InvokeError::Unavailable(format!(
-                "Durable Object is overloaded: {} events already queued",
-                self.queue.len()
+                "Durable Object is overloaded: {} events already queued or running",
+                self.queue.len() + self.running.len()
             ))));
         } else {
             metrics::counter!(EVENTS).increment(1);

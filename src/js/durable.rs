@@ -102,6 +102,9 @@ pub trait ObjectStorage {
     fn sql_exec(&self, query: &str, bindings: Vec<SqlValue>) -> Result<SqlResult, DoError>;
     /// Bytes the object's database uses.
     fn database_size(&self) -> Result<u64, DoError>;
+    /// `blockConcurrencyWhile`: while any block is open, the object's actor
+    /// delivers no event (calls nest).
+    fn block_concurrency(&self, on: bool);
 }
 
 /// A value bound to or read from SQL.
@@ -381,6 +384,12 @@ pub fn op_do_txn(state: &mut OpState, #[string] action: &str) -> Result<(), DoEr
             "unknown transaction action '{other}'"
         ))),
     }
+}
+
+#[op2(fast)]
+pub fn op_do_block(state: &mut OpState, on: bool) -> Result<(), DoError> {
+    storage(state)?.block_concurrency(on);
+    Ok(())
 }
 
 /// -1 when no alarm is set.

@@ -87,6 +87,8 @@ pub struct ObjectStore {
     /// Set while a commit that ends the writer's open SQL transaction is in
     /// flight: SQL must not start new work in that transaction meanwhile.
     sql_handoff: Arc<std::sync::atomic::AtomicBool>,
+    /// Open `blockConcurrencyWhile` calls.
+    blocked: std::cell::Cell<u32>,
 }
 
 /// Bytes of every object database on this node (a gauge moved by each object's
@@ -169,6 +171,7 @@ impl ObjectStore {
             size: std::cell::Cell::new(0),
             counted: std::cell::Cell::new(0),
             sql_handoff: Arc::default(),
+            blocked: std::cell::Cell::new(0),
         };
         let on_disk = store.file_size();
         store.size.set(on_disk);
@@ -229,6 +232,13 @@ impl ObjectStore {
     /// half of it durable (and end its SQL savepoint), so commits wait.
     pub fn in_transaction(&self) -> bool {
         !self.transactions.borrow().is_empty()
+    }
+
+    /// Whether the input gate must stay shut: a `blockConcurrencyWhile` or a
+    /// `transaction()` is open (an event let in now would see, or be rolled back
+    /// with, its half-done work).
+    pub fn holds_events(&self) -> bool {
+        self.blocked.get() > 0 || self.in_transaction()
     }
 
     /// The flag [`commit`] clears once the handed-off SQL transaction has ended.
@@ -570,6 +580,12 @@ impl ObjectStorage for ObjectStore {
             )
             .map(|n| n as u64)
             .map_err(failed)
+    }
+
+    fn block_concurrency(&self, on: bool) {
+        let n = self.blocked.get();
+        self.blocked
+            .set(if on { n + 1 } else { n.saturating_sub(1) });
     }
 }
 

@@ -4,12 +4,17 @@
 // Calls go through op_do_* (src/js/durable.rs). Storage values are structured
 // clones (V8's serializer). Writes are buffered by the object's store and
 // committed by its actor when the event ends; the response waits for that commit
-// (the output gate). Events of one object never interleave (the input gate).
+// (the output gate). Storage calls complete without yielding to the event loop,
+// so no other event can slip in while one awaits storage (the input gate); an
+// event that awaits anything else (fetch, a timer, another object) lets the next
+// event in, as in Workers, unless blockConcurrencyWhile() or an open
+// transaction() holds the gate.
 
 import { core } from "ext:core/mod.js";
 import {
   op_do_alarm_get,
   op_do_alarm_set,
+  op_do_block,
   op_do_fetch,
   op_do_id_from_name,
   op_do_id_unique,
@@ -361,8 +366,14 @@ export class DurableObjectState {
   waitUntil(promise) {
     this.#waitUntil.push(Promise.resolve(promise).catch((e) => globalThis.console.error("waitUntil promise rejected:", e)));
   }
-  // Events never interleave here, so running the closure is the whole job.
+  // No event is delivered to the object until the closure settles, even while
+  // it awaits non-storage I/O (the actor holds its queue while this is open).
   async blockConcurrencyWhile(closure) {
-    return await closure();
+    op_do_block(true);
+    try {
+      return await closure();
+    } finally {
+      op_do_block(false);
+    }
   }
 }
