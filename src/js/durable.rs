@@ -97,8 +97,8 @@ pub trait ObjectStorage {
     fn get_alarm(&self) -> Result<Option<u64>, DoError>;
     /// Sets (Some) or deletes (None) the alarm; a write like any other.
     fn set_alarm(&self, at_ms: Option<u64>) -> Result<(), DoError>;
-    /// Runs one SQL statement (`ctx.storage.sql.exec`). Writes are durable when
-    /// it returns.
+    /// Runs one SQL statement (`ctx.storage.sql.exec`). Its writes commit with
+    /// the event's other writes (behind the output gate).
     fn sql_exec(&self, query: &str, bindings: Vec<SqlValue>) -> Result<SqlResult, DoError>;
     /// Bytes the object's database uses.
     fn database_size(&self) -> Result<u64, DoError>;

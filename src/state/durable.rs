@@ -506,10 +506,10 @@ impl ObjectStorage for ObjectStore {
         Ok(())
     }
 
-    /// Runs on the writer connection in autocommit (synchronous=FULL): a write is
-    /// on disk when `exec` returns, so it needs no output gate of its own, but it
-    /// is not coalesced with the key-value writes and blocks this thread for its
-    /// fsync. The runtime's own tables (`_edged_*`) are out of reach.
+    /// Runs on the writer connection inside its open write transaction, which
+    /// the next commit ends together with the key-value writes (so SQL writes
+    /// pass the output gate and roll back with `transaction()`). The runtime's
+    /// own tables (`_edged_*`) are out of reach.
     fn sql_exec(&self, query: &str, bindings: Vec<SqlValue>) -> Result<SqlResult, DoError> {
         if query.len() > MAX_SQL_BYTES {
             return Err(DoError::Range(format!(
