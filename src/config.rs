@@ -167,7 +167,7 @@ impl Default for DurableObjectConfig {
         DurableObjectConfig {
             hibernate_after_s: 10,
             max_queue: 1000,
-            max_live: 10_000,
+            max_live: 2_000,
             max_object_mb: 10_240,
         }
     }

@@ -67,6 +67,12 @@ export class Counter extends DurableObject {
         const r = await this.env.COUNTER.getByName(peer).fetch(`http://do/call?target=${this.ctx.id.name}`);
         return new Response(await r.text());
       }
+      case "/put-then-fetch": {
+        // The origin looks for this write on disk when the request reaches it.
+        s.put("gated", "yes");
+        const r = await fetch(`${url.searchParams.get("origin")}/check/${this.ctx.id}`);
+        return new Response(await r.text());
+      }
       case "/call":
         return this.env.COUNTER.getByName(url.searchParams.get("target")).fetch("http://do/inc");
       case "/get": return Response.json({
@@ -252,10 +258,10 @@ export default {
           return Response.json({ v: r.v, echo0: r.echo[0], echoMap: r.echo[1].get("k") });
         }
         case "/rpc-fail":
-          try { await env.COUNTER.getByName(name).fail(); } catch (e) { return Response.json({ message: e.message, remote: e.remote === true }); }
+          try { await env.COUNTER.getByName(name).fail(); } catch (e) { return Response.json({ message: e.message, remote: e.remote === true, rangeError: e instanceof RangeError }); }
           return new Response("no error");
         case "/caught": {
-          try { await env.COUNTER.getByName(name).fetch("http://do/throw"); } catch (e) { return Response.json({ message: e.message, remote: e.remote === true }); }
+          try { await env.COUNTER.getByName(name).fetch("http://do/throw"); } catch (e) { return Response.json({ message: e.message, name: e.name, remote: e.remote === true }); }
           return new Response("no error");
         }
         case "/caught-spin": {
@@ -386,17 +392,75 @@ fn input_gate_opens_while_an_event_awaits_other_io() {
     assert_eq!(get_json(&node, "/get?name=a1")["v"], 1);
 }
 
+/// An origin that, for `GET /check/<id>`, answers whether object `<id>`'s
+/// database already holds the key `gated` at the moment the request arrives.
+fn durability_origin(data_dir: std::path::PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let id = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .trim_start_matches("/check/");
+            let db = data_dir.join(format!("do/objects/Counter/{id}.db"));
+            let found = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM _edged_kv WHERE key = 'gated'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .map(|n| if n == 1 { "found" } else { "missing" })
+            .unwrap_or("no database");
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{found}",
+                found.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn output_gate_holds_outgoing_fetch_until_writes_are_durable() {
+    let node = start("[egress]\nallow = [\"127.0.0.1\"]\n");
+    let origin = durability_origin(node.data_dir());
+    let (status, body) = node.get_worker(
+        "objects",
+        &format!("/put-then-fetch?name=gated&origin={origin}"),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "found"),
+        "the fetch left before the write was durable"
+    );
+}
+
 #[test]
 fn storage_api_and_limits() {
     let node = start("");
     // Write coalescing: 100 puts without an await commit as one transaction.
     let commits = |node: &TestNode| -> u64 {
-        let m = node.metrics();
-        m.lines()
-            .find(|l| l.starts_with("edged_do_commit_batch_events_count"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        TestNode::metric_in(&node.metrics(), "edged_do_commit_batch_events_count").unwrap_or(0.0)
+            as u64
     };
     get_json(&node, "/whoami"); // activate
     let before = commits(&node);
@@ -487,11 +551,11 @@ fn ids_rpc_and_errors() {
     assert_eq!(who["name"], "r");
     assert_eq!(
         get_json(&node, "/rpc-fail?name=r"),
-        json!({"message": "RangeError: rpc failed on purpose", "remote": true})
+        json!({"message": "rpc failed on purpose", "remote": true, "rangeError": true})
     );
     assert_eq!(
         get_json(&node, "/caught?name=r"),
-        json!({"message": "Error: object failed on purpose", "remote": true})
+        json!({"message": "object failed on purpose", "name": "Error", "remote": true})
     );
     let spin = get_json(&node, "/caught-spin?name=spin");
     assert_eq!(spin["overloaded"], true, "{spin}");
@@ -524,8 +588,7 @@ fn hibernation_keeps_storage() {
     );
     let m = node.metrics();
     assert!(
-        m.lines()
-            .any(|l| l.starts_with("edged_do_hibernations_total") && !l.ends_with(" 0")),
+        TestNode::metric_in(&m, "edged_do_hibernations_total").unwrap_or(0.0) > 0.0,
         "{m}"
     );
 }
@@ -641,8 +704,7 @@ fn alarms_survive_restart_and_hibernation() {
     std::thread::sleep(Duration::from_millis(2000));
     let m = node.metrics();
     assert!(
-        m.lines()
-            .any(|l| l.starts_with("edged_do_hibernations_total") && !l.ends_with(" 0")),
+        TestNode::metric_in(&m, "edged_do_hibernations_total").unwrap_or(0.0) > 0.0,
         "{m}"
     );
     wait_for_runs(&node, "sleepy", 1, Duration::from_secs(10));
@@ -665,18 +727,8 @@ fn live_objects_are_capped_and_objects_are_size_capped() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let m = node.metrics();
-        let evicted = m
-            .lines()
-            .find(|l| l.starts_with("edged_do_evictions_total"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        let live = m
-            .lines()
-            .find(|l| l.starts_with("edged_do_live_objects"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(99.0);
+        let evicted = TestNode::metric_in(&m, "edged_do_evictions_total").unwrap_or(0.0);
+        let live = TestNode::metric_in(&m, "edged_do_live_objects").unwrap_or(99.0);
         if evicted >= 2.0 && live <= 2.0 {
             break;
         }
@@ -704,12 +756,7 @@ fn live_objects_are_capped_and_objects_are_size_capped() {
     let (s, b) = node.get_worker("objects", "/inc?name=full");
     assert_eq!((s, b.as_str()), (200, "1"));
     let m = node.metrics();
-    let stored = m
-        .lines()
-        .find(|l| l.starts_with("edged_do_storage_bytes"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let stored = TestNode::metric_in(&m, "edged_do_storage_bytes").unwrap_or(0.0);
     assert!(stored > 600.0 * 1024.0, "{m}");
 }
 

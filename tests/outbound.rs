@@ -312,11 +312,6 @@ fn the_cache_is_bounded_and_evicts_least_recently_used() {
         m.contains("edged_cache_operations_total{op=\"evict\",result=\"lru\"}"),
         "{m}"
     );
-    let bytes = m
-        .lines()
-        .find(|l| l.starts_with("edged_cache_bytes"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(f64::MAX);
+    let bytes = TestNode::metric_in(&m, "edged_cache_bytes").unwrap_or(f64::MAX);
     assert!(bytes <= 1024.0 * 1024.0, "{m}");
 }

@@ -81,7 +81,7 @@ pub struct ObjectLimits {
 impl Default for ObjectLimits {
     fn default() -> Self {
         ObjectLimits {
-            max_live: 10_000,
+            max_live: 2_000,
             max_object_bytes: 10 << 30,
         }
     }

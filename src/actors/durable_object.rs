@@ -199,17 +199,25 @@ impl DurableObjectActor {
     fn maybe_commit(&mut self, ctx: &mut Context<Self>) {
         // Writes made outside any event (the constructor, a timer after the
         // response) are committed too, so hibernation never drops them.
+        // An outgoing message waiting on the output gate makes a commit due
+        // mid-event.
         if self.committing
             || self.store.in_transaction()
-            || (self.held.is_empty() && (!self.running.is_empty() || !self.store.has_pending()))
+            || (self.held.is_empty()
+                && !self.store.flush_wanted()
+                && (!self.running.is_empty() || !self.store.has_pending()))
         {
             return;
         }
         let batch = self.store.take_batch();
+        let waiters = self.store.take_flush_waiters();
         let held = std::mem::take(&mut self.held);
         if batch.is_empty() {
             self.store.commit_done();
             release(held);
+            for w in waiters {
+                let _ = w.send(Ok(()));
+            }
             return;
         }
         metrics::histogram!(COMMIT_EVENTS).record(held.len() as f64);
@@ -232,10 +240,19 @@ impl DurableObjectActor {
                         });
                     }
                     release(held);
+                    for w in waiters {
+                        let _ = w.send(Ok(()));
+                    }
                     act.maybe_commit(ctx);
                 }
-                Ok(Err(e)) => act.fail_commit(held, e.to_string(), ctx),
-                Err(e) => act.fail_commit(held, e.to_string(), ctx),
+                Ok(Err(e)) => {
+                    fail_waiters(waiters, &e.to_string());
+                    act.fail_commit(held, e.to_string(), ctx)
+                }
+                Err(e) => {
+                    fail_waiters(waiters, &e.to_string());
+                    act.fail_commit(held, e.to_string(), ctx)
+                }
             }
         }));
     }
@@ -281,6 +298,12 @@ impl DurableObjectActor {
             && !self.committing
             && !self.store.has_pending()
             && self.worker.in_flight() == 0
+    }
+}
+
+fn fail_waiters(waiters: Vec<crate::state::durable::FlushWaiter>, error: &str) {
+    for w in waiters {
+        let _ = w.send(Err(format!("storage commit failed: {error}")));
     }
 }
 

@@ -105,6 +105,13 @@ pub trait ObjectStorage {
     /// `blockConcurrencyWhile`: while any block is open, the object's actor
     /// delivers no event (calls nest).
     fn block_concurrency(&self, on: bool);
+    /// Writes made and not yet durable (outside an open `transaction()`, whose
+    /// writes wait for its end).
+    fn unflushed(&self) -> bool;
+    /// Resolves once every write made so far is durable: the object's actor
+    /// commits them without waiting for the event to end. `Err` if the commit
+    /// failed (the object is then reset).
+    fn request_flush(&self) -> futures::channel::oneshot::Receiver<Result<(), String>>;
 }
 
 /// A value bound to or read from SQL.
@@ -390,6 +397,27 @@ pub fn op_do_txn(state: &mut OpState, #[string] action: &str) -> Result<(), DoEr
 pub fn op_do_block(state: &mut OpState, on: bool) -> Result<(), DoError> {
     storage(state)?.block_concurrency(on);
     Ok(())
+}
+
+#[op2(fast)]
+pub fn op_do_dirty(state: &mut OpState) -> Result<bool, DoError> {
+    Ok(storage(state)?.unflushed())
+}
+
+/// The output gate for outgoing messages (`fetch`, stubs, service calls).
+#[op2(async)]
+pub async fn op_do_flush(state: Rc<RefCell<OpState>>) -> Result<(), DoError> {
+    let done = storage(&state.borrow())?.request_flush();
+    match done.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(DoError::Failed(format!(
+            "Durable Object storage failure: {e}; the outgoing request was not sent"
+        ))),
+        Err(_) => Err(DoError::Failed(
+            "Durable Object was reset before its writes were stored; the outgoing request was not sent"
+                .into(),
+        )),
+    }
 }
 
 /// -1 when no alarm is set.

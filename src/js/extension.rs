@@ -117,6 +117,8 @@ deno_core::extension!(
         super::durable::op_do_storage_delete_all,
         super::durable::op_do_txn,
         super::durable::op_do_block,
+        super::durable::op_do_dirty,
+        super::durable::op_do_flush,
         super::durable::op_do_alarm_get,
         super::durable::op_do_alarm_set,
         super::durable::op_do_sql_exec,

@@ -89,7 +89,13 @@ pub struct ObjectStore {
     sql_handoff: Arc<std::sync::atomic::AtomicBool>,
     /// Open `blockConcurrencyWhile` calls.
     blocked: std::cell::Cell<u32>,
+    /// Outgoing messages waiting for the writes made before them (the output
+    /// gate); answered by the end of the next commit.
+    flush_waiters: RefCell<Vec<FlushWaiter>>,
 }
+
+/// Told when the writes it waits for are durable, or why they are not.
+pub type FlushWaiter = futures::channel::oneshot::Sender<Result<(), String>>;
 
 /// Bytes of every object database on this node (a gauge moved by each object's
 /// size changes; seeded at start from the files on disk).
@@ -172,6 +178,7 @@ impl ObjectStore {
             counted: std::cell::Cell::new(0),
             sql_handoff: Arc::default(),
             blocked: std::cell::Cell::new(0),
+            flush_waiters: RefCell::new(Vec::new()),
         };
         let on_disk = store.file_size();
         store.size.set(on_disk);
@@ -221,6 +228,16 @@ impl ObjectStore {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         batch
+    }
+
+    /// Outgoing messages wait for a commit: it is due now, even mid-event.
+    pub fn flush_wanted(&self) -> bool {
+        !self.flush_waiters.borrow().is_empty()
+    }
+
+    /// The waiters the batch just taken answers (call right after `take_batch`).
+    pub fn take_flush_waiters(&self) -> Vec<FlushWaiter> {
+        std::mem::take(&mut *self.flush_waiters.borrow_mut())
     }
 
     /// Writes (or SQL) not yet handed to a commit.
@@ -580,6 +597,16 @@ impl ObjectStorage for ObjectStore {
             )
             .map(|n| n as u64)
             .map_err(failed)
+    }
+
+    fn unflushed(&self) -> bool {
+        !self.in_transaction() && (self.has_pending() || !self.committing.borrow().is_empty())
+    }
+
+    fn request_flush(&self) -> futures::channel::oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.flush_waiters.borrow_mut().push(tx);
+        rx
     }
 
     fn block_concurrency(&self, on: bool) {

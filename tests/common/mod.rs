@@ -92,6 +92,25 @@ impl TestNode {
         }
     }
 
+    /// The value of metric `name` in `/metrics` text (summed over its label
+    /// sets), if it is there.
+    pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// Kills the process (SIGKILL) and starts a new one on the same data dir.
     pub fn restart(&mut self) {
         self.kill();

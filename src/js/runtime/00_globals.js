@@ -78,6 +78,32 @@ export function assertLive(api) {
 // egress policy is checked in Rust for every hop; its refusal becomes a TypeError.
 let subrequestLimit = 50;
 const subrequests = new Map();
+const ERROR_CLASSES = { Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
+
+// An error from another worker or object (a service binding, a Durable Object
+// stub): its exception arrives as "Name: message" and is rethrown with its class
+// and message, as Workers does, marked `remote`; limit kills and full queues are
+// also marked `overloaded`.
+export function fromRemote(e) {
+  if (!(e instanceof Error)) return e;
+  const m = /^([A-Za-z]*Error): ([\s\S]*)$/.exec(e.message);
+  const err = m !== null && Object.hasOwn(ERROR_CLASSES, m[1]) ? new ERROR_CLASSES[m[1]](m[2]) : e;
+  err.remote = true;
+  if (String(err.message).includes("overloaded")) err.overloaded = true;
+  return err;
+}
+
+// A Durable Object's output gate for outgoing messages (set in an object's
+// isolate): fetch(), calls to other objects and service calls wait until the
+// object's writes made so far are durable, and fail if they cannot be stored.
+let outputGate = null;
+export function setOutputGate(gate) {
+  outputGate = gate;
+}
+export async function beforeOutgoing() {
+  if (outputGate !== null) await outputGate();
+}
+
 export function configureFetch(limit) {
   subrequestLimit = limit;
 }
@@ -100,6 +126,7 @@ async function workersFetch(input, init = undefined) {
       `Too many subrequests. A request may make at most ${subrequestLimit} fetch() calls.`,
     );
   }
+  if (outputGate !== null) await outputGate();
   try {
     return await fetch.fetch(input, init);
   } catch (e) {

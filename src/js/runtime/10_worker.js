@@ -26,12 +26,14 @@ import {
   DurableObjectId,
   DurableObjectNamespace,
   DurableObjectState,
+  flushWrites,
 } from "ext:edged/30_durable.js";
 import {
   configureFetch,
   currentRequestId,
   expireRequest,
   rethrowFetchError,
+  setOutputGate,
   setRequestDepth,
 } from "ext:edged/00_globals.js";
 import { Fetcher } from "ext:edged/50_service.js";
@@ -271,6 +273,7 @@ export function bindObject(ns, className, idHex, idName) {
     );
   }
   const state = new DurableObjectState(new DurableObjectId(idHex, idName === "" ? undefined : idName));
+  setOutputGate(flushWrites);
   const instance = new cls(state, env);
   const callFetch = (request) => {
     if (typeof instance.fetch !== "function") {
@@ -331,6 +334,18 @@ export async function pumpBody(requestId, stream, rid) {
   }
 }
 
+// Calls a handler with request `id` as the async context, so everything it
+// starts (promises, timers, ops) knows which request it belongs to.
+function runAs(id, call) {
+  const previous = core.getAsyncContext();
+  core.setAsyncContext(id);
+  try {
+    return call();
+  } finally {
+    core.setAsyncContext(previous);
+  }
+}
+
 function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, callScheduled = null) {
   return async function dispatch(id, method, url, flatHeaders, body, depth = 0) {
     setRequestDepth(id, depth);
@@ -340,15 +355,11 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
       const sep = rest.indexOf(":");
       const controller = new ScheduledController(Number(rest.slice(0, sep)), rest.slice(sep + 1));
       const ctx = new ExecutionContext(id);
-      const previous = core.getAsyncContext();
-      core.setAsyncContext(id);
       let pending;
       try {
-        pending = callScheduled(controller, ctx);
+        pending = runAs(id, () => callScheduled(controller, ctx));
       } catch (e) {
         return ["error", "exception", errorText(e)];
-      } finally {
-        core.setAsyncContext(previous);
       }
       try {
         await pending;
@@ -375,15 +386,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
     if (method === "RPC" && callRpc !== null) {
       try {
         const args = core.deserialize(body, { forStorage: true });
-        const previous = core.getAsyncContext();
-        core.setAsyncContext(id);
-        let pending;
-        try {
-          pending = callRpc(url.slice(4), args, id);
-        } finally {
-          core.setAsyncContext(previous);
-        }
-        const result = await pending;
+        const result = await runAs(id, () => callRpc(url.slice(4), args, id));
         return [200, [], core.serialize(result, { forStorage: true })];
       } catch (e) {
         return ["error", "exception", errorText(e)];
@@ -412,14 +415,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
         newInnerRequest(method, url, () => headerList, innerBody, false),
         "immutable",
       );
-      const previous = core.getAsyncContext();
-      core.setAsyncContext(id);
-      let pending;
-      try {
-        pending = callFetch(request, ctx);
-      } finally {
-        core.setAsyncContext(previous);
-      }
+      const pending = runAs(id, () => callFetch(request, ctx));
       let response;
       try {
         response = await pending;

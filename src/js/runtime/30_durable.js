@@ -15,6 +15,8 @@ import {
   op_do_alarm_get,
   op_do_alarm_set,
   op_do_block,
+  op_do_dirty,
+  op_do_flush,
   op_do_fetch,
   op_do_id_from_name,
   op_do_id_unique,
@@ -28,26 +30,28 @@ import {
   op_do_storage_put,
   op_do_txn,
 } from "ext:core/ops";
-import { assertLive } from "ext:edged/00_globals.js";
+import { assertLive, beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
 
 const ID_RE = /^[0-9a-f]{64}$/;
 const MAX_BATCH = 128;
 
 async function op_do_fetch_wrapped(...args) {
   assertLive("Durable Object fetch()");
+  await beforeOutgoing();
   try {
     return await op_do_fetch(...args);
   } catch (e) {
-    throw remote(e);
+    throw fromRemote(e);
   }
 }
 
 async function op_do_rpc_wrapped(...args) {
   assertLive("Durable Object RPC");
+  await beforeOutgoing();
   try {
     return await op_do_rpc(...args);
   } catch (e) {
-    throw remote(e);
+    throw fromRemote(e);
   }
 }
 
@@ -67,15 +71,6 @@ export class DurableObjectId {
   get name() {
     return this.#name;
   }
-}
-
-// Errors from the object reach the caller with Workers' flags.
-function remote(e) {
-  if (e instanceof Error) {
-    e.remote = true;
-    if (String(e.message).includes("overloaded")) e.overloaded = true;
-  }
-  return e;
 }
 
 async function bodyBytes(request) {
@@ -355,6 +350,12 @@ export class DurableObjectStorage {
       throw e;
     }
   }
+}
+
+// The output gate for outgoing messages: resolves once every write made so far
+// is durable (at once when there is none).
+export function flushWrites() {
+  return op_do_dirty() ? op_do_flush() : undefined;
 }
 
 export class DurableObjectState {

@@ -3,21 +3,10 @@
 
 import { core } from "ext:core/mod.js";
 import { op_service_fetch, op_service_rpc } from "ext:core/ops";
-import { assertLive, currentDepth } from "ext:edged/00_globals.js";
+import { assertLive, beforeOutgoing, currentDepth, fromRemote } from "ext:edged/00_globals.js";
 import { readableFromRid } from "ext:edged/05_body.js";
 
 const NULL_BODY = new Set([101, 204, 205, 304]);
-const ERRORS = { Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
-
-// The callee's exception arrives as "Name: message"; rethrow it with its class,
-// as Workers RPC does, marked as coming from the other worker.
-function remote(e) {
-  const m = /^([A-Za-z]*Error): ([\s\S]*)$/.exec(e?.message ?? "");
-  if (m === null || !(m[1] in ERRORS)) return e;
-  const err = new ERRORS[m[1]](m[2]);
-  err.remote = true;
-  return err;
-}
 
 export class Fetcher {
   #binding;
@@ -44,6 +33,7 @@ export class Fetcher {
     const headers = [];
     for (const [name, value] of request.headers) headers.push(name, value);
     const body = request.body === null ? null : new Uint8Array(await request.arrayBuffer());
+    await beforeOutgoing();
     let result;
     try {
       result = await op_service_fetch(
@@ -55,7 +45,7 @@ export class Fetcher {
         currentDepth() + 1,
       );
     } catch (e) {
-      throw remote(e);
+      throw fromRemote(e);
     }
     const [status, flat, bytes, rid] = result;
     const pairs = [];
@@ -70,6 +60,7 @@ export class Fetcher {
 
   async #rpc(method, args) {
     assertLive("service binding RPC");
+    await beforeOutgoing();
     let out;
     try {
       out = await op_service_rpc(
@@ -79,7 +70,7 @@ export class Fetcher {
         currentDepth() + 1,
       );
     } catch (e) {
-      throw remote(e);
+      throw fromRemote(e);
     }
     return core.deserialize(out, { forStorage: true });
   }
