@@ -221,8 +221,11 @@ impl actix::Handler<PingMsg> for Ping {
     }
 }
 
-/// Activation of a hibernated Durable Object: directory → pool isolate bound to
-/// the class → its existing storage opened → first event answered. 200 objects
+/// Activation of a hibernated Durable Object: directory → pool → its existing
+/// storage opened → instance constructed → first event answered. No other object
+/// of the worker is live, so each activation also binds a fresh object host from
+/// a pool isolate (the slow case; with a live host only the constructor runs).
+/// 200 objects
 /// are created first and left to hibernate (after 50 ms idle); each iteration
 /// wakes the next one. Between iterations (untimed) the pool gets 30 ms to
 /// refill, as it would between activations that are not back to back.

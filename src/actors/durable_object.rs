@@ -1,5 +1,6 @@
-//! `DurableObjectActor`: one live Durable Object — its isolate (an instance of
-//! the class) and its storage — serving one event at a time.
+//! `DurableObjectActor`: one live Durable Object — its instance of the class
+//! (in a slot of its worker version's `ObjectHost`) and its storage — serving
+//! its events through the gates below.
 //!
 //! Gates. *Input gate*: storage calls complete inside the isolate's turn (they
 //! never yield to the event loop), so while an event awaits storage no other
@@ -16,20 +17,23 @@
 //! the object (the actor stops; the next call activates a fresh instance).
 //!
 //! Hibernation: idle for `hibernate_after` (no queue, nothing in flight or
-//! committing), the actor stops — isolate dropped, database closed — and tells
-//! the directory; the next call reactivates it with a fresh constructor call.
+//! committing), the actor stops — instance dropped from its host, database
+//! closed — and tells the directory; the next call reactivates it with a fresh
+//! constructor call. If the host's isolate dies (a CPU or memory limit hit by
+//! any object in it), every object in it resets.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
 
+use super::object_host::ObjectHost;
 use crate::js::durable::ObjectAddress;
-use crate::js::{EngineError, InvokeError, InvokeRequest, InvokeResponse, Worker};
+use crate::js::{EngineError, InvokeError, InvokeRequest, InvokeResponse};
 use crate::state::durable::{commit, ObjectStore};
 
 pub(crate) const LIVE_OBJECTS: &str = "edged_do_live_objects";
@@ -74,7 +78,6 @@ struct Queued {
 }
 
 struct Running {
-    outcome: oneshot::Receiver<Outcome>,
     reply: Reply,
     arrived: Instant,
 }
@@ -105,27 +108,31 @@ pub(crate) fn epoch_ms() -> u64 {
 pub struct DurableObjectActor {
     address: ObjectAddress,
     activation: u64,
-    worker: Worker,
+    host: Rc<ObjectHost>,
+    /// The object's slot in its host.
+    slot: u32,
     store: Rc<ObjectStore>,
     settings: ObjectSettings,
     directory: Option<Recipient<ObjectStopped>>,
     alarms: Option<Recipient<AlarmChanged>>,
     queue: VecDeque<Queued>,
-    /// Started events not yet settled; more than one only while all but the
-    /// newest are parked on non-storage I/O.
-    running: Vec<Running>,
+    /// Started events not yet settled, by sequence number; more than one only
+    /// while all but the newest are parked on non-storage I/O.
+    running: HashMap<u64, Running>,
+    next_event: u64,
     /// Events done, responses held until their writes are durable.
     held: Vec<(Outcome, Reply, Instant)>,
     committing: bool,
-    driver: Option<Waker>,
     last_active: Instant,
 }
 
 impl DurableObjectActor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         address: ObjectAddress,
         activation: u64,
-        worker: Worker,
+        host: Rc<ObjectHost>,
+        slot: u32,
         store: Rc<ObjectStore>,
         settings: ObjectSettings,
         directory: Option<Recipient<ObjectStopped>>,
@@ -134,66 +141,80 @@ impl DurableObjectActor {
         DurableObjectActor {
             address,
             activation,
-            worker,
+            host,
+            slot,
             store,
             settings,
             directory,
             alarms,
             queue: VecDeque::new(),
-            running: Vec::new(),
+            running: HashMap::new(),
+            next_event: 0,
             held: Vec::new(),
             committing: false,
-            driver: None,
             last_active: Instant::now(),
         }
     }
 
-    /// Moves events along: holds the responses of settled events, lets queued
-    /// events in while the gate is open, and starts a commit when one is due.
+    /// Moves events along: lets queued events in while the gate is open and
+    /// starts a commit when one is due.
     ///
     /// Called only between isolate turns, so every running event is parked on
     /// something other than storage (storage calls never leave the turn): the
     /// gate is open unless `blockConcurrencyWhile` or a transaction holds it.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        loop {
-            let mut i = 0;
-            while i < self.running.len() {
-                match self.running[i].outcome.try_recv() {
-                    Ok(None) => i += 1,
-                    Ok(Some(outcome)) => {
-                        let r = self.running.swap_remove(i);
-                        self.held.push((outcome, r.reply, r.arrived));
-                    }
-                    Err(_) => {
-                        let r = self.running.swap_remove(i);
-                        let _ = r
-                            .reply
-                            .send(Err(InvokeError::Unavailable("object reset".into())));
-                    }
-                }
-            }
-            if self.store.holds_events() {
-                break;
-            }
+        if let Some(cause) = self.host.death() {
+            self.reset(cause, ctx);
+            return;
+        }
+        while !self.store.holds_events() {
             let Some(next) = self.queue.pop_front() else {
                 break;
             };
             self.last_active = Instant::now();
             let (tx, rx) = oneshot::channel();
-            self.running.push(Running {
-                outcome: rx,
-                reply: next.reply,
-                arrived: next.arrived,
-            });
-            if let Err(fatal) = self.worker.start(next.request_id, next.request, tx) {
+            let seq = self.next_event;
+            self.next_event += 1;
+            self.running.insert(
+                seq,
+                Running {
+                    reply: next.reply,
+                    arrived: next.arrived,
+                },
+            );
+            if let Err(fatal) = self
+                .host
+                .start(self.slot, next.request_id, next.request, tx)
+            {
                 self.reset(fatal, ctx);
                 return;
             }
-            if let Some(w) = &self.driver {
-                w.wake_by_ref();
-            }
+            ctx.spawn(
+                rx.into_actor(self)
+                    .map(move |outcome, act, ctx| act.settled(seq, outcome.ok(), ctx)),
+            );
         }
         self.maybe_commit(ctx);
+    }
+
+    /// An event's outcome: held until its writes are durable.
+    fn settled(&mut self, seq: u64, outcome: Option<Outcome>, ctx: &mut Context<Self>) {
+        if let Some(cause) = self.host.death() {
+            self.reset(cause, ctx);
+            return;
+        }
+        let Some(r) = self.running.remove(&seq) else {
+            return;
+        };
+        match outcome {
+            Some(outcome) => self.held.push((outcome, r.reply, r.arrived)),
+            None => {
+                let _ = r
+                    .reply
+                    .send(Err(InvokeError::Unavailable("object reset".into())));
+            }
+        }
+        self.pump(ctx);
     }
 
     fn maybe_commit(&mut self, ctx: &mut Context<Self>) {
@@ -279,7 +300,7 @@ impl DurableObjectActor {
             EngineError::CpuLimit | EngineError::MemoryLimit => cause.into(),
             other => InvokeError::Unavailable(other.to_string()),
         };
-        for r in self.running.drain(..) {
+        for (_, r) in self.running.drain() {
             let _ = r.reply.send(Err(err.clone()));
         }
         for q in self.queue.drain(..) {
@@ -297,7 +318,6 @@ impl DurableObjectActor {
             && self.held.is_empty()
             && !self.committing
             && !self.store.has_pending()
-            && self.worker.in_flight() == 0
     }
 }
 
@@ -332,6 +352,7 @@ impl Actor for DurableObjectActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::gauge!(LIVE_OBJECTS).decrement(1.0);
+        self.host.deactivate(self.slot);
         if let Some(d) = &self.directory {
             d.do_send(ObjectStopped {
                 address: self.address.clone(),
@@ -362,7 +383,14 @@ impl Handler<ObjectInvoke> for DurableObjectActor {
                 .last_used
                 .store(epoch_ms(), std::sync::atomic::Ordering::Relaxed);
             self.queue.push_back(Queued {
-                request_id: msg.request_id,
+                // A node-unique id per event: objects share isolates, and the
+                // caller's id may reach several of them (timers, waitUntil
+                // windows and logs are kept by request id).
+                request_id: {
+                    let id = super::deployment::next_request_id();
+                    tracing::trace!(caller = msg.request_id, event = id, object = %self.address.id, "object event");
+                    id
+                },
                 request: msg.request,
                 reply: tx,
                 arrived: Instant::now(),
@@ -390,7 +418,9 @@ impl Handler<Evict> for DurableObjectActor {
     }
 }
 
-/// Drives the object's event loop and moves events along as they settle.
+/// Wakes when the object's store says there is something to do that no event
+/// outcome announces (writes made outside events, the gate reopened, a flush
+/// asked for, the host gone) and moves things along.
 struct Driver;
 
 impl ActorFuture<DurableObjectActor> for Driver {
@@ -402,17 +432,7 @@ impl ActorFuture<DurableObjectActor> for Driver {
         ctx: &mut Context<DurableObjectActor>,
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
-        if act
-            .driver
-            .as_ref()
-            .is_none_or(|w| !w.will_wake(task.waker()))
-        {
-            act.driver = Some(task.waker().clone());
-        }
-        if let Poll::Ready(fatal) = act.worker.poll(task) {
-            act.reset(fatal, ctx);
-            return Poll::Ready(());
-        }
+        act.store.set_waker(task.waker());
         act.pump(ctx);
         Poll::Pending
     }

@@ -28,9 +28,10 @@
 //!   start changes nothing.
 //!
 //! Durable Objects: `DurableObjectDirectory` (`directory.rs`) maps an object id to
-//! its one `DurableObjectActor` (`durable_object.rs`), which owns an isolate bound
-//! to an instance of the class and the object's SQLite storage, and implements
-//! the input and output gates. Past `max_live` objects the directory evicts the
+//! its one `DurableObjectActor` (`durable_object.rs`), which owns the object's
+//! SQLite storage and its slot in an `ObjectHost` (`object_host.rs`: one isolate
+//! per worker version and isolate thread, shared by that version's objects), and
+//! implements the input and output gates. Past `max_live` objects the directory evicts the
 //! least recently used idle ones; after a redeploy it retires objects still
 //! running the old version once they are idle.
 //!
@@ -48,6 +49,7 @@ pub mod directory;
 pub mod durable_object;
 pub mod error;
 pub mod isolate;
+pub mod object_host;
 pub mod pool;
 pub mod registry;
 pub mod services;

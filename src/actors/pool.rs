@@ -8,6 +8,11 @@
 //! [`IsolateActor`] for it on the same thread and then refills the pool one isolate
 //! per message, so refilling never holds up the thread for long. A blank isolate
 //! is handed out once and never comes back: isolates are not reused across tenants.
+//!
+//! Durable Objects ([`SpawnObject`]): the pool keeps one [`ObjectHost`] per worker
+//! version on its thread (weakly: the objects' actors own it). The first object
+//! of a version binds a blank isolate as the host; activations that arrive while
+//! it binds wait for it; later ones only construct their instance in it.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -18,6 +23,7 @@ use actix::prelude::*;
 
 use super::durable_object::{AlarmChanged, DurableObjectActor, ObjectSettings, ObjectStopped};
 use super::isolate::{IsolateActor, IsolateControl, IsolateExited};
+use super::object_host::ObjectHost;
 use crate::js::durable::ObjectAddress;
 use crate::js::{BindMode, InvokeError};
 use crate::js::{BlankIsolate, EngineError, HostServices, IsolateLimits, WorkerScript};
@@ -38,8 +44,9 @@ pub struct Spawn {
     pub supervisor: Option<Recipient<IsolateExited>>,
 }
 
-/// Activate a Durable Object on this pool's thread: open its storage, bind a new
-/// isolate to an instance of its class, start its actor.
+/// Activate a Durable Object on this pool's thread: open its storage, construct
+/// an instance of its class in the worker version's object host on this thread
+/// (binding one from a blank isolate first if there is none), start its actor.
 #[derive(Message)]
 #[rtype(result = "Result<Addr<DurableObjectActor>, InvokeError>")]
 pub struct SpawnObject {
@@ -70,6 +77,8 @@ pub struct IsolatePool {
     target: usize,
     limits: IsolateLimits,
     host: HostServices,
+    /// Durable Object hosts on this thread, by worker name and version.
+    hosts: Rc<std::cell::RefCell<std::collections::HashMap<HostKey, HostSlot>>>,
 }
 
 impl IsolatePool {
@@ -79,6 +88,7 @@ impl IsolatePool {
             target,
             limits,
             host,
+            hosts: Rc::default(),
         }
     }
 }
@@ -155,29 +165,82 @@ impl Handler<SpawnObject> for IsolatePool {
     type Result = ResponseActFuture<Self, Result<Addr<DurableObjectActor>, InvokeError>>;
 
     fn handle(&mut self, msg: SpawnObject, _ctx: &mut Self::Context) -> Self::Result {
-        let blank = match self.blanks.pop_front() {
-            Some(b) => Ok(b),
-            None => BlankIsolate::new(self.limits),
+        let key = (msg.script.name.clone(), msg.script.version);
+        // The version's host on this thread: live, being made, or to be made now.
+        let mut used_blank = false;
+        let host = {
+            let mut hosts = self.hosts.borrow_mut();
+            let live = match hosts.get(&key) {
+                Some(HostSlot::Ready(weak)) => weak.upgrade().filter(|h| h.death().is_none()),
+                _ => None,
+            };
+            match (live, hosts.get_mut(&key)) {
+                (Some(h), _) => HostWay::Have(h),
+                (None, Some(HostSlot::Starting(waiters))) => {
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    waiters.push(tx);
+                    HostWay::Wait(rx)
+                }
+                (None, _) => {
+                    hosts.insert(key.clone(), HostSlot::Starting(Vec::new()));
+                    used_blank = true;
+                    HostWay::Make(Box::new(match self.blanks.pop_front() {
+                        Some(b) => Ok(b),
+                        None => BlankIsolate::new(self.limits),
+                    }))
+                }
+            }
         };
-        let host = self.host.clone();
+        let hosts = self.hosts.clone();
+        let services = self.host.clone();
         let fut = async move {
+            let host = match host {
+                HostWay::Have(h) => h,
+                HostWay::Wait(rx) => rx.await.unwrap_or_else(|_| {
+                    Err(InvokeError::Unavailable(
+                        "Durable Object host start was abandoned".into(),
+                    ))
+                })?,
+                HostWay::Make(blank) => {
+                    let made = async {
+                        let worker = (*blank)?
+                            .bind_as(&msg.script, &services, BindMode::Objects)
+                            .await?;
+                        Ok::<_, EngineError>(ObjectHost::serve(worker))
+                    }
+                    .await
+                    .map_err(|e| match e {
+                        EngineError::Script(m) => InvokeError::Exception(m),
+                        other => other.into(),
+                    });
+                    let mut hosts = hosts.borrow_mut();
+                    let waiters = match hosts.remove(&key) {
+                        Some(HostSlot::Starting(w)) => w,
+                        _ => Vec::new(),
+                    };
+                    if let Ok(h) = &made {
+                        hosts.insert(key, HostSlot::Ready(Rc::downgrade(h)));
+                    }
+                    for w in waiters {
+                        let _ = w.send(made.clone());
+                    }
+                    made?
+                }
+            };
             let store = ObjectStore::open(&msg.database, msg.max_object_bytes)
                 .map(Rc::new)
                 .map_err(|e| {
                     InvokeError::Unavailable(format!("cannot open object storage: {e}"))
                 })?;
-            let mode = BindMode::Object {
-                class_name: msg.address.class_name.clone(),
-                id: msg.address.id.clone(),
-                name: msg.address.name.clone(),
-                storage: store.clone(),
-            };
-            let worker = blank
-                .map_err(InvokeError::from)?
-                .bind_as(&msg.script, &host, mode)
-                .await
+            let slot = host
+                .activate(
+                    &msg.address.class_name,
+                    &msg.address.id,
+                    msg.address.name.as_deref(),
+                    store.clone(),
+                )
                 .map_err(|e| match e {
-                    crate::js::EngineError::Script(m) => InvokeError::Exception(m),
+                    EngineError::Script(m) => InvokeError::Exception(m),
                     other => other.into(),
                 })?;
             let settings = ObjectSettings {
@@ -188,7 +251,8 @@ impl Handler<SpawnObject> for IsolatePool {
             let actor = DurableObjectActor::new(
                 msg.address,
                 msg.activation,
-                worker,
+                host,
+                slot,
                 store,
                 settings,
                 Some(msg.directory),
@@ -196,11 +260,29 @@ impl Handler<SpawnObject> for IsolatePool {
             );
             Ok(actor.start())
         };
-        Box::pin(fut.into_actor(self).map(|result, _act, ctx| {
-            schedule_refill(ctx);
+        Box::pin(fut.into_actor(self).map(move |result, _act, ctx| {
+            if used_blank {
+                schedule_refill(ctx);
+            }
             result
         }))
     }
+}
+
+type HostKey = (String, u64);
+type HostResult = Result<Rc<ObjectHost>, InvokeError>;
+
+/// A worker version's object host on this thread.
+enum HostSlot {
+    Ready(std::rc::Weak<ObjectHost>),
+    /// Being bound; activations that arrive meanwhile wait for it.
+    Starting(Vec<futures::channel::oneshot::Sender<HostResult>>),
+}
+
+enum HostWay {
+    Have(Rc<ObjectHost>),
+    Wait(futures::channel::oneshot::Receiver<HostResult>),
+    Make(Box<Result<BlankIsolate, EngineError>>),
 }
 
 /// Refills a little later rather than at once: making a blank isolate holds the

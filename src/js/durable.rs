@@ -2,8 +2,10 @@
 //! ([`DurableObjectBackend`] routes a call to an object; [`ObjectStorage`] is an
 //! object's own store) and the `op_do_*` ops behind `runtime/30_durable.js`.
 //!
-//! A worker's isolate reaches only the namespaces bound to it ([`DoAccess`]); an
-//! object's isolate reaches only its own storage (put in its `OpState` at bind).
+//! A worker's isolate reaches only the namespaces bound to it ([`DoAccess`]). An
+//! object host's isolate serves many objects of one worker version and reaches
+//! only their stores ([`ObjectStorages`], filled as objects activate); each
+//! object's JS storage object names its slot on every call.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -156,8 +158,10 @@ pub struct SqlOutput {
     rows_written: u64,
 }
 
-/// The object's storage in its isolate's `OpState`.
-pub struct ObjectStorageSlot(pub Rc<dyn ObjectStorage>);
+/// The storage of each Durable Object an object host's isolate serves, by slot,
+/// in the isolate's `OpState`. JS names the slot on every storage call.
+#[derive(Default)]
+pub struct ObjectStorages(pub HashMap<u32, Rc<dyn ObjectStorage>>);
 
 /// `idFromName`: a hash keyed by the namespace (worker and class), so the same
 /// name gives the same id in that namespace and unrelated ids elsewhere.
@@ -332,43 +336,54 @@ pub async fn op_do_rpc(
     ))
 }
 
-fn storage(state: &OpState) -> Result<Rc<dyn ObjectStorage>, DoError> {
+fn storage(state: &OpState, slot: u32) -> Result<Rc<dyn ObjectStorage>, DoError> {
     state
-        .try_borrow::<ObjectStorageSlot>()
-        .map(|s| s.0.clone())
-        .ok_or_else(|| DoError::Invalid("storage is only available inside a Durable Object".into()))
+        .try_borrow::<ObjectStorages>()
+        .and_then(|s| s.0.get(&slot).cloned())
+        .ok_or_else(|| {
+            DoError::Invalid(
+                "storage is only available inside a Durable Object that is still active".into(),
+            )
+        })
 }
 
 #[op2]
 #[serde]
 pub fn op_do_storage_get(
     state: &mut OpState,
+    slot: u32,
     #[string] key: &str,
 ) -> Result<Option<ToJsBuffer>, DoError> {
-    Ok(storage(state)?.get(key)?.map(ToJsBuffer::from))
+    Ok(storage(state, slot)?.get(key)?.map(ToJsBuffer::from))
 }
 
 #[op2]
 pub fn op_do_storage_put(
     state: &mut OpState,
+    slot: u32,
     #[string] key: &str,
     #[buffer] value: JsBuffer,
 ) -> Result<(), DoError> {
-    storage(state)?.put(key, value.to_vec())
+    storage(state, slot)?.put(key, value.to_vec())
 }
 
 #[op2(fast)]
-pub fn op_do_storage_delete(state: &mut OpState, #[string] key: &str) -> Result<bool, DoError> {
-    storage(state)?.delete(key)
+pub fn op_do_storage_delete(
+    state: &mut OpState,
+    slot: u32,
+    #[string] key: &str,
+) -> Result<bool, DoError> {
+    storage(state, slot)?.delete(key)
 }
 
 #[op2]
 #[serde]
 pub fn op_do_storage_list(
     state: &mut OpState,
+    slot: u32,
     #[serde] options: ListOptions,
 ) -> Result<Vec<(String, ToJsBuffer)>, DoError> {
-    Ok(storage(state)?
+    Ok(storage(state, slot)?
         .list(&options)?
         .into_iter()
         .map(|(k, v)| (k, ToJsBuffer::from(v)))
@@ -376,13 +391,13 @@ pub fn op_do_storage_list(
 }
 
 #[op2(fast)]
-pub fn op_do_storage_delete_all(state: &mut OpState) -> Result<(), DoError> {
-    storage(state)?.delete_all()
+pub fn op_do_storage_delete_all(state: &mut OpState, slot: u32) -> Result<(), DoError> {
+    storage(state, slot)?.delete_all()
 }
 
 #[op2(fast)]
-pub fn op_do_txn(state: &mut OpState, #[string] action: &str) -> Result<(), DoError> {
-    let s = storage(state)?;
+pub fn op_do_txn(state: &mut OpState, slot: u32, #[string] action: &str) -> Result<(), DoError> {
+    let s = storage(state, slot)?;
     match action {
         "begin" => s.transaction_begin(),
         "commit" => s.transaction_commit(),
@@ -394,36 +409,58 @@ pub fn op_do_txn(state: &mut OpState, #[string] action: &str) -> Result<(), DoEr
 }
 
 #[op2(fast)]
-pub fn op_do_block(state: &mut OpState, on: bool) -> Result<(), DoError> {
-    storage(state)?.block_concurrency(on);
+pub fn op_do_block(state: &mut OpState, slot: u32, on: bool) -> Result<(), DoError> {
+    storage(state, slot)?.block_concurrency(on);
     Ok(())
 }
 
+/// Whether any object in this isolate has writes that are not durable yet.
 #[op2(fast)]
-pub fn op_do_dirty(state: &mut OpState) -> Result<bool, DoError> {
-    Ok(storage(state)?.unflushed())
+pub fn op_do_dirty(state: &mut OpState) -> bool {
+    state
+        .try_borrow::<ObjectStorages>()
+        .is_some_and(|s| s.0.values().any(|o| o.unflushed()))
 }
 
-/// The output gate for outgoing messages (`fetch`, stubs, service calls).
+/// The output gate for outgoing messages (`fetch`, stubs, service calls): waits
+/// until every write made so far by the objects in this isolate is durable. (An
+/// outgoing call is not tied to one object: objects of a worker share the
+/// isolate, so all of their writes go first.)
 #[op2(async)]
 pub async fn op_do_flush(state: Rc<RefCell<OpState>>) -> Result<(), DoError> {
-    let done = storage(&state.borrow())?.request_flush();
-    match done.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(DoError::Failed(format!(
-            "Durable Object storage failure: {e}; the outgoing request was not sent"
-        ))),
-        Err(_) => Err(DoError::Failed(
-            "Durable Object was reset before its writes were stored; the outgoing request was not sent"
-                .into(),
-        )),
+    let waits: Vec<_> = state
+        .borrow()
+        .try_borrow::<ObjectStorages>()
+        .map(|s| {
+            s.0.values()
+                .filter(|o| o.unflushed())
+                .map(|o| o.request_flush())
+                .collect()
+        })
+        .unwrap_or_default();
+    for done in waits {
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(DoError::Failed(format!(
+                    "Durable Object storage failure: {e}; the outgoing request was not sent"
+                )))
+            }
+            Err(_) => {
+                return Err(DoError::Failed(
+                    "Durable Object was reset before its writes were stored; the outgoing request was not sent"
+                        .into(),
+                ))
+            }
+        }
     }
+    Ok(())
 }
 
 /// -1 when no alarm is set.
 #[op2(fast)]
-pub fn op_do_alarm_get(state: &mut OpState) -> Result<f64, DoError> {
-    Ok(storage(state)?
+pub fn op_do_alarm_get(state: &mut OpState, slot: u32) -> Result<f64, DoError> {
+    Ok(storage(state, slot)?
         .get_alarm()?
         .map(|t| t as f64)
         .unwrap_or(-1.0))
@@ -431,15 +468,16 @@ pub fn op_do_alarm_get(state: &mut OpState) -> Result<f64, DoError> {
 
 /// A negative time deletes the alarm.
 #[op2(fast)]
-pub fn op_do_alarm_set(state: &mut OpState, at_ms: f64) -> Result<(), DoError> {
+pub fn op_do_alarm_set(state: &mut OpState, slot: u32, at_ms: f64) -> Result<(), DoError> {
     let at = (at_ms >= 0.0).then_some(at_ms as u64);
-    storage(state)?.set_alarm(at)
+    storage(state, slot)?.set_alarm(at)
 }
 
 #[op2]
 #[serde]
 pub fn op_do_sql_exec(
     state: &mut OpState,
+    slot: u32,
     #[string] query: String,
     #[serde] bindings: Vec<SqlBinding>,
 ) -> Result<SqlOutput, DoError> {
@@ -457,7 +495,7 @@ pub fn op_do_sql_exec(
         )
         .collect::<Result<Vec<_>, ()>>()
         .map_err(|_| DoError::Invalid("unsupported SQL binding value".into()))?;
-    let result = storage(state)?.sql_exec(&query, values)?;
+    let result = storage(state, slot)?.sql_exec(&query, values)?;
     Ok(SqlOutput {
         column_names: result.columns,
         rows: result
@@ -481,6 +519,6 @@ pub fn op_do_sql_exec(
 }
 
 #[op2(fast)]
-pub fn op_do_sql_size(state: &mut OpState) -> Result<f64, DoError> {
-    Ok(storage(state)?.database_size()? as f64)
+pub fn op_do_sql_size(state: &mut OpState, slot: u32) -> Result<f64, DoError> {
+    Ok(storage(state, slot)?.database_size()? as f64)
 }

@@ -89,13 +89,9 @@ struct PrepareOptions<'a> {
 pub enum BindMode {
     /// The worker's default export (`fetch(request, env, ctx)`).
     Worker,
-    /// One Durable Object instance of an exported class, with its storage.
-    Object {
-        class_name: String,
-        id: String,
-        name: Option<String>,
-        storage: Rc<dyn super::durable::ObjectStorage>,
-    },
+    /// A host for Durable Objects of the worker's exported classes: objects are
+    /// added with [`Worker::activate`] and share the isolate.
+    Objects,
 }
 
 /// Many isolates share one thread, and V8 keeps a per-thread stack of *entered*
@@ -243,7 +239,7 @@ impl BlankIsolate {
             let prepare = get_fn(scope, "prepare").ok_or_else(|| internal("prepare missing"))?;
             let bind = get_fn(scope, "bind").ok_or_else(|| internal("bind missing"))?;
             let bind_object =
-                get_fn(scope, "bindObject").ok_or_else(|| internal("bindObject missing"))?;
+                get_fn(scope, "bindObjects").ok_or_else(|| internal("bindObjects missing"))?;
             // Tenant code sees neither the runtime's internals nor deno's `Deno`.
             for name in ["__edged_internals", "Deno"] {
                 if let Some(k) = v8::String::new(scope, name) {
@@ -343,18 +339,10 @@ impl BlankIsolate {
                     namespaces: kv_namespaces,
                 });
             }
-            match mode {
-                BindMode::Object {
-                    class_name,
-                    id,
-                    name,
-                    storage,
-                } => {
-                    state.put(super::durable::ObjectStorageSlot(storage));
-                    Some((class_name, id, name))
-                }
-                BindMode::Worker => None,
+            if let BindMode::Objects = mode {
+                state.put(super::durable::ObjectStorages::default());
             }
+            mode
         };
 
         // 1. env and the cloudflare:workers exports.
@@ -440,28 +428,33 @@ impl BlankIsolate {
         }
 
         // 3. check the default export and get the dispatch function.
+        let mut object_fns = None;
         let (dispatch, seg) = engine.run(budget.saturating_sub(used), |runtime| {
             let namespace = runtime
                 .get_module_namespace(module_id)
                 .map_err(|e| EngineError::Script(format_core_error(&e)))?;
             let scope = &mut runtime.handle_scope();
             let ns = v8::Local::new(scope, &namespace);
-            let f = match &mode {
-                None => call(scope, &bind, &[ns.into()])?,
-                Some((class_name, id, name)) => {
-                    let mut args = vec![ns.into()];
-                    for s in [
-                        class_name.as_str(),
-                        id.as_str(),
-                        name.as_deref().unwrap_or(""),
-                    ] {
-                        args.push(
-                            v8::String::new(scope, s)
-                                .ok_or_else(|| internal("string"))?
-                                .into(),
-                        );
-                    }
-                    call(scope, &bind_object, &args)?
+            let f = match mode {
+                BindMode::Worker => call(scope, &bind, &[ns.into()])?,
+                BindMode::Objects => {
+                    // [dispatch, activate, deactivate]
+                    let fns = call(scope, &bind_object, &[ns.into()])?;
+                    let fns = v8::Local::<v8::Array>::try_from(fns)
+                        .map_err(|_| internal("bindObjects() did not return an array"))?;
+                    let mut get = |i: u32| {
+                        fns.get_index(scope, i)
+                            .and_then(|f| v8::Local::<v8::Function>::try_from(f).ok())
+                            .map(|f| v8::Global::new(scope, f))
+                            .ok_or_else(|| internal("bindObjects() returned a non-function"))
+                    };
+                    let (activate, deactivate) = (get(1)?, get(2)?);
+                    object_fns = Some(super::worker::ObjectFns {
+                        activate,
+                        deactivate,
+                    });
+                    fns.get_index(scope, 0)
+                        .ok_or_else(|| internal("bindObjects() returned no dispatch"))?
                 }
             };
             v8::Local::<v8::Function>::try_from(f)
@@ -472,7 +465,9 @@ impl BlankIsolate {
             return Err(e);
         }
         let dispatch = dispatch?;
-        Ok(Worker::new(engine, dispatch, script.name.as_str().into()))
+        let mut worker = Worker::new(engine, dispatch, script.name.as_str().into());
+        worker.objects = object_fns;
+        Ok(worker)
     }
 }
 

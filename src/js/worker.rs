@@ -35,10 +35,18 @@ struct InFlight {
     reply: Reply,
 }
 
+/// The JS side of a Durable Object host (see `bindObjects` in 10_worker.js).
+pub(crate) struct ObjectFns {
+    pub(crate) activate: v8::Global<v8::Function>,
+    pub(crate) deactivate: v8::Global<v8::Function>,
+}
+
 /// An isolate bound to one worker version.
 pub struct Worker {
     // Field order is drop order: handles into the isolate go before the engine.
     dispatch: v8::Global<v8::Function>,
+    /// Set when the isolate hosts Durable Objects (`BindMode::Objects`).
+    pub(crate) objects: Option<ObjectFns>,
     in_flight: Vec<InFlight>,
     name: Arc<str>,
     engine: Engine,
@@ -49,6 +57,7 @@ impl Worker {
         Worker {
             engine,
             dispatch,
+            objects: None,
             name,
             in_flight: Vec::new(),
         }
@@ -78,6 +87,93 @@ impl Worker {
         request: InvokeRequest,
         reply: Reply,
     ) -> Result<(), EngineError> {
+        self.start_in(None, request_id, request, reply)
+    }
+
+    /// Constructs the Durable Object in `slot` of this object host: its storage
+    /// goes into the isolate's `OpState`, then `new Class(state, env)` runs
+    /// (within the startup CPU budget, as request `request_id`, so that timers it
+    /// starts belong to the object). `Err(Script)`: the constructor threw (or
+    /// the class is missing) and the slot stays empty; any other `Err` means the
+    /// isolate is dead.
+    pub fn activate(
+        &mut self,
+        slot: u32,
+        class_name: &str,
+        id: &str,
+        name: Option<&str>,
+        storage: std::rc::Rc<dyn super::durable::ObjectStorage>,
+        request_id: u64,
+    ) -> Result<(), EngineError> {
+        let Some(fns) = &self.objects else {
+            return Err(EngineError::Internal("not a Durable Object host".into()));
+        };
+        self.engine
+            .runtime
+            .op_state()
+            .borrow_mut()
+            .borrow_mut::<super::durable::ObjectStorages>()
+            .0
+            .insert(slot, storage);
+        let budget = self.engine.limits.startup_cpu;
+        let (result, seg) = self.engine.run(budget, |runtime| {
+            let scope = &mut runtime.handle_scope();
+            let mut args = vec![v8::Integer::new_from_unsigned(scope, slot).into()];
+            for s in [class_name, id, name.unwrap_or("")] {
+                args.push(
+                    v8::String::new(scope, s)
+                        .ok_or_else(|| EngineError::Internal("string".into()))?
+                        .into(),
+                );
+            }
+            args.push(v8::Number::new(scope, request_id as f64).into());
+            call(scope, &fns.activate, &args)?;
+            scope.perform_microtask_checkpoint();
+            Ok::<_, EngineError>(())
+        });
+        if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
+            return Err(fatal);
+        }
+        if result.is_err() {
+            self.forget(slot);
+        }
+        result
+    }
+
+    /// Drops the Durable Object in `slot` (hibernation, eviction, reset): its
+    /// instance and its storage handle.
+    pub fn deactivate(&mut self, slot: u32) {
+        if let Some(fns) = &self.objects {
+            let _ = self.engine.run(self.engine.limits.cpu, |runtime| {
+                let scope = &mut runtime.handle_scope();
+                let arg = v8::Integer::new_from_unsigned(scope, slot).into();
+                let _ = call(scope, &fns.deactivate, &[arg]);
+            });
+        }
+        self.forget(slot);
+    }
+
+    fn forget(&mut self, slot: u32) {
+        if let Some(s) = self
+            .engine
+            .runtime
+            .op_state()
+            .borrow_mut()
+            .try_borrow_mut::<super::durable::ObjectStorages>()
+        {
+            s.0.remove(&slot);
+        }
+    }
+
+    /// [`Worker::start`] for an event of the Durable Object in `slot` (when the
+    /// isolate is an object host).
+    pub fn start_in(
+        &mut self,
+        slot: Option<u32>,
+        request_id: u64,
+        request: InvokeRequest,
+        reply: Reply,
+    ) -> Result<(), EngineError> {
         let budget = self.engine.limits.cpu;
         let dispatch = &self.dispatch;
         let (result, seg) = self.engine.run(budget, |runtime| {
@@ -89,7 +185,14 @@ impl Worker {
             };
             let scope = &mut runtime.handle_scope();
             let args = request_args(scope, request_id, request, stream_rid)?;
-            let value = call(scope, dispatch, &args)?;
+            let value = match slot {
+                None => call(scope, dispatch, &args)?,
+                Some(slot) => {
+                    let mut with_slot = args.to_vec();
+                    with_slot.push(v8::Integer::new_from_unsigned(scope, slot).into());
+                    call(scope, dispatch, &with_slot)?
+                }
+            };
             let promise = v8::Local::<v8::Promise>::try_from(value)
                 .map_err(|_| EngineError::Internal("dispatch did not return a promise".into()))?;
             // Run the handler's promise reactions now: a handler that does no I/O

@@ -92,6 +92,9 @@ pub struct ObjectStore {
     /// Outgoing messages waiting for the writes made before them (the output
     /// gate); answered by the end of the next commit.
     flush_waiters: RefCell<Vec<FlushWaiter>>,
+    /// The object's actor, woken when it has something to do that no event
+    /// outcome tells it: writes made, the gate opened, a flush requested.
+    actor: RefCell<Option<std::task::Waker>>,
 }
 
 /// Told when the writes it waits for are durable, or why they are not.
@@ -179,6 +182,7 @@ impl ObjectStore {
             sql_handoff: Arc::default(),
             blocked: std::cell::Cell::new(0),
             flush_waiters: RefCell::new(Vec::new()),
+            actor: RefCell::new(None),
         };
         let on_disk = store.file_size();
         store.size.set(on_disk);
@@ -230,6 +234,21 @@ impl ObjectStore {
         batch
     }
 
+    /// Registers the waker of the object's actor (see [`ObjectStore::wake`]).
+    pub fn set_waker(&self, waker: &std::task::Waker) {
+        let mut slot = self.actor.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Tells the object's actor to look again (pump its queue, maybe commit).
+    pub fn wake(&self) {
+        if let Some(w) = self.actor.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
     /// Outgoing messages wait for a commit: it is due now, even mid-event.
     pub fn flush_wanted(&self) -> bool {
         !self.flush_waiters.borrow().is_empty()
@@ -276,6 +295,7 @@ impl ObjectStore {
                     conn.execute_batch("BEGIN IMMEDIATE").map_err(failed)?;
                 }
                 self.pending.borrow_mut().sql = true;
+                self.wake();
                 return Ok(conn);
             }
             // The commit thread has not taken the transaction yet: let it.
@@ -302,6 +322,7 @@ impl ObjectStore {
     }
 
     fn write(&self, key: &str, value: Option<Vec<u8>>) {
+        self.wake();
         self.pending
             .borrow_mut()
             .writes
@@ -473,6 +494,7 @@ impl ObjectStorage for ObjectStore {
     }
 
     fn transaction_commit(&self) -> Result<(), DoError> {
+        self.wake();
         if self.transactions.borrow_mut().pop().is_some() {
             let depth = self.transactions.borrow().len();
             let conn = self.writer_in_transaction()?;
@@ -483,6 +505,7 @@ impl ObjectStorage for ObjectStore {
     }
 
     fn transaction_rollback(&self) -> Result<(), DoError> {
+        self.wake();
         let snapshot = self.transactions.borrow_mut().pop();
         if let Some(snapshot) = snapshot {
             let depth = self.transactions.borrow().len();
@@ -519,6 +542,7 @@ impl ObjectStorage for ObjectStore {
     }
 
     fn set_alarm(&self, at_ms: Option<u64>) -> Result<(), DoError> {
+        self.wake();
         self.pending.borrow_mut().alarm = Some(at_ms);
         Ok(())
     }
@@ -606,10 +630,12 @@ impl ObjectStorage for ObjectStore {
     fn request_flush(&self) -> futures::channel::oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = futures::channel::oneshot::channel();
         self.flush_waiters.borrow_mut().push(tx);
+        self.wake();
         rx
     }
 
     fn block_concurrency(&self, on: bool) {
+        self.wake();
         let n = self.blocked.get();
         self.blocked
             .set(if on { n + 1 } else { n.saturating_sub(1) });

@@ -135,6 +135,72 @@ async function workersFetch(input, init = undefined) {
 }
 Object.defineProperty(workersFetch, "name", { value: "fetch" });
 
+// Durable Objects that share an isolate (an object host): which object each
+// request id serves, and the timers each object started, so that an object that
+// leaves the isolate (hibernation, eviction, reset) takes its timers with it, as
+// a per-object isolate would. Request ids of object events are unique per node.
+let trackTimers = false;
+const slotOfRequest = new Map();
+const slotOfTimer = new Map();
+const timersOfSlot = new Map();
+export function trackObjectTimers() {
+  trackTimers = true;
+}
+export function setRequestSlot(id, slot) {
+  slotOfRequest.set(id, slot);
+  if (slotOfRequest.size > TRACKED) slotOfRequest.delete(slotOfRequest.keys().next().value);
+}
+function ownTimer(id) {
+  const slot = slotOfRequest.get(currentRequestId());
+  if (slot === undefined) return;
+  slotOfTimer.set(id, slot);
+  let set = timersOfSlot.get(slot);
+  if (set === undefined) timersOfSlot.set(slot, (set = new Set()));
+  set.add(id);
+}
+function disownTimer(id) {
+  const slot = slotOfTimer.get(id);
+  if (slot === undefined) return;
+  slotOfTimer.delete(id);
+  timersOfSlot.get(slot)?.delete(id);
+}
+export function cancelObjectTimers(slot) {
+  for (const id of timersOfSlot.get(slot) ?? []) {
+    slotOfTimer.delete(id);
+    rawClearTimeout(id);
+  }
+  timersOfSlot.delete(slot);
+}
+// Called unbound: deno's timers reject any receiver other than globalThis.
+const rawSetTimeout = timers.setTimeout;
+const rawSetInterval = timers.setInterval;
+const rawClearTimeout = timers.clearTimeout;
+const rawClearInterval = timers.clearInterval;
+const trackedTimers = {
+  setTimeout(callback, delay = 0, ...args) {
+    if (!trackTimers || typeof callback !== "function") return rawSetTimeout(callback, delay, ...args);
+    const id = rawSetTimeout(function (...a) {
+      disownTimer(id);
+      return callback.apply(this, a);
+    }, delay, ...args);
+    ownTimer(id);
+    return id;
+  },
+  setInterval(callback, delay = 0, ...args) {
+    const id = rawSetInterval(callback, delay, ...args);
+    if (trackTimers) ownTimer(id);
+    return id;
+  },
+  clearTimeout(id = undefined) {
+    if (trackTimers) disownTimer(id);
+    rawClearTimeout(id);
+  },
+  clearInterval(id = undefined) {
+    if (trackTimers) disownTimer(id);
+    rawClearInterval(id);
+  },
+};
+
 // scheduler.wait(ms): a promise-based timer, as in Workers.
 const setTimeoutFn = timers.setTimeout;
 const clearTimeoutFn = timers.clearTimeout;
@@ -212,10 +278,10 @@ Object.defineProperties(globalThis, {
   MessageChannel: writable(messagePort.MessageChannel),
   MessagePort: writable(messagePort.MessagePort),
   // Timers, cloning, performance
-  setTimeout: writable(timers.setTimeout),
-  setInterval: writable(timers.setInterval),
-  clearTimeout: writable(timers.clearTimeout),
-  clearInterval: writable(timers.clearInterval),
+  setTimeout: writable(trackedTimers.setTimeout),
+  setInterval: writable(trackedTimers.setInterval),
+  clearTimeout: writable(trackedTimers.clearTimeout),
+  clearInterval: writable(trackedTimers.clearInterval),
   scheduler: writable(scheduler),
   structuredClone: writable(messagePort.structuredClone),
   performance: writable(performance.performance),

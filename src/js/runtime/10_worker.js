@@ -32,9 +32,12 @@ import {
   configureFetch,
   currentRequestId,
   expireRequest,
+  cancelObjectTimers,
   rethrowFetchError,
   setOutputGate,
   setRequestDepth,
+  setRequestSlot,
+  trackObjectTimers,
 } from "ext:edged/00_globals.js";
 import { Fetcher } from "ext:edged/50_service.js";
 import { releaseUnread, streamedInnerBody, takeStreamRid } from "ext:edged/05_body.js";
@@ -260,44 +263,70 @@ function isCallable(instance, method) {
     Object.hasOwn(Object.prototype, method));
 }
 
-// A Durable Object instance of `className` from the worker's main module,
-// constructed as `new Class(state, env)`. Its dispatch serves fetch events and,
-// for method "RPC", calls the public method named by the URL (`rpc:<name>`) with
-// structured-cloned arguments.
-export function bindObject(ns, className, idHex, idName) {
+// The Durable Objects of one worker version on one isolate thread share an
+// isolate (as in Workers, instances of a worker's classes may share globals).
+// Returns [dispatch, activate, deactivate]:
+// - activate(slot, className, idHex, idName) constructs `new Class(state, env)`
+//   for the object in `slot`;
+// - dispatch(id, method, url, headers, body, depth, slot) serves one event of
+//   that object: fetch, "RPC" (the public method named by the URL, `rpc:<name>`,
+//   with structured-cloned arguments) or "ALARM";
+// - deactivate(slot) forgets the instance (hibernation, eviction, reset).
+export function bindObjects(ns) {
   delete globalThis[CFW_KEY];
-  const cls = ns[className];
-  if (typeof cls !== "function") {
-    throw new TypeError(
-      `Durable Object class '${className}' is not exported by the worker's main module`,
-    );
-  }
-  const state = new DurableObjectState(new DurableObjectId(idHex, idName === "" ? undefined : idName));
   setOutputGate(flushWrites);
-  const instance = new cls(state, env);
-  const callFetch = (request) => {
-    if (typeof instance.fetch !== "function") {
-      throw new TypeError(`Durable Object class '${className}' has no fetch() method`);
+  trackObjectTimers();
+  const objects = new Map();
+  // `requestId`: a fresh id the constructor runs under (timers it starts belong
+  // to the object).
+  const activate = (slot, className, idHex, idName, requestId) => {
+    const cls = ns[className];
+    if (typeof cls !== "function") {
+      throw new TypeError(
+        `Durable Object class '${className}' is not exported by the worker's main module`,
+      );
     }
-    return instance.fetch(request);
+    const state = new DurableObjectState(new DurableObjectId(idHex, idName === "" ? undefined : idName), slot);
+    setRequestSlot(requestId, slot);
+    const instance = runAs(requestId, () => new cls(state, env));
+    const callFetch = (request) => {
+      if (typeof instance.fetch !== "function") {
+        throw new TypeError(`Durable Object class '${className}' has no fetch() method`);
+      }
+      return instance.fetch(request);
+    };
+    const callAlarm = async (retryCount) => {
+      if (retryCount === null || typeof instance.alarm !== "function") {
+        // Retries are exhausted (or nothing handles alarms): the alarm is gone.
+        op_do_alarm_set(slot, -1);
+        return;
+      }
+      const fired = op_do_alarm_get(slot);
+      await instance.alarm({ retryCount, isRetry: retryCount > 0 });
+      // Done, unless the handler set a new alarm.
+      if (op_do_alarm_get(slot) === fired) op_do_alarm_set(slot, -1);
+    };
+    const callRpc = async (method, args) => {
+      if (!isCallable(instance, method)) {
+        throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
+      }
+      return await instance[method](...args);
+    };
+    objects.set(slot, makeDispatch(callFetch, callRpc, callAlarm));
   };
-  const callAlarm = async (retryCount) => {
-    const fired = op_do_alarm_get();
-    if (typeof instance.alarm !== "function") {
-      op_do_alarm_set(-1);
-      return;
+  const dispatch = (id, method, url, headers, body, depth, slot) => {
+    const serve = objects.get(slot);
+    if (serve === undefined) {
+      return Promise.reject(new Error(`Durable Object slot ${slot} is not active in this isolate`));
     }
-    await instance.alarm({ retryCount, isRetry: retryCount > 0 });
-    // Done, unless the handler set a new alarm.
-    if (op_do_alarm_get() === fired) op_do_alarm_set(-1);
+    setRequestSlot(id, slot);
+    return serve(id, method, url, headers, body, depth);
   };
-  const callRpc = async (method, args) => {
-    if (!isCallable(instance, method)) {
-      throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
-    }
-    return await instance[method](...args);
+  const deactivate = (slot) => {
+    objects.delete(slot);
+    cancelObjectTimers(slot);
   };
-  return makeDispatch(callFetch, callRpc, callAlarm);
+  return [dispatch, activate, deactivate];
 }
 
 function asBytes(chunk) {
@@ -371,13 +400,8 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, streaming = false, c
       }
     }
     if (method === "ALARM" && callAlarm !== null) {
-      if (url === "alarm:drop") {
-        // Retries are exhausted: the alarm is gone for the object too.
-        op_do_alarm_set(-1);
-        return [200, [], null];
-      }
       try {
-        await callAlarm(Number(url.slice("alarm:".length)) || 0);
+        await runAs(id, () => callAlarm(url === "alarm:drop" ? null : Number(url.slice("alarm:".length)) || 0));
         return [200, [], null];
       } catch (e) {
         return ["error", "exception", errorText(e)];

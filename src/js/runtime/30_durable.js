@@ -246,31 +246,41 @@ class SqlCursor {
 }
 
 class SqlStorage {
+  #slot;
+  constructor(slot) {
+    this.#slot = slot;
+  }
   exec(query, ...bindings) {
     if (typeof query !== "string") throw new TypeError("sql.exec() expects a query string");
-    return new SqlCursor(op_do_sql_exec(query, bindings.map(sqlBinding)));
+    return new SqlCursor(op_do_sql_exec(this.#slot, query, bindings.map(sqlBinding)));
   }
   get databaseSize() {
-    return op_do_sql_size();
+    return op_do_sql_size(this.#slot);
   }
 }
 
-const sqlStorage = new SqlStorage();
-
+// One object's storage. Objects of one worker version share an isolate, so
+// every call names its object's slot in that isolate.
 export class DurableObjectStorage {
+  #slot;
+  #sql;
+  constructor(slot) {
+    this.#slot = slot;
+    this.#sql = new SqlStorage(slot);
+  }
   get sql() {
-    return sqlStorage;
+    return this.#sql;
   }
   get(keys) {
     if (Array.isArray(keys)) {
       const out = new Map();
       for (const k of batch(keys, "get()")) {
-        const v = op_do_storage_get(k);
+        const v = op_do_storage_get(this.#slot, k);
         if (v !== null) out.set(k, deserialize(v));
       }
       return Promise.resolve(out);
     }
-    const v = op_do_storage_get(checkKey(keys));
+    const v = op_do_storage_get(this.#slot, checkKey(keys));
     return Promise.resolve(v === null ? undefined : deserialize(v));
   }
   put(keyOrEntries, value) {
@@ -278,19 +288,19 @@ export class DurableObjectStorage {
       const entries = Object.entries(keyOrEntries);
       batch(entries.map(([k]) => k), "put()");
       const serialized = entries.map(([k, v]) => [k, serialize(v)]);
-      for (const [k, bytes] of serialized) op_do_storage_put(k, bytes);
+      for (const [k, bytes] of serialized) op_do_storage_put(this.#slot, k, bytes);
       return Promise.resolve();
     }
-    op_do_storage_put(checkKey(keyOrEntries), serialize(value));
+    op_do_storage_put(this.#slot, checkKey(keyOrEntries), serialize(value));
     return Promise.resolve();
   }
   delete(keys) {
     if (Array.isArray(keys)) {
       let n = 0;
-      for (const k of batch(keys, "delete()")) if (op_do_storage_delete(k)) n++;
+      for (const k of batch(keys, "delete()")) if (op_do_storage_delete(this.#slot, k)) n++;
       return Promise.resolve(n);
     }
-    return Promise.resolve(op_do_storage_delete(checkKey(keys)));
+    return Promise.resolve(op_do_storage_delete(this.#slot, checkKey(keys)));
   }
   list(options = {}) {
     const opts = {};
@@ -305,11 +315,11 @@ export class DurableObjectStorage {
       opts.limit = options.limit;
     }
     const out = new Map();
-    for (const [k, v] of op_do_storage_list(opts)) out.set(k, deserialize(v));
+    for (const [k, v] of op_do_storage_list(this.#slot, opts)) out.set(k, deserialize(v));
     return Promise.resolve(out);
   }
   deleteAll() {
-    op_do_storage_delete_all();
+    op_do_storage_delete_all(this.#slot);
     return Promise.resolve();
   }
   setAlarm(scheduledTime) {
@@ -317,52 +327,54 @@ export class DurableObjectStorage {
     if (!Number.isFinite(ms) || ms < 0) {
       throw new TypeError("setAlarm() expects a Date or a number of milliseconds since the epoch");
     }
-    op_do_alarm_set(Math.floor(ms));
+    op_do_alarm_set(this.#slot, Math.floor(ms));
     return Promise.resolve();
   }
   getAlarm() {
-    const at = op_do_alarm_get();
+    const at = op_do_alarm_get(this.#slot);
     return Promise.resolve(at < 0 ? null : at);
   }
   deleteAlarm() {
-    op_do_alarm_set(-1);
+    op_do_alarm_set(this.#slot, -1);
     return Promise.resolve();
   }
   async transaction(closure) {
-    op_do_txn("begin");
+    op_do_txn(this.#slot, "begin");
     try {
       const result = await closure(this);
-      op_do_txn("commit");
+      op_do_txn(this.#slot, "commit");
       return result;
     } catch (e) {
-      op_do_txn("rollback");
+      op_do_txn(this.#slot, "rollback");
       throw e;
     }
   }
   transactionSync(closure) {
-    op_do_txn("begin");
+    op_do_txn(this.#slot, "begin");
     try {
       const result = closure();
-      op_do_txn("commit");
+      op_do_txn(this.#slot, "commit");
       return result;
     } catch (e) {
-      op_do_txn("rollback");
+      op_do_txn(this.#slot, "rollback");
       throw e;
     }
   }
 }
 
 // The output gate for outgoing messages: resolves once every write made so far
-// is durable (at once when there is none).
+// by the objects in this isolate is durable (at once when there is none).
 export function flushWrites() {
   return op_do_dirty() ? op_do_flush() : undefined;
 }
 
 export class DurableObjectState {
   #waitUntil = [];
-  constructor(id) {
+  #slot;
+  constructor(id, slot) {
     this.id = id;
-    this.storage = new DurableObjectStorage();
+    this.#slot = slot;
+    this.storage = new DurableObjectStorage(slot);
   }
   waitUntil(promise) {
     this.#waitUntil.push(Promise.resolve(promise).catch((e) => globalThis.console.error("waitUntil promise rejected:", e)));
@@ -370,11 +382,11 @@ export class DurableObjectState {
   // No event is delivered to the object until the closure settles, even while
   // it awaits non-storage I/O (the actor holds its queue while this is open).
   async blockConcurrencyWhile(closure) {
-    op_do_block(true);
+    op_do_block(this.#slot, true);
     try {
       return await closure();
     } finally {
-      op_do_block(false);
+      op_do_block(this.#slot, false);
     }
   }
 }

@@ -3,7 +3,7 @@
 // global scope (and removes `Deno`) before any tenant code runs.
 
 import "ext:edged/00_globals.js";
-import { bind, bindObject, prepare, warmup } from "ext:edged/10_worker.js";
+import { bind, bindObjects, prepare, warmup } from "ext:edged/10_worker.js";
 import { Cache, caches, CacheStorage } from "ext:edged/40_cache.js";
 
 Object.defineProperties(globalThis, {
@@ -13,7 +13,7 @@ Object.defineProperties(globalThis, {
 });
 
 Object.defineProperty(globalThis, "__edged_internals", {
-  value: { prepare, bind, bindObject, warmup },
+  value: { prepare, bind, bindObjects, warmup },
   configurable: true,
   enumerable: false,
   writable: false,
