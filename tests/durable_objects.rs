@@ -67,6 +67,27 @@ export class Counter extends DurableObject {
         const r = await this.env.COUNTER.getByName(peer).fetch(`http://do/call?target=${this.ctx.id.name}`);
         return new Response(await r.text());
       }
+      case "/stream": {
+        // The rest of the body comes only after /release, which the client
+        // sends once it has read the first chunk: a buffered response never
+        // finishes.
+        const released = this.released;
+        const enc = new TextEncoder();
+        return new Response(new ReadableStream({
+          async start(c) {
+            c.enqueue(enc.encode("first;"));
+            await released;
+            c.enqueue(enc.encode("second"));
+            c.close();
+          },
+        }));
+      }
+      case "/ping-forever": {
+        // Objects calling each other back without end: the chain is cut.
+        const peer = url.searchParams.get("peer");
+        const r = await this.env.COUNTER.getByName(peer).fetch(`http://do/ping-forever?peer=${this.ctx.id.name}`);
+        return new Response(await r.text(), { status: r.status });
+      }
       case "/put-then-fetch": {
         // The origin looks for this write on disk when the request reaches it.
         s.put("gated", "yes");
@@ -390,6 +411,35 @@ fn input_gate_opens_while_an_event_awaits_other_io() {
     let (status, body) = node.get_worker("objects", "/ping?name=a1&peer=b1");
     assert_eq!((status, body.as_str()), (200, "1"));
     assert_eq!(get_json(&node, "/get?name=a1")["v"], 1);
+    // ... and a chain that never ends is cut at the depth limit.
+    let (status, body) = node.get_worker("objects", "/ping-forever?name=a2&peer=b2");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("Subrequest depth limit exceeded"), "{body}");
+}
+
+#[test]
+fn object_responses_stream() {
+    use std::io::Read;
+    let node = start("");
+    let mut response = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .get(format!("{}/stream?name=streamer", node.data))
+        .header("host", "objects.workers.localhost")
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut first = [0u8; 6];
+    response
+        .read_exact(&mut first)
+        .expect("the first chunk did not arrive before the body ended");
+    assert_eq!(&first, b"first;");
+    let (status, body) = node.get_worker("objects", "/release?name=streamer");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let mut rest = String::new();
+    response.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "second");
 }
 
 /// An origin that, for `GET /check/<id>`, answers whether object `<id>`'s

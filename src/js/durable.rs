@@ -217,7 +217,16 @@ fn target(
     binding: &str,
     id: String,
     name: String,
+    depth: u8,
 ) -> Result<(Arc<dyn DurableObjectBackend>, ObjectAddress), DoError> {
+    // Objects may call each other back (the input gate lets them), so chains
+    // are bounded as worker-to-worker calls are.
+    if depth > super::service::MAX_DEPTH {
+        return Err(DoError::Failed(format!(
+            "Subrequest depth limit exceeded: more than {} calls in a chain",
+            super::service::MAX_DEPTH
+        )));
+    }
     if !valid_id(&id) {
         return Err(DoError::Invalid(
             "Invalid Durable Object ID: it must be 64 lowercase hexadecimal digits.".into(),
@@ -265,10 +274,11 @@ pub async fn op_do_fetch(
     #[string] url: String,
     #[serde] headers: Vec<String>,
     #[buffer] body: Option<JsBuffer>,
-) -> Result<(u16, Vec<String>, Option<ToJsBuffer>), DoError> {
-    let (backend, address) = target(&state, &binding, id, name)?;
+    #[smi] depth: u8,
+) -> Result<(u16, Vec<String>, Option<ToJsBuffer>, Option<u32>), DoError> {
+    let (backend, address) = target(&state, &binding, id, name, depth)?;
     let request = InvokeRequest {
-        depth: 0,
+        depth,
         method,
         url,
         headers: headers
@@ -292,13 +302,19 @@ pub async fn op_do_fetch(
             ]
         })
         .collect();
-    Ok((
-        response.status,
-        headers,
-        response
-            .body
-            .and_then(|b| b.as_bytes().map(|b| ToJsBuffer::from(b.to_vec()))),
-    ))
+    // A streamed response stays streamed: the caller reads it as it comes.
+    let (bytes, rid) = match response.body {
+        None => (None, None),
+        Some(Body::Bytes(b)) => (Some(ToJsBuffer::from(b.to_vec())), None),
+        Some(Body::Stream(slot)) => match slot.take() {
+            Some(stream) => (
+                None,
+                Some(super::body::add_source(&mut state.borrow_mut(), stream)),
+            ),
+            None => (None, None),
+        },
+    };
+    Ok((response.status, headers, bytes, rid))
 }
 
 #[op2(async)]
@@ -310,15 +326,16 @@ pub async fn op_do_rpc(
     #[string] name: String,
     #[string] method: String,
     #[buffer] args: JsBuffer,
+    #[smi] depth: u8,
 ) -> Result<ToJsBuffer, DoError> {
     if method.starts_with("__edged") {
         return Err(DoError::Invalid(format!(
             "The RPC receiver does not implement the method \"{method}\"."
         )));
     }
-    let (backend, address) = target(&state, &binding, id, name)?;
+    let (backend, address) = target(&state, &binding, id, name, depth)?;
     let request = InvokeRequest {
-        depth: 0,
+        depth,
         method: "RPC".into(),
         url: format!("rpc:{method}"),
         headers: Vec::new(),

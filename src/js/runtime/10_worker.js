@@ -312,7 +312,7 @@ export function bindObjects(ns) {
       }
       return await instance[method](...args);
     };
-    objects.set(slot, makeDispatch(callFetch, callRpc, callAlarm));
+    objects.set(slot, makeDispatch(callFetch, callRpc, callAlarm, true));
   };
   const dispatch = (id, method, url, headers, body, depth, slot) => {
     const serve = objects.get(slot);

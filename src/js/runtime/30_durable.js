@@ -30,7 +30,8 @@ import {
   op_do_storage_put,
   op_do_txn,
 } from "ext:core/ops";
-import { assertLive, beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
+import { assertLive, beforeOutgoing, currentDepth, fromRemote } from "ext:edged/00_globals.js";
+import { readableFromRid } from "ext:edged/05_body.js";
 
 const ID_RE = /^[0-9a-f]{64}$/;
 const MAX_BATCH = 128;
@@ -118,12 +119,18 @@ class DurableObjectStub {
       request.url,
       flatten(request.headers),
       await bodyBytes(request),
+      currentDepth() + 1,
     );
-    const [status, flatHeaders, body] = result;
+    const [status, flatHeaders, bytes, rid] = result;
     const headers = [];
     for (let i = 0; i + 1 < flatHeaders.length; i += 2) headers.push([flatHeaders[i], flatHeaders[i + 1]]);
-    const nullBody = status === 101 || status === 204 || status === 205 || status === 304;
-    return new Response(nullBody ? null : body, { status, headers });
+    // A streamed response arrives as a stream resource and is read as it comes.
+    let body = rid !== null ? readableFromRid(rid) : bytes;
+    if (status === 101 || status === 204 || status === 205 || status === 304 || request.method === "HEAD") {
+      if (rid !== null) core.tryClose(rid);
+      body = null;
+    }
+    return new Response(body, { status, headers });
   }
   async #rpc(method, args) {
     const out = await op_do_rpc_wrapped(
@@ -132,6 +139,7 @@ class DurableObjectStub {
       this.#id.name ?? "",
       method,
       core.serialize(args, { forStorage: true }),
+      currentDepth() + 1,
     );
     return core.deserialize(out, { forStorage: true });
   }
