@@ -573,6 +573,12 @@ fn objects_of_a_worker_share_an_isolate_and_cost_little_memory() {
         grown < 200 * 1024,
         "200 live objects grew RSS by {grown} KiB"
     );
+    let m = node.metrics();
+    assert_eq!(TestNode::metric_in(&m, "edged_do_hosts"), Some(1.0), "{m}");
+    assert!(
+        TestNode::metric_in(&m, "edged_do_live_objects").unwrap_or(0.0) >= 202.0,
+        "{m}"
+    );
 
     // A runaway object kills the shared isolate: the others reset too, keep
     // their storage, and are served again by a fresh host.

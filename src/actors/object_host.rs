@@ -27,6 +27,9 @@ use std::task::{Poll, Waker};
 use crate::js::{EngineError, InvokeRequest, Reply, Worker};
 use crate::state::durable::ObjectStore;
 
+/// Object host isolates on the node.
+pub(crate) const HOSTS: &str = "edged_do_hosts";
+
 pub struct ObjectHost {
     worker: RefCell<Worker>,
     next_slot: Cell<u32>,
@@ -49,6 +52,7 @@ impl ObjectHost {
             stores: RefCell::new(HashMap::new()),
             driver: RefCell::new(None),
         });
+        metrics::gauge!(HOSTS).increment(1.0);
         let weak = Rc::downgrade(&host);
         actix::spawn(std::future::poll_fn(move |cx| {
             let Some(host) = weak.upgrade() else {
@@ -168,6 +172,7 @@ impl ObjectHost {
 
 impl Drop for ObjectHost {
     fn drop(&mut self) {
+        metrics::gauge!(HOSTS).decrement(1.0);
         // Let the driver task see the host is gone and end.
         if let Some(w) = self.driver.get_mut().take() {
             w.wake();

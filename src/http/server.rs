@@ -97,9 +97,50 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 }
 
 /// Starts a node. Must be called inside an actix system.
+/// Raises the soft limit on open files to the hard limit (as the Go runtime
+/// does): every live Durable Object holds about 5 descriptors (its SQLite
+/// connections), so a low soft limit would cap live objects far below
+/// `durable_objects.max_live`. Warns if even the hard limit is too low.
+fn raise_open_file_limit(max_live: usize) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        let needed = (max_live as u64).saturating_mul(5).saturating_add(1024);
+        #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+        let current: u64 = lim.rlim_cur.try_into().unwrap_or(u64::MAX);
+        if current < needed {
+            tracing::warn!(
+                open_files = current,
+                max_live,
+                "the open-file limit is below what durable_objects.max_live needs (about 5 per live object); \
+                 activations past it will fail"
+            );
+        }
+    }
+}
+
 pub async fn start(config: Config) -> Result<Node, ServeError> {
     config.validate()?;
     super::metrics::prometheus();
+    raise_open_file_limit(config.durable_objects.max_live);
     let token = ensure_token(&config)?;
     let store = Arc::new(DeploymentStore::open(&config.server.data_dir)?);
     let limits = IsolateLimits {
