@@ -170,6 +170,11 @@ impl Handler<SpawnObject> for IsolatePool {
         let mut used_blank = false;
         let host = {
             let mut hosts = self.hosts.borrow_mut();
+            // Forget hosts that are gone (their versions' objects all left).
+            hosts.retain(|_, slot| match slot {
+                HostSlot::Ready(weak) => weak.strong_count() > 0,
+                HostSlot::Starting(_) => true,
+            });
             let live = match hosts.get(&key) {
                 Some(HostSlot::Ready(weak)) => weak.upgrade().filter(|h| h.death().is_none()),
                 _ => None,

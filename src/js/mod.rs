@@ -11,6 +11,8 @@
 //! - A [`BlankIsolate`] has no tenant code; [`BlankIsolate::bind`] consumes it and
 //!   returns a [`Worker`] bound to exactly one worker version. Nothing turns a
 //!   `Worker` back into a blank isolate, so a tenant's isolate never serves another.
+//!   A Durable Object host (`BindMode::Objects`) serves many objects, all of one
+//!   worker version; each object's storage calls name its slot (`durable.rs`).
 //! - Tenant code can import only its own modules and `cloudflare:workers`
 //!   (`loader.rs`); the runtime's internals are removed from the global scope before
 //!   tenant code runs (`isolate.rs`).

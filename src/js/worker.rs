@@ -3,8 +3,10 @@
 //! Requests interleave at `await` points, as in Workers: [`Worker::start`] calls the
 //! JS dispatch function (the synchronous part of the handler runs right away) and
 //! parks the returned promise; [`Worker::poll`] drives the event loop and answers
-//! every request whose promise has settled. The owner (the `IsolateActor`) calls
-//! `poll` from one long-lived future and wakes it after each `start`.
+//! every request whose promise has settled. The owner (an `IsolateActor`, or an
+//! `ObjectHost` serving Durable Objects through [`Worker::activate`] and
+//! [`Worker::start_in`]) calls `poll` from one long-lived future and wakes it
+//! after each `start`.
 //!
 //! CPU accounting: each entry into JavaScript is metered (see `limits.rs`). A
 //! dispatch call is charged to its request; an event-loop turn runs callbacks of
