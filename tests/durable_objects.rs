@@ -53,6 +53,9 @@ export class Counter extends DurableObject {
         return new Response(String(v));
       }
       case "/ready": return Response.json({ ready: this.ready === true });
+      case "/bcw-throw":
+        await this.ctx.blockConcurrencyWhile(async () => { throw new Error("init failed on purpose"); });
+        return new Response("unreachable");
       case "/wait": {
         // Parked on a promise only another event settles.
         await this.released;
@@ -372,6 +375,13 @@ fn input_gate_keeps_events_from_interleaving() {
     );
     // The constructor's blockConcurrencyWhile held the first event back.
     assert_eq!(get_json(&node, "/ready?name=fresh")["ready"], true);
+    // A blockConcurrencyWhile callback that throws resets the object.
+    let before = get_json(&node, "/whoami?name=bcw")["instance"].clone();
+    let (status, body) = node.get_worker("objects", "/bcw-throw?name=bcw");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("init failed on purpose"), "{body}");
+    let after = get_json(&node, "/whoami?name=bcw")["instance"].clone();
+    assert_ne!(before, after, "the object was not reset");
 }
 
 #[test]

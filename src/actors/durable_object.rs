@@ -167,6 +167,10 @@ impl DurableObjectActor {
             self.reset(cause, ctx);
             return;
         }
+        if let Some(why) = self.store.take_reset() {
+            self.reset(EngineError::Internal(why), ctx);
+            return;
+        }
         while !self.store.holds_events() {
             let Some(next) = self.queue.pop_front() else {
                 break;

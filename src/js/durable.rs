@@ -107,6 +107,9 @@ pub trait ObjectStorage {
     /// `blockConcurrencyWhile`: while any block is open, the object's actor
     /// delivers no event (calls nest).
     fn block_concurrency(&self, on: bool);
+    /// Asks the object's actor to reset the object (drop the instance, fail
+    /// what is queued; the next event constructs it afresh).
+    fn request_reset(&self, reason: String);
     /// Writes made and not yet durable (outside an open `transaction()`, whose
     /// writes wait for its end).
     fn unflushed(&self) -> bool;
@@ -428,6 +431,16 @@ pub fn op_do_txn(state: &mut OpState, slot: u32, #[string] action: &str) -> Resu
 #[op2(fast)]
 pub fn op_do_block(state: &mut OpState, slot: u32, on: bool) -> Result<(), DoError> {
     storage(state, slot)?.block_concurrency(on);
+    Ok(())
+}
+
+#[op2(fast)]
+pub fn op_do_reset(
+    state: &mut OpState,
+    slot: u32,
+    #[string] reason: String,
+) -> Result<(), DoError> {
+    storage(state, slot)?.request_reset(reason);
     Ok(())
 }
 

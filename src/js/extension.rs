@@ -117,6 +117,7 @@ deno_core::extension!(
         super::durable::op_do_storage_delete_all,
         super::durable::op_do_txn,
         super::durable::op_do_block,
+        super::durable::op_do_reset,
         super::durable::op_do_dirty,
         super::durable::op_do_flush,
         super::durable::op_do_alarm_get,

@@ -95,6 +95,8 @@ pub struct ObjectStore {
     /// The object's actor, woken when it has something to do that no event
     /// outcome tells it: writes made, the gate opened, a flush requested.
     actor: RefCell<Option<std::task::Waker>>,
+    /// Why the object must reset, when its code asked for it.
+    reset: RefCell<Option<String>>,
 }
 
 /// Told when the writes it waits for are durable, or why they are not.
@@ -183,6 +185,7 @@ impl ObjectStore {
             blocked: std::cell::Cell::new(0),
             flush_waiters: RefCell::new(Vec::new()),
             actor: RefCell::new(None),
+            reset: RefCell::new(None),
         };
         let on_disk = store.file_size();
         store.size.set(on_disk);
@@ -247,6 +250,11 @@ impl ObjectStore {
         if let Some(w) = self.actor.borrow().as_ref() {
             w.wake_by_ref();
         }
+    }
+
+    /// Why the object must reset, if its code asked for it (taken once).
+    pub fn take_reset(&self) -> Option<String> {
+        self.reset.borrow_mut().take()
     }
 
     /// Outgoing messages wait for a commit: it is due now, even mid-event.
@@ -632,6 +640,11 @@ impl ObjectStorage for ObjectStore {
         self.flush_waiters.borrow_mut().push(tx);
         self.wake();
         rx
+    }
+
+    fn request_reset(&self, reason: String) {
+        *self.reset.borrow_mut() = Some(reason);
+        self.wake();
     }
 
     fn block_concurrency(&self, on: bool) {

@@ -15,6 +15,7 @@ import {
   op_do_alarm_get,
   op_do_alarm_set,
   op_do_block,
+  op_do_reset,
   op_do_dirty,
   op_do_flush,
   op_do_fetch,
@@ -389,10 +390,15 @@ export class DurableObjectState {
   }
   // No event is delivered to the object until the closure settles, even while
   // it awaits non-storage I/O (the actor holds its queue while this is open).
+  // If the closure throws, the object is reset, as in Workers: its queued
+  // events fail and the next one constructs it afresh.
   async blockConcurrencyWhile(closure) {
     op_do_block(this.#slot, true);
     try {
       return await closure();
+    } catch (e) {
+      op_do_reset(this.#slot, `blockConcurrencyWhile() callback threw: ${e?.message ?? e}`);
+      throw e;
     } finally {
       op_do_block(this.#slot, false);
     }
