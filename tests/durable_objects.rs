@@ -543,10 +543,10 @@ export default {
 };
 "#;
 
-#[test]
-fn objects_of_a_worker_share_an_isolate_and_cost_little_memory() {
-    // One isolate thread: every object of the worker lands in the same host.
-    let node = TestNode::start_with("[isolates]\nthreads = 1\n");
+/// A node with one isolate thread (so every object of a worker lands in the
+/// same host) serving SHARED as "rooms"; `extra` is more config.
+fn start_rooms(extra: &str) -> TestNode {
+    let node = TestNode::start_with(&format!("[isolates]\nthreads = 1\n{extra}"));
     let (status, body) = node.deploy(
         "rooms",
         SHARED,
@@ -554,11 +554,19 @@ fn objects_of_a_worker_share_an_isolate_and_cost_little_memory() {
         &[],
     );
     assert_eq!(status, 200, "{body}");
-    let room = |path: &str| -> Value {
-        let (status, body) = node.get_worker("rooms", path);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    };
+    node
+}
+
+fn room_json(node: &TestNode, path: &str) -> Value {
+    let (status, body) = node.get_worker("rooms", path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+#[test]
+fn objects_of_a_worker_share_an_isolate_and_cost_little_memory() {
+    let node = start_rooms("");
+    let room = |path: &str| room_json(&node, path);
     // Module globals are shared (as Workers allows); instances are not.
     assert_eq!(room("/?name=a")["seen"], 1);
     assert_eq!(room("/?name=b")["seen"], 2);
@@ -605,20 +613,8 @@ fn objects_of_a_worker_share_an_isolate_and_cost_little_memory() {
 
 #[test]
 fn a_hibernated_object_takes_its_timers_out_of_the_shared_isolate() {
-    let node =
-        TestNode::start_with("[isolates]\nthreads = 1\n[durable_objects]\nhibernate_after_s = 1\n");
-    let (status, body) = node.deploy(
-        "rooms",
-        SHARED,
-        json!([{"type":"durable_object_namespace","name":"ROOM","class_name":"Room"}]),
-        &[],
-    );
-    assert_eq!(status, 200, "{body}");
-    let room = |path: &str| -> Value {
-        let (status, body) = node.get_worker("rooms", path);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    };
+    let node = start_rooms("[durable_objects]\nhibernate_after_s = 1\n");
+    let room = |path: &str| room_json(&node, path);
     // tick1 starts an interval in its constructor; the watcher, kept busy, keeps
     // the shared isolate alive while tick1 goes idle and hibernates.
     room("/?name=tick1");

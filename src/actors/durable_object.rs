@@ -270,21 +270,17 @@ impl DurableObjectActor {
                     }
                     act.maybe_commit(ctx);
                 }
-                Ok(Err(e)) => {
-                    fail_waiters(waiters, &e.to_string());
-                    act.fail_commit(held, e.to_string(), ctx)
-                }
-                Err(e) => {
-                    fail_waiters(waiters, &e.to_string());
-                    act.fail_commit(held, e.to_string(), ctx)
-                }
+                Ok(Err(e)) => act.fail_commit(held, waiters, e.to_string(), ctx),
+                Err(e) => act.fail_commit(held, waiters, e.to_string(), ctx),
             }
         }));
     }
 
+    /// Fails the responses and outgoing messages the commit held, then resets.
     fn fail_commit(
         &mut self,
         held: Vec<(Outcome, Reply, Instant)>,
+        waiters: Vec<crate::state::durable::FlushWaiter>,
         error: String,
         ctx: &mut Context<Self>,
     ) {
@@ -293,6 +289,9 @@ impl DurableObjectActor {
             let _ = reply.send(Err(InvokeError::Unavailable(format!(
                 "storage commit failed: {error}"
             ))));
+        }
+        for w in waiters {
+            let _ = w.send(Err(format!("storage commit failed: {error}")));
         }
         self.reset(EngineError::Internal(error), ctx);
     }
@@ -322,12 +321,6 @@ impl DurableObjectActor {
             && self.held.is_empty()
             && !self.committing
             && !self.store.has_pending()
-    }
-}
-
-fn fail_waiters(waiters: Vec<crate::state::durable::FlushWaiter>, error: &str) {
-    for w in waiters {
-        let _ = w.send(Err(format!("storage commit failed: {error}")));
     }
 }
 

@@ -122,7 +122,7 @@ impl ObjectHost {
                 self.wake_driver();
                 Ok(slot)
             }
-            Err(EngineError::Script(m)) => Err(EngineError::Script(m)),
+            Err(e @ EngineError::Script(_)) => Err(e),
             Err(fatal) => {
                 self.die(fatal.clone());
                 self.wake_driver();

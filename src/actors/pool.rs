@@ -214,10 +214,7 @@ impl Handler<SpawnObject> for IsolatePool {
                         Ok::<_, EngineError>(ObjectHost::serve(worker))
                     }
                     .await
-                    .map_err(|e| match e {
-                        EngineError::Script(m) => InvokeError::Exception(m),
-                        other => other.into(),
-                    });
+                    .map_err(activation_error);
                     let mut hosts = hosts.borrow_mut();
                     let waiters = match hosts.remove(&key) {
                         Some(HostSlot::Starting(w)) => w,
@@ -244,10 +241,7 @@ impl Handler<SpawnObject> for IsolatePool {
                     msg.address.name.as_deref(),
                     store.clone(),
                 )
-                .map_err(|e| match e {
-                    EngineError::Script(m) => InvokeError::Exception(m),
-                    other => other.into(),
-                })?;
+                .map_err(activation_error)?;
             let settings = ObjectSettings {
                 hibernate_after: msg.hibernate_after,
                 max_queue: msg.max_queue,
@@ -271,6 +265,15 @@ impl Handler<SpawnObject> for IsolatePool {
             }
             result
         }))
+    }
+}
+
+/// A script error while binding the host or constructing the instance reaches
+/// the caller as the exception it is; anything else as the engine failure.
+fn activation_error(e: EngineError) -> InvokeError {
+    match e {
+        EngineError::Script(m) => InvokeError::Exception(m),
+        other => other.into(),
     }
 }
 

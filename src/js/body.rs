@@ -182,6 +182,22 @@ pub fn add_source(state: &mut OpState, stream: BodyStream) -> ResourceId {
     })
 }
 
+/// A response body from another isolate (a service binding, a Durable Object)
+/// as JS receives it: bytes, or a stream resource it reads as chunks arrive.
+pub fn into_js(
+    state: &RefCell<OpState>,
+    body: Option<Body>,
+) -> (Option<deno_core::ToJsBuffer>, Option<ResourceId>) {
+    match body {
+        None => (None, None),
+        Some(Body::Bytes(b)) => (Some(deno_core::ToJsBuffer::from(b.to_vec())), None),
+        Some(Body::Stream(slot)) => match slot.take() {
+            Some(stream) => (None, Some(add_source(&mut state.borrow_mut(), stream))),
+            None => (None, None),
+        },
+    }
+}
+
 /// The reading end of the sink `rid` that JS opened with `op_edged_body_open`.
 pub fn take_outgoing(state: &mut OpState, rid: ResourceId) -> Option<BodyStream> {
     state.try_borrow_mut::<Outgoing>()?.0.remove(&rid)

@@ -306,17 +306,7 @@ pub async fn op_do_fetch(
         })
         .collect();
     // A streamed response stays streamed: the caller reads it as it comes.
-    let (bytes, rid) = match response.body {
-        None => (None, None),
-        Some(Body::Bytes(b)) => (Some(ToJsBuffer::from(b.to_vec())), None),
-        Some(Body::Stream(slot)) => match slot.take() {
-            Some(stream) => (
-                None,
-                Some(super::body::add_source(&mut state.borrow_mut(), stream)),
-            ),
-            None => (None, None),
-        },
-    };
+    let (bytes, rid) = super::body::into_js(&state, response.body);
     Ok((response.status, headers, bytes, rid))
 }
 

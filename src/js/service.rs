@@ -15,7 +15,7 @@ use std::sync::Arc;
 use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
 use futures::future::LocalBoxFuture;
 
-use super::body::{add_source, Body};
+use super::body::Body;
 use super::error::InvokeError;
 use super::script::{InvokeRequest, InvokeResponse};
 
@@ -128,14 +128,7 @@ pub async fn op_service_fetch(
             ]
         })
         .collect();
-    let (bytes, rid) = match response.body {
-        None => (None, None),
-        Some(Body::Bytes(b)) => (Some(ToJsBuffer::from(b.to_vec())), None),
-        Some(Body::Stream(slot)) => match slot.take() {
-            Some(stream) => (None, Some(add_source(&mut state.borrow_mut(), stream))),
-            None => (None, None),
-        },
-    };
+    let (bytes, rid) = super::body::into_js(&state, response.body);
     Ok((response.status, headers, bytes, rid))
 }
 
