@@ -159,7 +159,7 @@ fn subrequests_past_the_limit_fail_with_a_clear_error() {
     let (_, b) = get(&node, &format!("/many?u={}/hello", origin.url));
     assert_eq!(
         b,
-        "4 then Error: Too many subrequests. A request may make at most 4 fetch() calls."
+        "4 then Error: Too many subrequests. A request may make at most 4 subrequests (fetch(), service binding and Durable Object calls)."
     );
     assert_eq!(
         origin.seen().len() - before,
@@ -222,7 +222,8 @@ fn wait_until_work_runs_after_the_response_within_its_bound() {
     }
     assert_eq!(kv_value(&node, "soon").as_deref(), Some("written later"));
 
-    // Runs past the 1 s bound: its I/O is cancelled, the key never appears.
+    // Runs past the 1 s bound: the request ends there, its timer is cancelled
+    // (nothing runs for an ended request) and the key never appears.
     let (s, _) = get(&node, "/wait-until?ms=2000&key=late");
     assert_eq!(s, 200);
     std::thread::sleep(Duration::from_millis(3000));
@@ -230,10 +231,6 @@ fn wait_until_work_runs_after_the_response_within_its_bound() {
     let log = node.log();
     assert!(
         log.contains("ctx.waitUntil() work did not finish within 1000 ms"),
-        "{log}"
-    );
-    assert!(
-        log.contains("KV put(): this request's ctx.waitUntil() time is over"),
         "{log}"
     );
 }

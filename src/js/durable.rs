@@ -4,8 +4,10 @@
 //!
 //! A worker's isolate reaches only the namespaces bound to it ([`DoAccess`]). An
 //! object host's isolate serves many objects of one worker version and reaches
-//! only their stores ([`ObjectStorages`], filled as objects activate); each
-//! object's JS storage object names its slot on every call.
+//! only their stores ([`ObjectStorages`], filled as objects activate). Which
+//! object a storage call is for comes from the calling event's request context
+//! (`context.rs`), as do the depth and subrequest count of a call to another
+//! object: JS passes none of them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
+use deno_core::{op2, v8, JsBuffer, OpState, ToJsBuffer};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -162,7 +164,7 @@ pub struct SqlOutput {
 }
 
 /// The storage of each Durable Object an object host's isolate serves, by slot,
-/// in the isolate's `OpState`. JS names the slot on every storage call.
+/// in the isolate's `OpState`.
 #[derive(Default)]
 pub struct ObjectStorages(pub HashMap<u32, Rc<dyn ObjectStorage>>);
 
@@ -215,26 +217,25 @@ pub fn op_do_id_unique() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
+/// The backend and address of a call from the current request to `id` in the
+/// namespace bound as `binding`, with the call's depth (the caller's plus one),
+/// counted as a subrequest of the caller.
 fn target(
-    state: &Rc<RefCell<OpState>>,
+    scope: &mut v8::HandleScope,
     binding: &str,
     id: String,
     name: String,
-    depth: u8,
-) -> Result<(Arc<dyn DurableObjectBackend>, ObjectAddress), DoError> {
-    // Objects may call each other back (the input gate lets them), so chains
-    // are bounded as worker-to-worker calls are.
-    if depth > super::service::MAX_DEPTH {
-        return Err(DoError::Failed(format!(
-            "Subrequest depth limit exceeded: more than {} calls in a chain",
-            super::service::MAX_DEPTH
-        )));
-    }
+    api: &str,
+) -> Result<(Arc<dyn DurableObjectBackend>, ObjectAddress, u8), DoError> {
     if !valid_id(&id) {
         return Err(DoError::Invalid(
             "Invalid Durable Object ID: it must be 64 lowercase hexadecimal digits.".into(),
         ));
     }
+    // Objects may call each other back (the input gate lets them), so chains
+    // are bounded as worker-to-worker calls are.
+    let depth = super::context::outgoing(scope, api).map_err(|e| DoError::Failed(e.to_string()))?;
+    let state = deno_core::JsRuntime::op_state_from(scope);
     let state = state.borrow();
     let (worker, class_name) = namespace(&state, binding)?;
     let backend =
@@ -247,7 +248,7 @@ fn target(
         id,
         name: (!name.is_empty()).then_some(name),
     };
-    Ok((backend, address))
+    Ok((backend, address, depth))
 }
 
 /// The caller sees the object's error message (`remote`), and limit or queue
@@ -265,11 +266,13 @@ fn remote_error(e: InvokeError) -> DoError {
     }
 }
 
+type FetchResult = (u16, Vec<String>, Option<ToJsBuffer>, Option<u32>);
+
 #[allow(clippy::too_many_arguments)]
 #[op2(async)]
 #[serde]
-pub async fn op_do_fetch(
-    state: Rc<RefCell<OpState>>,
+pub fn op_do_fetch(
+    scope: &mut v8::HandleScope,
     #[string] binding: String,
     #[string] id: String,
     #[string] name: String,
@@ -277,137 +280,148 @@ pub async fn op_do_fetch(
     #[string] url: String,
     #[serde] headers: Vec<String>,
     #[buffer] body: Option<JsBuffer>,
-    #[smi] depth: u8,
-) -> Result<(u16, Vec<String>, Option<ToJsBuffer>, Option<u32>), DoError> {
-    let (backend, address) = target(&state, &binding, id, name, depth)?;
-    let request = InvokeRequest {
-        depth,
-        method,
-        url,
-        headers: headers
-            .chunks(2)
-            .filter(|p| p.len() == 2)
-            .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
-            .collect(),
-        body: body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b))),
-    };
-    let response = backend
-        .invoke(address, 0, request)
-        .await
-        .map_err(remote_error)?;
-    let headers = response
-        .headers
-        .into_iter()
-        .flat_map(|(k, v)| {
-            [
-                String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            ]
-        })
-        .collect();
-    // A streamed response stays streamed: the caller reads it as it comes.
-    let (bytes, rid) = super::body::into_js(&state, response.body);
-    Ok((response.status, headers, bytes, rid))
+) -> impl Future<Output = Result<FetchResult, DoError>> {
+    let target = target(scope, &binding, id, name, "Durable Object fetch()");
+    let state = deno_core::JsRuntime::op_state_from(scope);
+    let body = body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b)));
+    async move {
+        let (backend, address, depth) = target?;
+        let request = InvokeRequest {
+            depth,
+            method,
+            url,
+            headers: headers
+                .chunks(2)
+                .filter(|p| p.len() == 2)
+                .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
+                .collect(),
+            body,
+        };
+        let response = backend
+            .invoke(address, 0, request)
+            .await
+            .map_err(remote_error)?;
+        let headers = response
+            .headers
+            .into_iter()
+            .flat_map(|(k, v)| {
+                [
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ]
+            })
+            .collect();
+        // A streamed response stays streamed: the caller reads it as it comes.
+        let (bytes, rid) = super::body::into_js(&state, response.body);
+        Ok((response.status, headers, bytes, rid))
+    }
 }
 
 #[op2(async)]
 #[serde]
-pub async fn op_do_rpc(
-    state: Rc<RefCell<OpState>>,
+pub fn op_do_rpc(
+    scope: &mut v8::HandleScope,
     #[string] binding: String,
     #[string] id: String,
     #[string] name: String,
     #[string] method: String,
     #[buffer] args: JsBuffer,
-    #[smi] depth: u8,
-) -> Result<ToJsBuffer, DoError> {
-    if method.starts_with("__edged") {
-        return Err(DoError::Invalid(format!(
+) -> impl Future<Output = Result<ToJsBuffer, DoError>> {
+    let target = if method.starts_with("__edged") {
+        Err(DoError::Invalid(format!(
             "The RPC receiver does not implement the method \"{method}\"."
-        )));
-    }
-    let (backend, address) = target(&state, &binding, id, name, depth)?;
-    let request = InvokeRequest {
-        depth,
-        method: "RPC".into(),
-        url: format!("rpc:{method}"),
-        headers: Vec::new(),
-        body: Some(Body::Bytes(bytes::Bytes::copy_from_slice(&args))),
+        )))
+    } else {
+        target(scope, &binding, id, name, "Durable Object RPC")
     };
-    let response = backend
-        .invoke(address, 0, request)
-        .await
-        .map_err(remote_error)?;
-    Ok(ToJsBuffer::from(
-        response
-            .body
-            .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
-            .unwrap_or_default(),
-    ))
+    let args = bytes::Bytes::copy_from_slice(&args);
+    async move {
+        let (backend, address, depth) = target?;
+        let request = InvokeRequest {
+            depth,
+            method: "RPC".into(),
+            url: format!("rpc:{method}"),
+            headers: Vec::new(),
+            body: Some(Body::Bytes(args)),
+        };
+        let response = backend
+            .invoke(address, 0, request)
+            .await
+            .map_err(remote_error)?;
+        Ok(ToJsBuffer::from(
+            response
+                .body
+                .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
+                .unwrap_or_default(),
+        ))
+    }
 }
 
-fn storage(state: &OpState, slot: u32) -> Result<Rc<dyn ObjectStorage>, DoError> {
-    state
-        .try_borrow::<ObjectStorages>()
-        .and_then(|s| s.0.get(&slot).cloned())
-        .ok_or_else(|| {
-            DoError::Invalid(
-                "storage is only available inside a Durable Object that is still active".into(),
-            )
-        })
+/// The storage of the Durable Object the calling request is an event of (the
+/// slot comes from the request's context, never from JS).
+fn storage(scope: &mut v8::HandleScope) -> Result<Rc<dyn ObjectStorage>, DoError> {
+    let slot = super::context::current_slot(scope);
+    let state = deno_core::JsRuntime::op_state_from(scope);
+    let state = state.borrow();
+    slot.and_then(|slot| {
+        state
+            .try_borrow::<ObjectStorages>()
+            .and_then(|s| s.0.get(&slot).cloned())
+    })
+    .ok_or_else(|| {
+        DoError::Invalid(
+            "storage is only available inside a Durable Object that is still active".into(),
+        )
+    })
 }
 
 #[op2]
 #[serde]
 pub fn op_do_storage_get(
-    state: &mut OpState,
-    slot: u32,
+    scope: &mut v8::HandleScope,
     #[string] key: &str,
 ) -> Result<Option<ToJsBuffer>, DoError> {
-    Ok(storage(state, slot)?.get(key)?.map(ToJsBuffer::from))
+    Ok(storage(scope)?.get(key)?.map(ToJsBuffer::from))
 }
 
 #[op2]
 pub fn op_do_storage_put(
-    state: &mut OpState,
-    slot: u32,
+    scope: &mut v8::HandleScope,
     #[string] key: &str,
     #[buffer] value: JsBuffer,
 ) -> Result<(), DoError> {
-    storage(state, slot)?.put(key, value.to_vec())
+    storage(scope)?.put(key, value.to_vec())
 }
 
-#[op2(fast)]
+#[op2(nofast)]
 pub fn op_do_storage_delete(
-    state: &mut OpState,
-    slot: u32,
+    scope: &mut v8::HandleScope,
     #[string] key: &str,
 ) -> Result<bool, DoError> {
-    storage(state, slot)?.delete(key)
+    storage(scope)?.delete(key)
 }
 
 #[op2]
 #[serde]
 pub fn op_do_storage_list(
-    state: &mut OpState,
-    slot: u32,
+    scope: &mut v8::HandleScope,
     #[serde] options: ListOptions,
 ) -> Result<Vec<(String, ToJsBuffer)>, DoError> {
-    Ok(storage(state, slot)?
+    Ok(storage(scope)?
         .list(&options)?
         .into_iter()
         .map(|(k, v)| (k, ToJsBuffer::from(v)))
         .collect())
 }
 
-#[op2(fast)]
-pub fn op_do_storage_delete_all(state: &mut OpState, slot: u32) -> Result<(), DoError> {
-    storage(state, slot)?.delete_all()
+#[op2(nofast)]
+pub fn op_do_storage_delete_all(scope: &mut v8::HandleScope) -> Result<(), DoError> {
+    storage(scope)?.delete_all()
 }
 
-#[op2(fast)]
-pub fn op_do_txn(state: &mut OpState, slot: u32, #[string] action: &str) -> Result<(), DoError> {
-    let s = storage(state, slot)?;
+#[op2(nofast)]
+pub fn op_do_txn(scope: &mut v8::HandleScope, #[string] action: &str) -> Result<(), DoError> {
+    let s = storage(scope)?;
     match action {
         "begin" => s.transaction_begin(),
         "commit" => s.transaction_commit(),
@@ -418,19 +432,15 @@ pub fn op_do_txn(state: &mut OpState, slot: u32, #[string] action: &str) -> Resu
     }
 }
 
-#[op2(fast)]
-pub fn op_do_block(state: &mut OpState, slot: u32, on: bool) -> Result<(), DoError> {
-    storage(state, slot)?.block_concurrency(on);
+#[op2(nofast)]
+pub fn op_do_block(scope: &mut v8::HandleScope, on: bool) -> Result<(), DoError> {
+    storage(scope)?.block_concurrency(on);
     Ok(())
 }
 
-#[op2(fast)]
-pub fn op_do_reset(
-    state: &mut OpState,
-    slot: u32,
-    #[string] reason: String,
-) -> Result<(), DoError> {
-    storage(state, slot)?.request_reset(reason);
+#[op2(nofast)]
+pub fn op_do_reset(scope: &mut v8::HandleScope, #[string] reason: String) -> Result<(), DoError> {
+    storage(scope)?.request_reset(reason);
     Ok(())
 }
 
@@ -478,26 +488,25 @@ pub async fn op_do_flush(state: Rc<RefCell<OpState>>) -> Result<(), DoError> {
 }
 
 /// -1 when no alarm is set.
-#[op2(fast)]
-pub fn op_do_alarm_get(state: &mut OpState, slot: u32) -> Result<f64, DoError> {
-    Ok(storage(state, slot)?
+#[op2(nofast)]
+pub fn op_do_alarm_get(scope: &mut v8::HandleScope) -> Result<f64, DoError> {
+    Ok(storage(scope)?
         .get_alarm()?
         .map(|t| t as f64)
         .unwrap_or(-1.0))
 }
 
 /// A negative time deletes the alarm.
-#[op2(fast)]
-pub fn op_do_alarm_set(state: &mut OpState, slot: u32, at_ms: f64) -> Result<(), DoError> {
+#[op2(nofast)]
+pub fn op_do_alarm_set(scope: &mut v8::HandleScope, at_ms: f64) -> Result<(), DoError> {
     let at = (at_ms >= 0.0).then_some(at_ms as u64);
-    storage(state, slot)?.set_alarm(at)
+    storage(scope)?.set_alarm(at)
 }
 
 #[op2]
 #[serde]
 pub fn op_do_sql_exec(
-    state: &mut OpState,
-    slot: u32,
+    scope: &mut v8::HandleScope,
     #[string] query: String,
     #[serde] bindings: Vec<SqlBinding>,
 ) -> Result<SqlOutput, DoError> {
@@ -515,7 +524,7 @@ pub fn op_do_sql_exec(
         )
         .collect::<Result<Vec<_>, ()>>()
         .map_err(|_| DoError::Invalid("unsupported SQL binding value".into()))?;
-    let result = storage(state, slot)?.sql_exec(&query, values)?;
+    let result = storage(scope)?.sql_exec(&query, values)?;
     Ok(SqlOutput {
         column_names: result.columns,
         rows: result
@@ -538,7 +547,7 @@ pub fn op_do_sql_exec(
     })
 }
 
-#[op2(fast)]
-pub fn op_do_sql_size(state: &mut OpState, slot: u32) -> Result<f64, DoError> {
-    Ok(storage(state, slot)?.database_size()? as f64)
+#[op2(nofast)]
+pub fn op_do_sql_size(scope: &mut v8::HandleScope) -> Result<f64, DoError> {
+    Ok(storage(scope)?.database_size()? as f64)
 }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
-use deno_core::{op2, Extension, OpState};
+use deno_core::{op2, v8, Extension, OpDecl};
 use deno_permissions::{PermissionCheckError, PermissionDeniedError};
 
 use super::egress::EgressPolicy;
@@ -61,15 +61,43 @@ impl deno_fetch::FetchPermissions for EdgedPermissions {
     }
 }
 
-/// `console.*` → a tracing event tagged with the worker and the request id.
-/// Levels as deno's Console passes them: 0 debug, 1 log/info, 2 warn, 3 error.
-#[op2(fast)]
-fn op_edged_log(state: &mut OpState, level: u32, request_id: f64, #[string] msg: &str) {
+/// The longest console message logged whole; longer ones are cut.
+const MAX_LOG_CHARS: usize = 16 * 1024;
+
+/// A console message as one log line: control characters (newlines, escapes)
+/// are escaped so a tenant cannot forge lines or terminal sequences, and very
+/// long messages are cut.
+pub fn log_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(MAX_LOG_CHARS) + 16);
+    for (n, c) in msg.chars().enumerate() {
+        if n == MAX_LOG_CHARS {
+            out.push_str("…(truncated)");
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `console.*` → a tracing event tagged with the worker and the request the
+/// calling code runs for (both from Rust, never from JS). Levels as deno's
+/// Console passes them: 0 debug, 1 log/info, 2 warn, 3 error.
+#[op2(nofast)]
+fn op_edged_log(scope: &mut v8::HandleScope, level: u32, #[string] msg: &str) {
+    let request_id = super::context::current(scope).unwrap_or(0);
+    let state = deno_core::JsRuntime::op_state_from(scope);
     let worker = state
+        .borrow()
         .try_borrow::<WorkerIdentity>()
         .map(|w| w.name.clone())
         .unwrap_or_else(|| Arc::from("-"));
-    let request_id = request_id as u64;
+    let msg = log_line(msg);
     match level {
         0 => tracing::debug!(target: "edged::console", worker = %worker, request_id, "{msg}"),
         2 => tracing::warn!(target: "edged::console", worker = %worker, request_id, "{msg}"),
@@ -92,6 +120,14 @@ deno_core::extension!(
     ops = [
         op_edged_log,
         op_edged_timing_safe_equal,
+        super::context::op_edged_subrequest,
+        super::context::op_edged_assert_live,
+        super::context::op_edged_wait_until,
+        super::context::op_edged_response_stream,
+        super::context::op_edged_timer_start,
+        super::context::op_edged_timer_fire,
+        super::context::op_edged_timer_clear,
+        super::clock::op_edged_date_now,
         super::body::op_edged_body_open,
         super::body::op_edged_body_write,
         super::body::op_edged_body_close,
@@ -140,7 +176,17 @@ deno_core::extension!(
         "50_service.js",
         "99_main.js"
     ],
+    middleware = replace_ops,
 );
+
+/// Ops of deno's extensions that edged replaces: `performance.now()` reads the
+/// frozen clock (`clock.rs`).
+fn replace_ops(op: OpDecl) -> OpDecl {
+    match op.name {
+        "op_now" => op.with_implementation_from(&super::clock::op_edged_performance_now()),
+        _ => op,
+    }
+}
 
 /// Every extension, in dependency order. `for_snapshot` includes the JS (it is
 /// evaluated into the snapshot); otherwise only the ops are registered and the JS

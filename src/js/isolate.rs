@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
 
+use super::context::{ContextLimits, Contexts, SharedContexts};
 use super::error::EngineError;
 use super::extension::{extensions, EdgedPermissions, WorkerIdentity};
 use super::limits::{metered, Segment};
@@ -80,8 +81,6 @@ impl Default for RuntimePolicy {
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PrepareOptions<'a> {
-    subrequests: u32,
-    wait_until_ms: f64,
     pass_through_origin: Option<&'a str>,
 }
 
@@ -145,6 +144,7 @@ impl Engine {
         f: impl FnOnce(&mut JsRuntime) -> R,
     ) -> (R, Segment) {
         let _entered = self.enter();
+        super::clock::freeze();
         let handle = self.handle.clone();
         let runtime = &mut *self.runtime;
         metered(&handle, budget, || f(runtime))
@@ -202,10 +202,19 @@ impl BlankIsolate {
         // SAFETY: the isolate was just created and entered on this thread.
         unsafe { (*isolate).exit() };
         let _entered = unsafe { Entered::new(isolate) };
+        // As in Workers, Atomics.wait() may not block an isolate thread (it
+        // throws a TypeError instead).
+        runtime.v8_isolate().set_allow_atomics_wait(false);
+        // Nor does it compile WebAssembly from bytes at run time.
         runtime
-            .op_state()
-            .borrow_mut()
-            .put(EdgedPermissions { egress: None });
+            .v8_isolate()
+            .set_allow_wasm_code_generation_callback(no_wasm_code_generation);
+        {
+            let op_state = runtime.op_state();
+            let mut state = op_state.borrow_mut();
+            state.put(EdgedPermissions { egress: None });
+            state.put(Contexts::new(ContextLimits::default()));
+        }
 
         let handle = runtime.v8_isolate().thread_safe_handle();
         let heap_exceeded = Rc::new(Cell::new(false));
@@ -240,8 +249,10 @@ impl BlankIsolate {
             let bind = get_fn(scope, "bind").ok_or_else(|| internal("bind missing"))?;
             let bind_object =
                 get_fn(scope, "bindObjects").ok_or_else(|| internal("bindObjects missing"))?;
-            // Tenant code sees neither the runtime's internals nor deno's `Deno`.
-            for name in ["__edged_internals", "Deno"] {
+            // Tenant code sees neither the runtime's internals nor deno's
+            // `Deno` and `__bootstrap` (its `core`, ops and primordials), nor
+            // `Temporal` (not in Workers, and an unfrozen clock).
+            for name in ["__edged_internals", "Deno", "__bootstrap", "Temporal"] {
                 if let Some(k) = v8::String::new(scope, name) {
                     global.delete(scope, k.into());
                 }
@@ -304,9 +315,15 @@ impl BlankIsolate {
                 name: script.name.as_str().into(),
                 version: script.version,
             });
+            if let Some(contexts) = state.try_borrow::<SharedContexts>() {
+                contexts.borrow_mut().limits = ContextLimits {
+                    subrequests: host.policy.subrequests,
+                    wait_until: host.policy.wait_until,
+                };
+            }
             let mut namespaces = std::collections::HashMap::new();
             let mut services = std::collections::HashMap::new();
-            let mut kv_namespaces = std::collections::HashSet::new();
+            let mut kv_namespaces = std::collections::HashMap::new();
             for b in &script.bindings {
                 match b {
                     crate::js::Binding::DurableObjectNamespace { name, class_name } => {
@@ -315,8 +332,8 @@ impl BlankIsolate {
                     crate::js::Binding::Service { name, service } => {
                         services.insert(name.clone(), service.clone());
                     }
-                    crate::js::Binding::KvNamespace { namespace, .. } => {
-                        kv_namespaces.insert(namespace.clone());
+                    crate::js::Binding::KvNamespace { name, namespace } => {
+                        kv_namespaces.insert(name.clone(), namespace.clone());
                     }
                     _ => {}
                 }
@@ -351,8 +368,6 @@ impl BlankIsolate {
             let bindings = deno_core::serde_v8::to_v8(scope, &script.bindings)
                 .map_err(|e| EngineError::Script(format!("TypeError: bad bindings: {e}")))?;
             let options = PrepareOptions {
-                subrequests: host.policy.subrequests,
-                wait_until_ms: host.policy.wait_until.as_secs_f64() * 1000.0,
                 pass_through_origin: host.policy.pass_through_origin.as_deref(),
             };
             let options = deno_core::serde_v8::to_v8(scope, &options).map_err(internal)?;
@@ -429,46 +444,63 @@ impl BlankIsolate {
 
         // 3. check the default export and get the dispatch function.
         let mut object_fns = None;
-        let (dispatch, seg) = engine.run(budget.saturating_sub(used), |runtime| {
+        let (fns, seg) = engine.run(budget.saturating_sub(used), |runtime| {
             let namespace = runtime
                 .get_module_namespace(module_id)
                 .map_err(|e| EngineError::Script(format_core_error(&e)))?;
             let scope = &mut runtime.handle_scope();
             let ns = v8::Local::new(scope, &namespace);
-            let f = match mode {
+            // Worker: [dispatch, clearTimers]; objects: [dispatch, clearTimers,
+            // activate, deactivate].
+            let fns = match mode {
                 BindMode::Worker => call(scope, &bind, &[ns.into()])?,
-                BindMode::Objects => {
-                    // [dispatch, activate, deactivate]
-                    let fns = call(scope, &bind_object, &[ns.into()])?;
-                    let fns = v8::Local::<v8::Array>::try_from(fns)
-                        .map_err(|_| internal("bindObjects() did not return an array"))?;
-                    let mut get = |i: u32| {
-                        fns.get_index(scope, i)
-                            .and_then(|f| v8::Local::<v8::Function>::try_from(f).ok())
-                            .map(|f| v8::Global::new(scope, f))
-                            .ok_or_else(|| internal("bindObjects() returned a non-function"))
-                    };
-                    let (activate, deactivate) = (get(1)?, get(2)?);
-                    object_fns = Some(super::worker::ObjectFns {
-                        activate,
-                        deactivate,
-                    });
-                    fns.get_index(scope, 0)
-                        .ok_or_else(|| internal("bindObjects() returned no dispatch"))?
-                }
+                BindMode::Objects => call(scope, &bind_object, &[ns.into()])?,
             };
-            v8::Local::<v8::Function>::try_from(f)
-                .map(|f| v8::Global::new(scope, f))
-                .map_err(|_| internal("bind() did not return a function"))
+            let fns = v8::Local::<v8::Array>::try_from(fns)
+                .map_err(|_| internal("bind() did not return an array"))?;
+            let mut get = |i: u32| {
+                fns.get_index(scope, i)
+                    .and_then(|f| v8::Local::<v8::Function>::try_from(f).ok())
+                    .map(|f| v8::Global::new(scope, f))
+                    .ok_or_else(|| internal("bind() returned a non-function"))
+            };
+            let (dispatch, clear_timers) = (get(0)?, get(1)?);
+            if let BindMode::Objects = mode {
+                object_fns = Some(super::worker::ObjectFns {
+                    activate: get(2)?,
+                    deactivate: get(3)?,
+                });
+            }
+            Ok::<_, EngineError>((dispatch, clear_timers))
         });
         if let Some(e) = engine.termination_cause(seg.over_budget) {
             return Err(e);
         }
-        let dispatch = dispatch?;
-        let mut worker = Worker::new(engine, dispatch, script.name.as_str().into());
+        let (dispatch, clear_timers) = fns?;
+        let contexts = engine
+            .runtime
+            .op_state()
+            .borrow()
+            .try_borrow::<SharedContexts>()
+            .cloned()
+            .ok_or_else(|| internal("request contexts missing"))?;
+        let mut worker = Worker::new(
+            engine,
+            dispatch,
+            clear_timers,
+            contexts,
+            script.name.as_str().into(),
+        );
         worker.objects = object_fns;
         Ok(worker)
     }
+}
+
+extern "C" fn no_wasm_code_generation(
+    _context: v8::Local<v8::Context>,
+    _source: v8::Local<v8::String>,
+) -> bool {
+    false
 }
 
 /// Calls a JS function with `undefined` as receiver; an exception becomes

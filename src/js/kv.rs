@@ -6,15 +6,13 @@
 //! `HostServices` with the backend, and a bound isolate may reach only the
 //! namespaces its worker was deployed with ([`KvAccess`]), whatever its JS does.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
+use deno_core::{op2, v8, JsBuffer, ToJsBuffer};
 use serde::{Deserialize, Serialize};
 
 /// A stored value with what was stored beside it.
@@ -89,70 +87,93 @@ pub trait KvBackend: Send + Sync + 'static {
     fn list(&self, namespace: &str, options: KvListOptions) -> KvFuture<KvListResult>;
 }
 
-/// What a bound isolate may use: the backend and its worker's namespaces.
+/// What a bound isolate may use: the backend and its worker's namespaces
+/// (binding name → namespace).
 pub struct KvAccess {
     pub backend: Arc<dyn KvBackend>,
-    pub namespaces: HashSet<String>,
+    pub namespaces: HashMap<String, String>,
 }
 
-fn backend(state: &Rc<RefCell<OpState>>, namespace: &str) -> Result<Arc<dyn KvBackend>, KvError> {
+/// The backend and namespace behind `binding`, if the calling request may do
+/// KV I/O now.
+fn access(
+    scope: &mut v8::HandleScope,
+    binding: &str,
+    api: &str,
+) -> Result<(Arc<dyn KvBackend>, String), KvError> {
+    super::context::assert_live(scope, api).map_err(|e| KvError::Unavailable(e.to_string()))?;
+    let state = deno_core::JsRuntime::op_state_from(scope);
     let state = state.borrow();
     let access = state
         .try_borrow::<KvAccess>()
         .ok_or_else(|| KvError::Unavailable("Workers KV is not available on this node".into()))?;
-    if !access.namespaces.contains(namespace) {
-        return Err(KvError::Invalid(format!(
-            "KV namespace '{namespace}' is not bound to this worker"
-        )));
-    }
-    Ok(access.backend.clone())
+    let namespace = access.namespaces.get(binding).ok_or_else(|| {
+        KvError::Invalid(format!(
+            "'{binding}' is not a KV namespace binding of this worker"
+        ))
+    })?;
+    Ok((access.backend.clone(), namespace.clone()))
 }
+
+type GetResult = Option<(ToJsBuffer, Option<String>, Option<u64>)>;
 
 /// `[value bytes, metadata JSON or null, expiration or null]`, or null.
 #[op2(async)]
 #[serde]
-pub async fn op_kv_get(
-    state: Rc<RefCell<OpState>>,
-    #[string] namespace: String,
+pub fn op_kv_get(
+    scope: &mut v8::HandleScope,
+    #[string] binding: String,
     #[string] key: String,
     cache_ttl: f64,
-) -> Result<Option<(ToJsBuffer, Option<String>, Option<u64>)>, KvError> {
-    let backend = backend(&state, &namespace)?;
-    let ttl = (cache_ttl > 0.0).then_some(cache_ttl as u64);
-    let value = backend.get(&namespace, &key, ttl).await?;
-    Ok(value.map(|v| (ToJsBuffer::from(v.value.to_vec()), v.metadata, v.expiration)))
+) -> impl Future<Output = Result<GetResult, KvError>> {
+    let access = access(scope, &binding, "KV get()");
+    async move {
+        let (backend, namespace) = access?;
+        let ttl = (cache_ttl > 0.0).then_some(cache_ttl as u64);
+        let value = backend.get(&namespace, &key, ttl).await?;
+        Ok(value.map(|v| (ToJsBuffer::from(v.value.to_vec()), v.metadata, v.expiration)))
+    }
 }
 
 #[op2(async)]
-pub async fn op_kv_put(
-    state: Rc<RefCell<OpState>>,
-    #[string] namespace: String,
+pub fn op_kv_put(
+    scope: &mut v8::HandleScope,
+    #[string] binding: String,
     #[string] key: String,
     #[buffer] value: JsBuffer,
     #[serde] options: KvPutOptions,
-) -> Result<(), KvError> {
-    let backend = backend(&state, &namespace)?;
+) -> impl Future<Output = Result<(), KvError>> {
+    let access = access(scope, &binding, "KV put()");
     let value = Bytes::copy_from_slice(&value);
-    backend.put(&namespace, &key, value, options).await
+    async move {
+        let (backend, namespace) = access?;
+        backend.put(&namespace, &key, value, options).await
+    }
 }
 
 #[op2(async)]
-pub async fn op_kv_delete(
-    state: Rc<RefCell<OpState>>,
-    #[string] namespace: String,
+pub fn op_kv_delete(
+    scope: &mut v8::HandleScope,
+    #[string] binding: String,
     #[string] key: String,
-) -> Result<(), KvError> {
-    let backend = backend(&state, &namespace)?;
-    backend.delete(&namespace, &key).await
+) -> impl Future<Output = Result<(), KvError>> {
+    let access = access(scope, &binding, "KV delete()");
+    async move {
+        let (backend, namespace) = access?;
+        backend.delete(&namespace, &key).await
+    }
 }
 
 #[op2(async)]
 #[serde]
-pub async fn op_kv_list(
-    state: Rc<RefCell<OpState>>,
-    #[string] namespace: String,
+pub fn op_kv_list(
+    scope: &mut v8::HandleScope,
+    #[string] binding: String,
     #[serde] options: KvListOptions,
-) -> Result<KvListResult, KvError> {
-    let backend = backend(&state, &namespace)?;
-    backend.list(&namespace, options).await
+) -> impl Future<Output = Result<KvListResult, KvError>> {
+    let access = access(scope, &binding, "KV list()");
+    async move {
+        let (backend, namespace) = access?;
+        backend.list(&namespace, options).await
+    }
 }

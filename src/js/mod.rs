@@ -14,8 +14,12 @@
 //!   A Durable Object host (`BindMode::Objects`) serves many objects, all of one
 //!   worker version; each object's storage calls name its slot (`durable.rs`).
 //! - Tenant code can import only its own modules and `cloudflare:workers`
-//!   (`loader.rs`); the runtime's internals are removed from the global scope before
-//!   tenant code runs (`isolate.rs`).
+//!   (`loader.rs`); the runtime's internals (`Deno`, `__bootstrap`) are removed from
+//!   the global scope before tenant code runs (`isolate.rs`), and the runtime's JS
+//!   uses only intrinsics captured before any tenant code existed.
+//! - Who the running code works for, and what it may still do (depth,
+//!   subrequests, the waitUntil window, a Durable Object's slot), is kept in Rust
+//!   and read from V8's request context (`context.rs`), never from a JS argument.
 //! - Every entry into JavaScript is CPU-metered (`limits.rs`); a termination for CPU
 //!   or heap is fatal to the isolate, never to the process.
 //!
@@ -25,10 +29,13 @@
 //! - `snapshot.rs`: the startup snapshot; `isolate.rs`: blank isolates and binding;
 //!   `worker.rs`: serving requests; `limits.rs`: the CPU watchdog; `loader.rs`:
 //!   module resolution; `script.rs`: what a worker version is made of;
-//!   `body.rs`: bodies as bytes or bounded streams across the engine boundary.
+//!   `body.rs`: bodies as bytes or bounded streams across the engine boundary;
+//!   `context.rs`: request contexts; `clock.rs`: Workers' frozen clock.
 
 pub mod body;
 pub mod cache;
+pub mod clock;
+pub mod context;
 pub mod durable;
 pub mod egress;
 pub mod error;

@@ -7,20 +7,18 @@
 //! worker-to-worker calls are bounded ([`MAX_DEPTH`]) so a worker that calls
 //! itself cannot recurse without end.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::future::Future;
 use std::sync::Arc;
 
-use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
+use deno_core::{op2, v8, JsBuffer, ToJsBuffer};
 use futures::future::LocalBoxFuture;
 
 use super::body::Body;
 use super::error::InvokeError;
 use super::script::{InvokeRequest, InvokeResponse};
 
-/// Worker-to-worker calls one client request may lead to, in a chain.
-pub const MAX_DEPTH: u8 = 16;
+pub use super::context::MAX_DEPTH;
 
 /// Runs a request on another worker of this node.
 pub trait ServiceBackend: Send + Sync {
@@ -50,16 +48,16 @@ pub enum ServiceError {
     Failed(String),
 }
 
+/// The backend and worker a call from the current request through `binding`
+/// goes to, with its depth (the caller's plus one), counted as a subrequest.
 fn target(
-    state: &Rc<RefCell<OpState>>,
+    scope: &mut v8::HandleScope,
     binding: &str,
-    depth: u8,
-) -> Result<(Arc<dyn ServiceBackend>, String), ServiceError> {
-    if depth > MAX_DEPTH {
-        return Err(ServiceError::Failed(format!(
-            "Subrequest depth limit exceeded: more than {MAX_DEPTH} worker-to-worker calls in a chain"
-        )));
-    }
+    api: &str,
+) -> Result<(Arc<dyn ServiceBackend>, String, u8), ServiceError> {
+    let depth =
+        super::context::outgoing(scope, api).map_err(|e| ServiceError::Failed(e.to_string()))?;
+    let state = deno_core::JsRuntime::op_state_from(scope);
     let state = state.borrow();
     let access = state
         .try_borrow::<ServiceAccess>()
@@ -72,7 +70,7 @@ fn target(
         .slot
         .get()
         .ok_or_else(|| ServiceError::Failed("service bindings are not available yet".into()))?;
-    Ok((backend, service.clone()))
+    Ok((backend, service.clone(), depth))
 }
 
 fn failed(service: &str, e: InvokeError) -> ServiceError {
@@ -90,71 +88,77 @@ fn failed(service: &str, e: InvokeError) -> ServiceError {
 /// bytes or as a stream resource.
 type FetchResult = (u16, Vec<String>, Option<ToJsBuffer>, Option<u32>);
 
-#[allow(clippy::too_many_arguments)]
 #[op2(async)]
 #[serde]
-pub async fn op_service_fetch(
-    state: Rc<RefCell<OpState>>,
+pub fn op_service_fetch(
+    scope: &mut v8::HandleScope,
     #[string] binding: String,
     #[string] method: String,
     #[string] url: String,
     #[serde] headers: Vec<String>,
     #[buffer] body: Option<JsBuffer>,
-    #[smi] depth: u8,
-) -> Result<FetchResult, ServiceError> {
-    let (backend, service) = target(&state, &binding, depth)?;
-    let request = InvokeRequest {
-        method,
-        url,
-        headers: headers
-            .chunks(2)
-            .filter(|p| p.len() == 2)
-            .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
-            .collect(),
-        body: body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b))),
-        depth,
-    };
-    let response = backend
-        .invoke(&service, request)
-        .await
-        .map_err(|e| failed(&service, e))?;
-    let headers = response
-        .headers
-        .into_iter()
-        .flat_map(|(k, v)| {
-            [
-                String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            ]
-        })
-        .collect();
-    let (bytes, rid) = super::body::into_js(&state, response.body);
-    Ok((response.status, headers, bytes, rid))
+) -> impl Future<Output = Result<FetchResult, ServiceError>> {
+    let target = target(scope, &binding, "service binding fetch()");
+    let state = deno_core::JsRuntime::op_state_from(scope);
+    let body = body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b)));
+    async move {
+        let (backend, service, depth) = target?;
+        let request = InvokeRequest {
+            method,
+            url,
+            headers: headers
+                .chunks(2)
+                .filter(|p| p.len() == 2)
+                .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
+                .collect(),
+            body,
+            depth,
+        };
+        let response = backend
+            .invoke(&service, request)
+            .await
+            .map_err(|e| failed(&service, e))?;
+        let headers = response
+            .headers
+            .into_iter()
+            .flat_map(|(k, v)| {
+                [
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ]
+            })
+            .collect();
+        let (bytes, rid) = super::body::into_js(&state, response.body);
+        Ok((response.status, headers, bytes, rid))
+    }
 }
 
 #[op2(async)]
 #[buffer]
-pub async fn op_service_rpc(
-    state: Rc<RefCell<OpState>>,
+pub fn op_service_rpc(
+    scope: &mut v8::HandleScope,
     #[string] binding: String,
     #[string] method: String,
     #[buffer] args: JsBuffer,
-    #[smi] depth: u8,
-) -> Result<Vec<u8>, ServiceError> {
-    let (backend, service) = target(&state, &binding, depth)?;
-    let request = InvokeRequest {
-        method: "RPC".into(),
-        url: format!("rpc:{method}"),
-        headers: Vec::new(),
-        body: Some(Body::Bytes(bytes::Bytes::copy_from_slice(&args))),
-        depth,
-    };
-    let response = backend
-        .invoke(&service, request)
-        .await
-        .map_err(|e| failed(&service, e))?;
-    Ok(response
-        .body
-        .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
-        .unwrap_or_default())
+) -> impl Future<Output = Result<Vec<u8>, ServiceError>> {
+    let target = target(scope, &binding, "service binding RPC");
+    let args = bytes::Bytes::copy_from_slice(&args);
+    async move {
+        let (backend, service, depth) = target?;
+        let request = InvokeRequest {
+            method: "RPC".into(),
+            url: format!("rpc:{method}"),
+            headers: Vec::new(),
+            body: Some(Body::Bytes(args)),
+            depth,
+        };
+        let response = backend
+            .invoke(&service, request)
+            .await
+            .map_err(|e| failed(&service, e))?;
+        Ok(response
+            .body
+            .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
+            .unwrap_or_default())
+    }
 }

@@ -16,6 +16,7 @@
 //! termination (CPU or heap) is fatal to the isolate: every request in flight on it
 //! fails and the owner replaces the isolate.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use deno_core::{v8, PollEventLoopOptions};
 use futures::channel::oneshot;
 
 use super::body::{add_source, take_outgoing, take_source, Body, StreamSlot};
+use super::context::{self, RequestId, SharedContexts};
 use super::error::{EngineError, InvokeError};
 use super::isolate::{call, Engine};
 use super::script::{InvokeRequest, InvokeResponse};
@@ -32,6 +34,7 @@ use super::script::{InvokeRequest, InvokeResponse};
 pub type Reply = oneshot::Sender<Result<InvokeResponse, InvokeError>>;
 
 struct InFlight {
+    id: RequestId,
     promise: v8::Global<v8::Promise>,
     cpu: Duration,
     reply: Reply,
@@ -47,22 +50,43 @@ pub(crate) struct ObjectFns {
 pub struct Worker {
     // Field order is drop order: handles into the isolate go before the engine.
     dispatch: v8::Global<v8::Function>,
+    /// `clearTimers(ids)` in 00_globals.js: cancels the timers of ended requests.
+    clear_timers: v8::Global<v8::Function>,
     /// Set when the isolate hosts Durable Objects (`BindMode::Objects`).
     pub(crate) objects: Option<ObjectFns>,
     in_flight: Vec<InFlight>,
+    /// The isolate's request contexts (`context.rs`), shared with its ops.
+    contexts: SharedContexts,
+    /// Wakes the driver when the next waitUntil window closes.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     name: Arc<str>,
     engine: Engine,
 }
 
 impl Worker {
-    pub(crate) fn new(engine: Engine, dispatch: v8::Global<v8::Function>, name: Arc<str>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        dispatch: v8::Global<v8::Function>,
+        clear_timers: v8::Global<v8::Function>,
+        contexts: SharedContexts,
+        name: Arc<str>,
+    ) -> Self {
         Worker {
             engine,
             dispatch,
+            clear_timers,
             objects: None,
+            contexts,
+            deadline: None,
             name,
             in_flight: Vec::new(),
         }
+    }
+
+    /// Request contexts not yet ended (requests in flight, or finishing their
+    /// waitUntil work).
+    pub fn live_requests(&self) -> usize {
+        self.contexts.borrow().len()
     }
 
     pub fn name(&self) -> &str {
@@ -118,6 +142,9 @@ impl Worker {
             .0
             .insert(slot, storage);
         let budget = self.engine.limits.startup_cpu;
+        // The constructor runs as a request of its own, an event of the object:
+        // timers and storage calls it makes belong to the object.
+        self.contexts.borrow_mut().begin(request_id, 0, Some(slot));
         let (result, seg) = self.engine.run(budget, |runtime| {
             let scope = &mut runtime.handle_scope();
             let mut args = vec![v8::Integer::new_from_unsigned(scope, slot).into()];
@@ -128,11 +155,14 @@ impl Worker {
                         .into(),
                 );
             }
-            args.push(v8::Number::new(scope, request_id as f64).into());
-            call(scope, &fns.activate, &args)?;
+            let previous = context::enter(scope, request_id, Some(slot));
+            let result = call(scope, &fns.activate, &args);
+            context::restore(scope, previous);
+            result?;
             scope.perform_microtask_checkpoint();
             Ok::<_, EngineError>(())
         });
+        self.contexts.borrow_mut().settle(request_id);
         if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
             return Err(fatal);
         }
@@ -152,7 +182,28 @@ impl Worker {
                 let _ = call(scope, &fns.deactivate, &[arg]);
             });
         }
+        // Its events end with it, and the timers it left are cancelled.
+        self.contexts.borrow_mut().end_slot(slot);
+        self.cancel_orphaned_timers();
         self.forget(slot);
+    }
+
+    /// Cancels, in the isolate, the timers of requests that have ended.
+    fn cancel_orphaned_timers(&mut self) {
+        let ids = self.contexts.borrow_mut().take_orphaned_timers();
+        if ids.is_empty() {
+            return;
+        }
+        let clear = &self.clear_timers;
+        let _ = self.engine.run(self.engine.limits.cpu, |runtime| {
+            let scope = &mut runtime.handle_scope();
+            let ids: Vec<v8::Local<v8::Value>> = ids
+                .iter()
+                .map(|id| v8::Integer::new_from_unsigned(scope, *id).into())
+                .collect();
+            let array = v8::Array::new_with_elements(scope, &ids).into();
+            let _ = call(scope, clear, &[array]);
+        });
     }
 
     fn forget(&mut self, slot: u32) {
@@ -178,6 +229,9 @@ impl Worker {
     ) -> Result<(), EngineError> {
         let budget = self.engine.limits.cpu;
         let dispatch = &self.dispatch;
+        self.contexts
+            .borrow_mut()
+            .begin(request_id, request.depth, slot);
         let (result, seg) = self.engine.run(budget, |runtime| {
             let stream_rid = match &request.body {
                 Some(Body::Stream(slot)) => slot
@@ -186,16 +240,15 @@ impl Worker {
                 _ => None,
             };
             let scope = &mut runtime.handle_scope();
-            let args = request_args(scope, request_id, request, stream_rid)?;
-            let value = match slot {
-                None => call(scope, dispatch, &args)?,
-                Some(slot) => {
-                    let mut with_slot = args.to_vec();
-                    with_slot.push(v8::Integer::new_from_unsigned(scope, slot).into());
-                    call(scope, dispatch, &with_slot)?
-                }
-            };
-            let promise = v8::Local::<v8::Promise>::try_from(value)
+            let mut args = request_args(scope, request, stream_rid)?.to_vec();
+            if let Some(slot) = slot {
+                args.push(v8::Integer::new_from_unsigned(scope, slot).into());
+            }
+            // Everything the handler starts runs as this request.
+            let previous = context::enter(scope, request_id, slot);
+            let value = call(scope, dispatch, &args);
+            context::restore(scope, previous);
+            let promise = v8::Local::<v8::Promise>::try_from(value?)
                 .map_err(|_| EngineError::Internal("dispatch did not return a promise".into()))?;
             // Run the handler's promise reactions now: a handler that does no I/O
             // settles here and is answered without waiting for an event-loop turn.
@@ -209,6 +262,7 @@ impl Worker {
         match result {
             Ok(promise) => {
                 self.in_flight.push(InFlight {
+                    id: request_id,
                     promise,
                     cpu: seg.cpu,
                     reply,
@@ -217,6 +271,7 @@ impl Worker {
                 Ok(())
             }
             Err(EngineError::Script(msg)) => {
+                self.contexts.borrow_mut().end(request_id);
                 let _ = reply.send(Err(InvokeError::Exception(msg)));
                 Ok(())
             }
@@ -258,7 +313,38 @@ impl Worker {
             return Poll::Ready(self.fail_all(EngineError::Internal(e.to_string())));
         }
         self.answer_settled();
+        self.upkeep_contexts(cx);
         Poll::Pending
+    }
+
+    /// Closes the waitUntil windows that are due, cancels the timers of ended
+    /// requests, and arranges to be polled when the next window closes.
+    fn upkeep_contexts(&mut self, cx: &mut Context<'_>) {
+        let now = std::time::Instant::now();
+        let (expired, next) = {
+            let mut contexts = self.contexts.borrow_mut();
+            (contexts.expire_due(now), contexts.next_deadline())
+        };
+        if !expired.is_empty() {
+            let window = self.contexts.borrow().limits.wait_until;
+            for id in expired {
+                tracing::warn!(
+                    target: "edged::console",
+                    worker = %self.name,
+                    request_id = id,
+                    "ctx.waitUntil() work did not finish within {} ms of the response; its remaining I/O is cancelled",
+                    window.as_millis()
+                );
+            }
+        }
+        self.cancel_orphaned_timers();
+        self.deadline = next.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
+        if let Some(sleep) = self.deadline.as_mut() {
+            // Registers the waker; a deadline already due wakes us at once.
+            if sleep.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
     }
 
     fn answer_settled(&mut self) {
@@ -266,6 +352,13 @@ impl Worker {
         let op_state = self.engine.runtime.op_state();
         let mut i = 0;
         while i < self.in_flight.len() {
+            if self.in_flight[i].reply.is_canceled() {
+                // Nobody waits for the answer any more (the client left): the
+                // request ends now, and its timers and I/O with it.
+                let gone = self.in_flight.swap_remove(i);
+                self.contexts.borrow_mut().end(gone.id);
+                continue;
+            }
             let outcome = {
                 let scope = &mut self.engine.runtime.handle_scope();
                 let promise = v8::Local::new(scope, &self.in_flight[i].promise);
@@ -288,6 +381,7 @@ impl Worker {
                 None => i += 1,
                 Some(result) => {
                     let done = self.in_flight.swap_remove(i);
+                    self.contexts.borrow_mut().settle(done.id);
                     let _ = done.reply.send(result);
                 }
             }
@@ -304,12 +398,10 @@ impl Worker {
 
 fn request_args<'s>(
     scope: &mut v8::HandleScope<'s>,
-    request_id: u64,
     request: InvokeRequest,
     stream_rid: Option<u32>,
-) -> Result<[v8::Local<'s, v8::Value>; 6], EngineError> {
+) -> Result<[v8::Local<'s, v8::Value>; 4], EngineError> {
     let bad = |what: &str| EngineError::Internal(format!("cannot build request {what}"));
-    let id = v8::Number::new(scope, request_id as f64).into();
     let method = v8::String::new(scope, &request.method)
         .ok_or_else(|| bad("method"))?
         .into();
@@ -343,8 +435,7 @@ fn request_args<'s>(
                 .into()
         }
     };
-    let depth = v8::Integer::new_from_unsigned(scope, request.depth as u32).into();
-    Ok([id, method, url, headers, body, depth])
+    Ok([method, url, headers, body])
 }
 
 /// Reads what `dispatch` resolved to: `[status, flatHeaders, body]` or

@@ -3,12 +3,30 @@
 // deno's extensions implement the Web APIs (WHATWG URL, Fetch's Request/Response/
 // Headers, streams, encoding, Web Crypto); this file exposes them on globalThis the
 // way a Workers isolate sees them, and replaces `console` with one whose output goes
-// to the node's tracing log, tagged with the worker and the request id.
+// to the node's tracing log, tagged (in Rust) with the worker and the request id.
 //
 // Runs once when the startup snapshot is made; every isolate starts from the result.
+//
+// Sealing. Tenant code shares this realm, so nothing here may rely on anything it
+// can patch: intrinsics are taken from `primordials` (captured before any tenant
+// code exists), globals are referenced through module bindings, never looked up
+// on globalThis at call time, and arrays are walked by index (no iterator
+// protocol). What the runtime enforces per request (subrequests, call depth,
+// the waitUntil window, which request a timer or a log line belongs to) is
+// decided in Rust from V8's request context (src/js/context.rs); this file only
+// calls the ops at the points a tenant cannot skip.
 
-import { core } from "ext:core/mod.js";
-import { op_edged_log, op_edged_timing_safe_equal } from "ext:core/ops";
+import { core, primordials } from "ext:core/mod.js";
+import {
+  op_edged_assert_live,
+  op_edged_date_now,
+  op_edged_log,
+  op_edged_subrequest,
+  op_edged_timer_clear,
+  op_edged_timer_fire,
+  op_edged_timer_start,
+  op_edged_timing_safe_equal,
+} from "ext:core/ops";
 import { DOMException } from "ext:deno_web/01_dom_exception.js";
 import * as event from "ext:deno_web/02_event.js";
 import * as timers from "ext:deno_web/02_timers.js";
@@ -29,6 +47,38 @@ import * as request from "ext:deno_fetch/23_request.js";
 import * as response from "ext:deno_fetch/23_response.js";
 import * as fetch from "ext:deno_fetch/26_fetch.js";
 import * as crypto from "ext:deno_crypto/00_crypto.js";
+import { bytesOf } from "ext:edged/05_body.js";
+
+const {
+  Date: IntrinsicDate,
+  DatePrototypeToString,
+  Error,
+  EvalError,
+  FunctionPrototypeCall,
+  ObjectDefineProperties,
+  ObjectDefineProperty,
+  ObjectFreeze,
+  ObjectGetOwnPropertyDescriptor,
+  Number,
+  ObjectPrototypeIsPrototypeOf,
+  Promise,
+  RangeError,
+  ReferenceError,
+  ReflectApply,
+  ReflectConstruct,
+  RegExpPrototypeExec,
+  SafeRegExp,
+  SafeWeakMap,
+  WeakMapPrototypeGet,
+  WeakMapPrototypeSet,
+  StringPrototypeEndsWith,
+  StringPrototypeIncludes,
+  StringPrototypeSlice,
+  SyntaxError,
+  TypedArrayPrototypeGetByteLength,
+  TypeError,
+  URIError,
+} = primordials;
 
 function writable(value) {
   return { value, writable: true, enumerable: false, configurable: true };
@@ -37,59 +87,42 @@ function readOnly(value) {
   return { value, enumerable: true, writable: false, configurable: true };
 }
 
-// The request a piece of code runs for: kept in V8's continuation-preserved data,
-// so it follows promise chains (console lines from an awaited callback keep their id).
-export function currentRequestId() {
-  const id = core.getAsyncContext();
-  return typeof id === "number" ? id : 0;
-}
-
-// How many worker-to-worker calls led to each request in flight (service
-// bindings pass it on, so chains are bounded).
-const depths = new Map();
-export function setRequestDepth(id, depth) {
-  if (depth === 0) return;
-  depths.set(id, depth);
-  if (depths.size > 4096) depths.delete(depths.keys().next().value);
-}
-export function currentDepth() {
-  return depths.get(currentRequestId()) ?? 0;
-}
-
-// Requests whose ctx.waitUntil() window has closed: their remaining I/O fails.
-// Request ids only grow, so the oldest entries are the first to drop.
-const TRACKED = 4096;
-const expired = new Set();
-export function expireRequest(id) {
-  expired.add(id);
-  if (expired.size > TRACKED) expired.delete(expired.values().next().value);
-}
+// Checks that the calling request may still start I/O (Rust decides: the
+// request must be live, and code outside any request may not do I/O).
 export function assertLive(api) {
-  const id = currentRequestId();
-  if (id !== 0 && expired.has(id)) {
-    throw new Error(
-      `${api}: this request's ctx.waitUntil() time is over, so its remaining I/O was cancelled`,
-    );
-  }
+  op_edged_assert_live(api);
 }
 
 // Outbound fetch(): deno's implementation (WHATWG fetch with streaming bodies,
-// redirects, AbortSignal) behind the per-request subrequest limit. The node's
-// egress policy is checked in Rust for every hop; its refusal becomes a TypeError.
-let subrequestLimit = 50;
-const subrequests = new Map();
-const ERROR_CLASSES = { Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
+// redirects, AbortSignal) behind the per-request subrequest limit, which Rust
+// counts. The node's egress policy is checked in Rust for every hop; its
+// refusal becomes a TypeError.
+const ERROR_CLASSES = {
+  __proto__: null,
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+};
+const REMOTE_ERROR = new SafeRegExp("^([A-Za-z]*Error): ([\\s\\S]*)$");
 
 // An error from another worker or object (a service binding, a Durable Object
 // stub): its exception arrives as "Name: message" and is rethrown with its class
 // and message, as Workers does, marked `remote`; limit kills and full queues are
 // also marked `overloaded`.
 export function fromRemote(e) {
-  if (!(e instanceof Error)) return e;
-  const m = /^([A-Za-z]*Error): ([\s\S]*)$/.exec(e.message);
-  const err = m !== null && Object.hasOwn(ERROR_CLASSES, m[1]) ? new ERROR_CLASSES[m[1]](m[2]) : e;
-  err.remote = true;
-  if (String(err.message).includes("overloaded")) err.overloaded = true;
+  if (!ObjectPrototypeIsPrototypeOf(Error.prototype, e)) return e;
+  const message = e.message;
+  const m = typeof message === "string" ? RegExpPrototypeExec(REMOTE_ERROR, message) : null;
+  const cls = m !== null ? ERROR_CLASSES[m[1]] : undefined;
+  const err = cls !== undefined ? new cls(m[2]) : e;
+  ObjectDefineProperty(err, "remote", writable(true));
+  if (typeof message === "string" && StringPrototypeIncludes(message, "overloaded")) {
+    ObjectDefineProperty(err, "overloaded", writable(true));
+  }
   return err;
 }
 
@@ -104,117 +137,97 @@ export async function beforeOutgoing() {
   if (outputGate !== null) await outputGate();
 }
 
-export function configureFetch(limit) {
-  subrequestLimit = limit;
-}
-const NOT_GRANTED = /^Requires ([\s\S]*), which cannot be granted in this environment$/;
+const NOT_GRANTED = new SafeRegExp(
+  "^Requires ([\\s\\S]*), which cannot be granted in this environment$",
+);
 export function rethrowFetchError(e) {
-  if (e?.name === "NotCapable") {
-    const m = NOT_GRANTED.exec(e.message);
-    throw new TypeError(m ? m[1] : e.message);
+  if (e !== null && typeof e === "object" && e.name === "NotCapable") {
+    const m = RegExpPrototypeExec(NOT_GRANTED, e.message);
+    throw new TypeError(m !== null ? m[1] : e.message);
   }
   throw e;
 }
+const denoFetch = fetch.fetch;
 async function workersFetch(input, init = undefined) {
-  assertLive("fetch()");
-  const id = currentRequestId();
-  const n = (subrequests.get(id) ?? 0) + 1;
-  subrequests.set(id, n);
-  if (subrequests.size > TRACKED) subrequests.delete(subrequests.keys().next().value);
-  if (n > subrequestLimit) {
-    throw new Error(
-      `Too many subrequests. A request may make at most ${subrequestLimit} fetch() calls.`,
-    );
-  }
+  op_edged_subrequest("fetch()");
   if (outputGate !== null) await outputGate();
   try {
-    return await fetch.fetch(input, init);
+    return await denoFetch(input, init);
   } catch (e) {
     rethrowFetchError(e);
   }
 }
-Object.defineProperty(workersFetch, "name", { value: "fetch" });
+ObjectDefineProperty(workersFetch, "name", { value: "fetch" });
 
-// Durable Objects that share an isolate (an object host): which object each
-// request id serves, and the timers each object started, so that an object that
-// leaves the isolate (hibernation, eviction, reset) takes its timers with it, as
-// a per-object isolate would. Request ids of object events are unique per node.
-let trackTimers = false;
-const slotOfRequest = new Map();
-const slotOfTimer = new Map();
-const timersOfSlot = new Map();
-export function trackObjectTimers() {
-  trackTimers = true;
-}
-export function setRequestSlot(id, slot) {
-  slotOfRequest.set(id, slot);
-  if (slotOfRequest.size > TRACKED) slotOfRequest.delete(slotOfRequest.keys().next().value);
-}
-function ownTimer(id) {
-  const slot = slotOfRequest.get(currentRequestId());
-  if (slot === undefined) return;
-  slotOfTimer.set(id, slot);
-  let set = timersOfSlot.get(slot);
-  if (set === undefined) timersOfSlot.set(slot, (set = new Set()));
-  set.add(id);
-}
-function disownTimer(id) {
-  const slot = slotOfTimer.get(id);
-  if (slot === undefined) return;
-  slotOfTimer.delete(id);
-  timersOfSlot.get(slot)?.delete(id);
-}
-export function cancelObjectTimers(slot) {
-  for (const id of timersOfSlot.get(slot) ?? []) {
-    slotOfTimer.delete(id);
-    rawClearTimeout(id);
-  }
-  timersOfSlot.delete(slot);
-}
-// Called unbound: deno's timers reject any receiver other than globalThis.
+// Timers belong to the request that started them (Rust records it): a timer
+// whose request has ended does not run, and the runtime cancels the timers a
+// request leaves behind when it ends (clearTimers). deno's timers keep the
+// request context of the code that set them, so these checks run for the
+// right request. Called unbound: deno's timers reject another receiver.
 const rawSetTimeout = timers.setTimeout;
 const rawSetInterval = timers.setInterval;
 const rawClearTimeout = timers.clearTimeout;
-const rawClearInterval = timers.clearInterval;
-const trackedTimers = {
-  setTimeout(callback, delay = 0, ...args) {
-    if (!trackTimers || typeof callback !== "function") return rawSetTimeout(callback, delay, ...args);
-    const id = rawSetTimeout(function (...a) {
-      disownTimer(id);
-      return callback.apply(this, a);
-    }, delay, ...args);
-    ownTimer(id);
-    return id;
-  },
-  setInterval(callback, delay = 0, ...args) {
-    const id = rawSetInterval(callback, delay, ...args);
-    if (trackTimers) ownTimer(id);
-    return id;
-  },
-  clearTimeout(id = undefined) {
-    if (trackTimers) disownTimer(id);
-    rawClearTimeout(id);
-  },
-  clearInterval(id = undefined) {
-    if (trackTimers) disownTimer(id);
-    rawClearInterval(id);
-  },
+
+function timerCallback(api, callback) {
+  if (typeof callback !== "function") {
+    throw new TypeError(
+      `Failed to execute '${api}' on 'ServiceWorkerGlobalScope': parameter 1 is not of type 'Function'.`,
+    );
+  }
+}
+function setTimeout(callback, delay = 0, ...args) {
+  timerCallback("setTimeout", callback);
+  let id = 0;
+  id = ReflectApply(rawSetTimeout, undefined, [function () {
+    if (!op_edged_timer_fire(id, false)) return;
+    ReflectApply(callback, globalThis, args);
+  }, delay]);
+  if (!op_edged_timer_start(id)) rawClearTimeout(id);
+  return id;
+}
+function setInterval(callback, delay = 0, ...args) {
+  timerCallback("setInterval", callback);
+  let id = 0;
+  id = ReflectApply(rawSetInterval, undefined, [function () {
+    if (!op_edged_timer_fire(id, true)) {
+      rawClearTimeout(id);
+      return;
+    }
+    ReflectApply(callback, globalThis, args);
+  }, delay]);
+  if (!op_edged_timer_start(id)) rawClearTimeout(id);
+  return id;
+}
+function clearTimeout(id = undefined) {
+  if (typeof id === "number" && id >= 0 && id <= 0xffffffff) op_edged_timer_clear(id >>> 0);
+  ReflectApply(rawClearTimeout, undefined, [id]);
+}
+ObjectDefineProperty(setTimeout, "name", { value: "setTimeout" });
+ObjectDefineProperty(setInterval, "name", { value: "setInterval" });
+ObjectDefineProperty(clearTimeout, "name", { value: "clearTimeout" });
+const clearInterval = function clearInterval(id = undefined) {
+  clearTimeout(id);
 };
 
+// Called by Rust (through the isolate's internals) with the timers of
+// requests that ended.
+export function clearTimers(ids) {
+  for (let i = 0; i < ids.length; i++) ReflectApply(rawClearTimeout, undefined, [ids[i]]);
+}
+
 // scheduler.wait(ms): a promise-based timer, as in Workers.
-const setTimeoutFn = timers.setTimeout;
-const clearTimeoutFn = timers.clearTimeout;
-const scheduler = Object.freeze({
+const scheduler = ObjectFreeze({
+  __proto__: null,
   wait(ms, options = undefined) {
     const signal = options?.signal;
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      const timer = setTimeoutFn(() => {
+      const timer = setTimeout(() => {
         signal?.removeEventListener("abort", onAbort);
         resolve();
       }, Number(ms) || 0);
       function onAbort() {
-        clearTimeoutFn(timer);
+        clearTimeout(timer);
         reject(signal.reason);
       }
       signal?.addEventListener("abort", onAbort, { once: true });
@@ -222,16 +235,61 @@ const scheduler = Object.freeze({
   },
 });
 
+// Time as in Workers: Date.now(), new Date() and performance.now() (its op is
+// replaced in Rust) stand still while a request's code runs and advance across
+// I/O (src/js/clock.rs). The intrinsic Date stays reachable to nobody but this
+// wrapper, which shares its prototype, so instanceof and subclassing behave.
+function Date(...args) {
+  if (new.target === undefined) {
+    return DatePrototypeToString(new IntrinsicDate(op_edged_date_now()));
+  }
+  return args.length === 0
+    ? ReflectConstruct(IntrinsicDate, [op_edged_date_now()], new.target)
+    : ReflectConstruct(IntrinsicDate, args, new.target);
+}
+ObjectDefineProperties(Date, {
+  length: { value: 7, configurable: true },
+  prototype: { value: IntrinsicDate.prototype, writable: false, configurable: false },
+  now: writable(function now() {
+    return op_edged_date_now();
+  }),
+  parse: writable(IntrinsicDate.parse),
+  UTC: writable(IntrinsicDate.UTC),
+});
+ObjectDefineProperty(IntrinsicDate.prototype, "constructor", writable(Date));
+// Intl formats "now" when given no date: the frozen now, too.
+const DateTimeFormatPrototype = globalThis.Intl.DateTimeFormat.prototype;
+const formatGetter = ObjectGetOwnPropertyDescriptor(DateTimeFormatPrototype, "format").get;
+const boundFormats = new SafeWeakMap();
+ObjectDefineProperty(DateTimeFormatPrototype, "format", {
+  get() {
+    const format = FunctionPrototypeCall(formatGetter, this);
+    let bound = WeakMapPrototypeGet(boundFormats, format);
+    if (bound === undefined) {
+      bound = (date = undefined) => format(date === undefined ? op_edged_date_now() : date);
+      WeakMapPrototypeSet(boundFormats, format, bound);
+    }
+    return bound;
+  },
+  configurable: true,
+  enumerable: false,
+});
+const formatToParts = DateTimeFormatPrototype.formatToParts;
+ObjectDefineProperty(DateTimeFormatPrototype, "formatToParts", writable(function formatToParts_(date = undefined) {
+  return FunctionPrototypeCall(formatToParts, this, date === undefined ? op_edged_date_now() : date);
+}));
+ObjectDefineProperty(DateTimeFormatPrototype.formatToParts, "name", { value: "formatToParts" });
+
 // Log lines are plain text: no terminal colours in inspected values.
 setNoColorFns(() => true, () => true);
 
 const console = new Console((msg, level) => {
   // deno's Console ends every message with "\n"; the log adds its own.
-  const text = msg.endsWith("\n") ? msg.slice(0, -1) : msg;
-  op_edged_log(level, currentRequestId(), text);
+  const text = StringPrototypeEndsWith(msg, "\n") ? StringPrototypeSlice(msg, 0, -1) : msg;
+  op_edged_log(level, text);
 });
 
-Object.defineProperties(globalThis, {
+ObjectDefineProperties(globalThis, {
   // WHATWG URL and URLPattern
   URL: writable(url.URL),
   URLSearchParams: writable(url.URLSearchParams),
@@ -277,14 +335,15 @@ Object.defineProperties(globalThis, {
   DOMException: writable(DOMException),
   MessageChannel: writable(messagePort.MessageChannel),
   MessagePort: writable(messagePort.MessagePort),
-  // Timers, cloning, performance
-  setTimeout: writable(trackedTimers.setTimeout),
-  setInterval: writable(trackedTimers.setInterval),
-  clearTimeout: writable(trackedTimers.clearTimeout),
-  clearInterval: writable(trackedTimers.clearInterval),
+  // Timers, cloning, time, performance
+  setTimeout: writable(setTimeout),
+  setInterval: writable(setInterval),
+  clearTimeout: writable(clearTimeout),
+  clearInterval: writable(clearInterval),
   scheduler: writable(scheduler),
   structuredClone: writable(messagePort.structuredClone),
   performance: writable(performance.performance),
+  Date: writable(Date),
   // Web Crypto
   crypto: readOnly(crypto.crypto),
   Crypto: writable(crypto.Crypto),
@@ -294,26 +353,34 @@ Object.defineProperties(globalThis, {
   console: writable(console),
   // Workers exposes `self` as the global scope.
   self: { get: () => globalThis, configurable: true, enumerable: true },
-  navigator: readOnly(Object.freeze({ userAgent: "edged", hardwareConcurrency: 1 })),
+  navigator: readOnly(ObjectFreeze({ userAgent: "edged", hardwareConcurrency: 1 })),
 });
-
 event.saveGlobalThisReference(globalThis);
+
+// deno_core's async op stubs call each op through `Function.prototype.call`:
+// a tenant replacing it would silently stop every async op of its isolate.
+// It stays writable nowhere (assigning it throws in a module, as in strict
+// code anywhere).
+ObjectDefineProperty(primordials.FunctionPrototype, "call", {
+  value: primordials.FunctionPrototype.call,
+  writable: false,
+  enumerable: false,
+  configurable: false,
+});
 
 // Workers' extension to SubtleCrypto: constant-time comparison of two buffers.
 function asView(value, which) {
-  if (ArrayBuffer.isView(value)) {
-    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  }
-  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value);
+  const bytes = bytesOf(value);
+  if (bytes !== null) return bytes;
   throw new TypeError(
     `Failed to execute 'timingSafeEqual' on 'SubtleCrypto': parameter ${which} is not of type 'ArrayBuffer or ArrayBufferView'.`,
   );
 }
-Object.defineProperty(crypto.SubtleCrypto.prototype, "timingSafeEqual", {
+ObjectDefineProperty(crypto.SubtleCrypto.prototype, "timingSafeEqual", {
   value: function timingSafeEqual(a, b) {
     const x = asView(a, 1);
     const y = asView(b, 2);
-    if (x.byteLength !== y.byteLength) {
+    if (TypedArrayPrototypeGetByteLength(x) !== TypedArrayPrototypeGetByteLength(y)) {
       throw new TypeError("Input buffers must have the same byte length.");
     }
     return op_edged_timing_safe_equal(x, y);

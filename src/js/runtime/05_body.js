@@ -6,27 +6,87 @@
 // it on (a Response body, a KV value) can hand the resource back to Rust
 // (takeStreamRid) and skip the per-chunk trip through JS.
 
-import { core } from "ext:core/mod.js";
+import { core, primordials } from "ext:core/mod.js";
 import { op_edged_body_collect, op_edged_body_read } from "ext:core/ops";
 import {
   isReadableStreamDisturbed,
   ReadableStream,
+  ReadableStreamDefaultReader,
   readableStreamDisturb,
 } from "ext:deno_web/06_streams.js";
 import { InnerBody } from "ext:deno_fetch/22_body.js";
 
-const backing = new WeakMap();
+const {
+  ArrayBufferIsView,
+  DataViewPrototypeGetBuffer,
+  DataViewPrototypeGetByteLength,
+  DataViewPrototypeGetByteOffset,
+  FunctionPrototypeCall,
+  TypedArrayPrototypeGetBuffer,
+  TypedArrayPrototypeGetByteOffset,
+  TypedArrayPrototypeGetSymbolToStringTag,
+  Uint8Array,
+  NumberMAX_SAFE_INTEGER,
+  SafeFinalizationRegistry,
+  SafeWeakMap,
+  TypedArrayPrototypeGetByteLength,
+  uncurryThis,
+  WeakMapPrototypeDelete,
+  WeakMapPrototypeGet,
+  WeakMapPrototypeHas,
+  WeakMapPrototypeSet,
+} = primordials;
+
+// The bytes of an ArrayBuffer or ArrayBufferView (a view over the same memory),
+// or null for anything else. Reads no property a tenant could redefine.
+export function bytesOf(value) {
+  if (ArrayBufferIsView(value)) {
+    if (TypedArrayPrototypeGetSymbolToStringTag(value) !== undefined) {
+      if (TypedArrayPrototypeGetSymbolToStringTag(value) === "Uint8Array") return value;
+      return new Uint8Array(
+        TypedArrayPrototypeGetBuffer(value),
+        TypedArrayPrototypeGetByteOffset(value),
+        TypedArrayPrototypeGetByteLength(value),
+      );
+    }
+    return new Uint8Array(
+      DataViewPrototypeGetBuffer(value),
+      DataViewPrototypeGetByteOffset(value),
+      DataViewPrototypeGetByteLength(value),
+    );
+  }
+  if (core.isArrayBuffer(value) || core.isSharedArrayBuffer(value)) {
+    return new Uint8Array(value);
+  }
+  return null;
+}
+
+// Reader methods as they were before tenant code could patch them.
+export const readerRead = uncurryThis(ReadableStreamDefaultReader.prototype.read);
+export const readerCancel = uncurryThis(ReadableStreamDefaultReader.prototype.cancel);
+export const readerReleaseLock = uncurryThis(ReadableStreamDefaultReader.prototype.releaseLock);
+const streamLocked = uncurryThis(
+  primordials.ObjectGetOwnPropertyDescriptor(ReadableStream.prototype, "locked").get,
+);
+export function isLocked(stream) {
+  return streamLocked(stream);
+}
+export function getReader(stream) {
+  return new ReadableStreamDefaultReader(stream);
+}
+
+const backing = new SafeWeakMap();
 // A body stream dropped unread would keep its resource (and the chunks the
 // client already sent) in the isolate forever: close it when the stream is
 // collected.
-const unread = new FinalizationRegistry((rid) => core.tryClose(rid));
+const unread = new SafeFinalizationRegistry((rid) => core.tryClose(rid));
 
 export function readableFromRid(rid) {
   const stream = new ReadableStream({
     type: "bytes",
     async pull(controller) {
       const chunk = await op_edged_body_read(rid);
-      if (chunk.byteLength === 0) {
+      if (TypedArrayPrototypeGetByteLength(chunk) === 0) {
         controller.close();
         controller.byobRequest?.respond(0);
       } else {
@@ -37,7 +97,7 @@ export function readableFromRid(rid) {
       core.tryClose(rid);
     },
   }, { highWaterMark: 0 });
-  backing.set(stream, rid);
+  WeakMapPrototypeSet(backing, stream, rid);
   unread.register(stream, rid, stream);
   return stream;
 }
@@ -46,9 +106,11 @@ export function readableFromRid(rid) {
 // (the client's upload stops being buffered), unless waitUntil() work might
 // still read it.
 export function releaseUnread(stream) {
-  if (!backing.has(stream) || stream.locked || isReadableStreamDisturbed(stream)) return;
-  const rid = backing.get(stream);
-  backing.delete(stream);
+  if (!WeakMapPrototypeHas(backing, stream) || streamLocked(stream) || isReadableStreamDisturbed(stream)) {
+    return;
+  }
+  const rid = WeakMapPrototypeGet(backing, stream);
+  WeakMapPrototypeDelete(backing, stream);
   unread.unregister(stream);
   core.tryClose(rid);
 }
@@ -56,11 +118,11 @@ export function releaseUnread(stream) {
 // The resource behind `stream` if it is still untouched; the stream is then
 // locked (used up) and the caller owns the resource.
 export function takeStreamRid(stream) {
-  const rid = backing.get(stream);
-  if (rid === undefined || stream.locked || isReadableStreamDisturbed(stream)) return null;
-  backing.delete(stream);
+  const rid = WeakMapPrototypeGet(backing, stream);
+  if (rid === undefined || streamLocked(stream) || isReadableStreamDisturbed(stream)) return null;
+  WeakMapPrototypeDelete(backing, stream);
   unread.unregister(stream);
-  stream.getReader();
+  getReader(stream);
   readableStreamDisturb(stream);
   return rid;
 }
@@ -75,9 +137,9 @@ export function streamedInnerBody(rid) {
   inner.consume = function () {
     if (this.streamOrStatic === stream) {
       const taken = takeStreamRid(stream);
-      if (taken !== null) return op_edged_body_collect(taken, Number.MAX_SAFE_INTEGER);
+      if (taken !== null) return op_edged_body_collect(taken, NumberMAX_SAFE_INTEGER);
     }
-    return consume.call(this);
+    return FunctionPrototypeCall(consume, this);
   };
   return inner;
 }

@@ -1,22 +1,58 @@
 // edged runtime: the KVNamespace binding (Workers KV).
 //
 // Spec logic (types, option checks, value conversion) lives here; storage, limits
-// and the edge cache are behind op_kv_* (src/js/kv.rs -> src/state/kv/).
+// and the edge cache are behind op_kv_* (src/js/kv.rs -> src/state/kv/). The
+// ops take the binding's name and find its namespace in Rust.
 
+import { primordials } from "ext:core/mod.js";
 import {
+  op_edged_body_collect,
   op_kv_delete,
   op_kv_get,
   op_kv_list,
   op_kv_put,
-  op_edged_body_collect,
 } from "ext:core/ops";
-import { assertLive } from "ext:edged/00_globals.js";
-import { takeStreamRid } from "ext:edged/05_body.js";
-import { ReadableStream } from "ext:deno_web/06_streams.js";
+import { TextDecoder, TextEncoder } from "ext:deno_web/08_text_encoding.js";
+import { ReadableStream, ReadableStreamPrototype } from "ext:deno_web/06_streams.js";
+import {
+  bytesOf,
+  getReader,
+  readerCancel,
+  readerRead,
+  readerReleaseLock,
+  takeStreamRid,
+} from "ext:edged/05_body.js";
+
+const {
+  ArrayIsArray,
+  ArrayPrototypeIncludes,
+  ArrayPrototypePush,
+  JSONParse,
+  JSONStringify,
+  Map,
+  MapPrototypeSet,
+  Number,
+  NumberIsFinite,
+  ObjectPrototypeIsPrototypeOf,
+  SafePromiseAll,
+  String,
+  StringPrototypeIncludes,
+  TypedArrayPrototypeGetBuffer,
+  TypedArrayPrototypeGetByteLength,
+  TypedArrayPrototypeGetByteOffset,
+  TypedArrayPrototypeSet,
+  TypedArrayPrototypeSlice,
+  TypeError,
+  Uint8Array,
+  uncurryThis,
+} = primordials;
 
 const MAX_VALUE_BYTES = 25 * 1024 * 1024;
 const MAX_BULK_KEYS = 100;
 const MIN_CACHE_TTL = 30;
+const TYPES = ["text", "json", "arrayBuffer", "stream"];
+const encode = uncurryThis(TextEncoder.prototype.encode);
+const decode = uncurryThis(TextDecoder.prototype.decode);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -32,13 +68,13 @@ function parseGetOptions(options) {
     if (options.type !== undefined) type = options.type;
     cacheTtl = options.cacheTtl;
   }
-  if (!["text", "json", "arrayBuffer", "stream"].includes(type)) {
+  if (!ArrayPrototypeIncludes(TYPES, type)) {
     throw new TypeError(
       `Unknown response type '${type}'. Possible types are "text", "arrayBuffer", "json", and "stream".`,
     );
   }
   if (cacheTtl !== undefined) {
-    if (typeof cacheTtl !== "number" || !Number.isFinite(cacheTtl) || cacheTtl < MIN_CACHE_TTL) {
+    if (typeof cacheTtl !== "number" || !NumberIsFinite(cacheTtl) || cacheTtl < MIN_CACHE_TTL) {
       throw new TypeError(
         `KV GET failed: 400 Invalid cache_ttl of ${cacheTtl}. Cache TTL must be at least ${MIN_CACHE_TTL}.`,
       );
@@ -50,17 +86,20 @@ function parseGetOptions(options) {
 function convert(bytes, type) {
   switch (type) {
     case "text":
-      return decoder.decode(bytes);
+      return decode(decoder, bytes);
     case "json":
-      return JSON.parse(decoder.decode(bytes));
-    case "arrayBuffer":
-      return bytes.buffer.byteLength === bytes.byteLength && bytes.byteOffset === 0
-        ? bytes.buffer
-        : bytes.slice().buffer;
+      return JSONParse(decode(decoder, bytes));
+    case "arrayBuffer": {
+      const buffer = TypedArrayPrototypeGetBuffer(bytes);
+      return buffer.byteLength === TypedArrayPrototypeGetByteLength(bytes) &&
+          TypedArrayPrototypeGetByteOffset(bytes) === 0
+        ? buffer
+        : TypedArrayPrototypeGetBuffer(TypedArrayPrototypeSlice(bytes));
+    }
     case "stream":
       return new ReadableStream({
         start(controller) {
-          if (bytes.byteLength > 0) controller.enqueue(bytes);
+          if (TypedArrayPrototypeGetByteLength(bytes) > 0) controller.enqueue(bytes);
           controller.close();
         },
       });
@@ -68,7 +107,13 @@ function convert(bytes, type) {
 }
 
 function parseMetadata(text) {
-  return text === null || text === undefined ? null : JSON.parse(text);
+  return text === null || text === undefined ? null : JSONParse(text);
+}
+
+function tooLarge(atLeast) {
+  return new TypeError(
+    `KV PUT failed: 413 Value length of at least ${atLeast} exceeds limit of ${MAX_VALUE_BYTES}.`,
+  );
 }
 
 async function readAll(stream) {
@@ -78,66 +123,59 @@ async function readAll(stream) {
     try {
       return await op_edged_body_collect(rid, MAX_VALUE_BYTES);
     } catch (e) {
-      if (/exceeds/.test(e?.message ?? "")) {
-        throw new TypeError(
-          `KV PUT failed: 413 Value length of at least ${MAX_VALUE_BYTES + 1} exceeds limit of ${MAX_VALUE_BYTES}.`,
-        );
+      if (StringPrototypeIncludes(String(e?.message ?? ""), "exceeds")) {
+        throw tooLarge(MAX_VALUE_BYTES + 1);
       }
       throw e;
     }
   }
-  const reader = stream.getReader();
+  const reader = getReader(stream);
   const chunks = [];
   let total = 0;
   while (true) {
-    const { done, value } = await reader.read();
+    const { done, value } = await readerRead(reader);
     if (done) break;
-    if (!(value instanceof Uint8Array)) {
-      reader.releaseLock();
+    if (!ObjectPrototypeIsPrototypeOf(Uint8Array.prototype, value)) {
+      readerReleaseLock(reader);
       throw new TypeError("KV put() streams must produce Uint8Array chunks");
     }
-    total += value.byteLength;
+    total += TypedArrayPrototypeGetByteLength(value);
     if (total > MAX_VALUE_BYTES) {
-      await reader.cancel();
-      throw new TypeError(
-        `KV PUT failed: 413 Value length of at least ${total} exceeds limit of ${MAX_VALUE_BYTES}.`,
-      );
+      await readerCancel(reader);
+      throw tooLarge(total);
     }
-    chunks.push(value);
+    ArrayPrototypePush(chunks, value);
   }
   if (chunks.length === 1) return chunks[0];
   const out = new Uint8Array(total);
   let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
+  for (let i = 0; i < chunks.length; i++) {
+    TypedArrayPrototypeSet(out, chunks[i], offset);
+    offset += TypedArrayPrototypeGetByteLength(chunks[i]);
   }
   return out;
 }
 
 async function toBytes(value) {
-  if (typeof value === "string") return encoder.encode(value);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (ArrayBuffer.isView(value)) {
-    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  }
-  if (value instanceof ReadableStream) return await readAll(value);
+  if (typeof value === "string") return encode(encoder, value);
+  const bytes = bytesOf(value);
+  if (bytes !== null) return bytes;
+  if (ObjectPrototypeIsPrototypeOf(ReadableStreamPrototype, value)) return await readAll(value);
   throw new TypeError(
     "KV put() accepts only strings, ArrayBuffers, ArrayBufferViews, and ReadableStreams as values.",
   );
 }
 
 export class KVNamespace {
-  #namespace;
+  #binding;
 
-  constructor(namespace) {
-    this.#namespace = namespace;
+  constructor(binding) {
+    this.#binding = binding;
   }
 
   async #getOne(key, options, withMetadata) {
     const { type, cacheTtl } = parseGetOptions(options);
-    assertLive("KV get()");
-    const found = await op_kv_get(this.#namespace, String(key), cacheTtl);
+    const found = await op_kv_get(this.#binding, String(key), cacheTtl);
     if (!withMetadata) return found === null ? null : convert(found[0], type);
     if (found === null) return { value: null, metadata: null, cacheStatus: null };
     return {
@@ -155,24 +193,32 @@ export class KVNamespace {
     if (keys.length === 0 || keys.length > MAX_BULK_KEYS) {
       throw new TypeError(`KV GET_BULK failed: 400 You can request between 1 and ${MAX_BULK_KEYS} keys at once.`);
     }
-    const names = keys.map((k) => String(k));
-    assertLive("KV get()");
-    const found = await Promise.all(names.map((k) => op_kv_get(this.#namespace, k, cacheTtl)));
+    const names = [];
+    for (let i = 0; i < keys.length; i++) ArrayPrototypePush(names, String(keys[i]));
+    const pending = [];
+    for (let i = 0; i < names.length; i++) {
+      ArrayPrototypePush(pending, op_kv_get(this.#binding, names[i], cacheTtl));
+    }
+    const found = await SafePromiseAll(pending);
     const out = new Map();
     for (let i = 0; i < names.length; i++) {
       const f = found[i];
       const value = f === null ? null : convert(f[0], type);
-      out.set(names[i], withMetadata ? { value, metadata: f === null ? null : parseMetadata(f[1]) } : value);
+      MapPrototypeSet(
+        out,
+        names[i],
+        withMetadata ? { value, metadata: f === null ? null : parseMetadata(f[1]) } : value,
+      );
     }
     return out;
   }
 
   get(key, options) {
-    return Array.isArray(key) ? this.#getMany(key, options, false) : this.#getOne(key, options, false);
+    return ArrayIsArray(key) ? this.#getMany(key, options, false) : this.#getOne(key, options, false);
   }
 
   getWithMetadata(key, options) {
-    return Array.isArray(key) ? this.#getMany(key, options, true) : this.#getOne(key, options, true);
+    return ArrayIsArray(key) ? this.#getMany(key, options, true) : this.#getOne(key, options, true);
   }
 
   async put(key, value, options = {}) {
@@ -187,17 +233,15 @@ export class KVNamespace {
     if (options.expiration !== undefined) opts.expiration = Number(options.expiration);
     if (options.expirationTtl !== undefined) opts.expirationTtl = Number(options.expirationTtl);
     if (options.metadata !== undefined && options.metadata !== null) {
-      const text = JSON.stringify(options.metadata);
+      const text = JSONStringify(options.metadata);
       if (text === undefined) throw new TypeError("KV put() metadata must be serializable to JSON");
       opts.metadata = text;
     }
-    assertLive("KV put()");
-    await op_kv_put(this.#namespace, String(key), bytes, opts);
+    await op_kv_put(this.#binding, String(key), bytes, opts);
   }
 
   async delete(key) {
-    assertLive("KV delete()");
-    await op_kv_delete(this.#namespace, String(key));
+    await op_kv_delete(this.#binding, String(key));
   }
 
   async list(options = {}) {
@@ -208,8 +252,7 @@ export class KVNamespace {
     if (options.prefix !== undefined && options.prefix !== null) opts.prefix = String(options.prefix);
     if (options.limit !== undefined) opts.limit = Number(options.limit);
     if (options.cursor !== undefined && options.cursor !== null) opts.cursor = String(options.cursor);
-    assertLive("KV list()");
-    const result = await op_kv_list(this.#namespace, opts);
+    const result = await op_kv_list(this.#binding, opts);
     result.cacheStatus = null;
     if (result.list_complete) delete result.cursor;
     return result;

@@ -9,18 +9,22 @@
 // event that awaits anything else (fetch, a timer, another object) lets the next
 // event in, as in Workers, unless blockConcurrencyWhile() or an open
 // transaction() holds the gate.
+//
+// Which object a storage call is for, and the depth and subrequest count of a
+// call to another object, are decided in Rust from the calling request's
+// context; nothing here passes them.
 
-import { core } from "ext:core/mod.js";
+import { core, primordials } from "ext:core/mod.js";
 import {
   op_do_alarm_get,
   op_do_alarm_set,
   op_do_block,
-  op_do_reset,
   op_do_dirty,
-  op_do_flush,
   op_do_fetch,
+  op_do_flush,
   op_do_id_from_name,
   op_do_id_unique,
+  op_do_reset,
   op_do_rpc,
   op_do_sql_exec,
   op_do_sql_size,
@@ -30,28 +34,59 @@ import {
   op_do_storage_list,
   op_do_storage_put,
   op_do_txn,
+  op_edged_log,
 } from "ext:core/ops";
-import { assertLive, beforeOutgoing, currentDepth, fromRemote } from "ext:edged/00_globals.js";
-import { readableFromRid } from "ext:edged/05_body.js";
+import { beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
+import { bytesOf, readableFromRid } from "ext:edged/05_body.js";
+import { Request } from "ext:deno_fetch/23_request.js";
+import { Response } from "ext:deno_fetch/23_response.js";
 
-const ID_RE = /^[0-9a-f]{64}$/;
+const {
+  ArrayIsArray,
+  ArrayPrototypePush,
+  ArrayPrototypeSlice,
+  DatePrototypeGetTime,
+  Error,
+  FunctionPrototypeBind,
+  Map,
+  MapPrototypeSet,
+  MathFloor,
+  Number,
+  NumberIsFinite,
+  NumberIsInteger,
+  ObjectEntries,
+  ObjectPrototypeIsPrototypeOf,
+  PromisePrototypeCatch,
+  PromiseResolve,
+  Proxy,
+  RangeError,
+  ReflectGet,
+  RegExpPrototypeTest,
+  SafeRegExp,
+  String,
+  TypeError,
+  TypedArrayPrototypeSlice,
+  TypedArrayPrototypeGetBuffer,
+  Uint8Array,
+} = primordials;
+const DatePrototype = primordials.Date.prototype;
+
+const ID_RE = new SafeRegExp("^[0-9a-f]{64}$");
 const MAX_BATCH = 128;
 
-async function op_do_fetch_wrapped(...args) {
-  assertLive("Durable Object fetch()");
+async function objectFetch(args) {
   await beforeOutgoing();
   try {
-    return await op_do_fetch(...args);
+    return await op_do_fetch(args[0], args[1], args[2], args[3], args[4], args[5], args[6]);
   } catch (e) {
     throw fromRemote(e);
   }
 }
 
-async function op_do_rpc_wrapped(...args) {
-  assertLive("Durable Object RPC");
+async function objectRpc(binding, id, name, method, bytes) {
   await beforeOutgoing();
   try {
-    return await op_do_rpc(...args);
+    return await op_do_rpc(binding, id, name, method, bytes);
   } catch (e) {
     throw fromRemote(e);
   }
@@ -68,12 +103,18 @@ export class DurableObjectId {
     return this.#hex;
   }
   equals(other) {
-    return other instanceof DurableObjectId && other.toString() === this.#hex;
+    return ObjectPrototypeIsPrototypeOf(DurableObjectId.prototype, other) &&
+      #hex in other && other.#hex === this.#hex;
   }
   get name() {
     return this.#name;
   }
+  static hexOf(id) {
+    return id.#hex;
+  }
 }
+const hexOf = DurableObjectId.hexOf;
+delete DurableObjectId.hexOf;
 
 async function bodyBytes(request) {
   if (request.body === null) return null;
@@ -82,7 +123,7 @@ async function bodyBytes(request) {
 
 function flatten(headers) {
   const flat = [];
-  for (const [k, v] of headers) flat.push(k, v);
+  for (const [k, v] of headers) ArrayPrototypePush(flat, k, v);
   return flat;
 }
 
@@ -96,8 +137,8 @@ class DurableObjectStub {
     return new Proxy(this, {
       get(target, prop, receiver) {
         if (typeof prop === "symbol" || prop in target) {
-          const v = Reflect.get(target, prop, receiver);
-          return typeof v === "function" ? v.bind(target) : v;
+          const v = ReflectGet(target, prop, receiver);
+          return typeof v === "function" ? FunctionPrototypeBind(v, target) : v;
         }
         if (prop === "then") return undefined;
         return (...args) => target.#rpc(prop, args);
@@ -112,21 +153,24 @@ class DurableObjectStub {
   }
   async fetch(input, init) {
     const request = new Request(input, init);
-    const result = await op_do_fetch_wrapped(
+    const result = await objectFetch([
       this.#binding,
-      this.#id.toString(),
+      hexOf(this.#id),
       this.#id.name ?? "",
       request.method,
       request.url,
       flatten(request.headers),
       await bodyBytes(request),
-      currentDepth() + 1,
-    );
-    const [status, flatHeaders, bytes, rid] = result;
+    ]);
+    const status = result[0];
+    const flatHeaders = result[1];
+    const rid = result[3];
     const headers = [];
-    for (let i = 0; i + 1 < flatHeaders.length; i += 2) headers.push([flatHeaders[i], flatHeaders[i + 1]]);
+    for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
+      ArrayPrototypePush(headers, [flatHeaders[i], flatHeaders[i + 1]]);
+    }
     // A streamed response arrives as a stream resource and is read as it comes.
-    let body = rid !== null ? readableFromRid(rid) : bytes;
+    let body = rid !== null ? readableFromRid(rid) : result[2];
     if (status === 101 || status === 204 || status === 205 || status === 304 || request.method === "HEAD") {
       if (rid !== null) core.tryClose(rid);
       body = null;
@@ -134,13 +178,12 @@ class DurableObjectStub {
     return new Response(body, { status, headers });
   }
   async #rpc(method, args) {
-    const out = await op_do_rpc_wrapped(
+    const out = await objectRpc(
       this.#binding,
-      this.#id.toString(),
+      hexOf(this.#id),
       this.#id.name ?? "",
-      method,
+      String(method),
       core.serialize(args, { forStorage: true }),
-      currentDepth() + 1,
     );
     return core.deserialize(out, { forStorage: true });
   }
@@ -159,13 +202,13 @@ export class DurableObjectNamespace {
     return new DurableObjectId(op_do_id_unique(), undefined);
   }
   idFromString(hex) {
-    if (typeof hex !== "string" || !ID_RE.test(hex)) {
+    if (typeof hex !== "string" || !RegExpPrototypeTest(ID_RE, hex)) {
       throw new TypeError("Invalid Durable Object ID: it must be 64 lowercase hexadecimal digits.");
     }
     return new DurableObjectId(hex, undefined);
   }
   get(id) {
-    if (!(id instanceof DurableObjectId)) {
+    if (!ObjectPrototypeIsPrototypeOf(DurableObjectId.prototype, id)) {
       throw new TypeError("DurableObjectNamespace.get() expects a DurableObjectId");
     }
     return new DurableObjectStub(this.#binding, id);
@@ -193,22 +236,26 @@ function batch(keys, what) {
   if (keys.length > MAX_BATCH) {
     throw new RangeError(`Durable Object storage ${what} takes at most ${MAX_BATCH} keys at once (got ${keys.length})`);
   }
-  return keys.map(checkKey);
+  const out = [];
+  for (let i = 0; i < keys.length; i++) ArrayPrototypePush(out, checkKey(keys[i]));
+  return out;
 }
 
 function sqlBinding(v) {
   if (v === null || v === undefined) return [0, null, null];
-  if (typeof v === "number") return Number.isInteger(v) ? [1, v, null] : [2, v, null];
+  if (typeof v === "number") return NumberIsInteger(v) ? [1, v, null] : [2, v, null];
   if (typeof v === "bigint") return [1, Number(v), null];
   if (typeof v === "boolean") return [1, v ? 1 : 0, null];
   if (typeof v === "string") return [3, v, null];
-  if (v instanceof ArrayBuffer) return [4, null, new Uint8Array(v)];
-  if (ArrayBuffer.isView(v)) return [4, null, new Uint8Array(v.buffer, v.byteOffset, v.byteLength)];
+  const bytes = bytesOf(v);
+  if (bytes !== null) return [4, null, bytes];
   throw new TypeError(`SQL cannot bind a value of type ${typeof v}`);
 }
 
 function sqlValue(v) {
-  return v instanceof Uint8Array ? v.slice().buffer : v;
+  return ObjectPrototypeIsPrototypeOf(Uint8Array.prototype, v)
+    ? TypedArrayPrototypeGetBuffer(TypedArrayPrototypeSlice(v))
+    : v;
 }
 
 // The result of ctx.storage.sql.exec(): rows are read eagerly.
@@ -218,12 +265,18 @@ class SqlCursor {
   #next = 0;
   constructor(out) {
     this.#columns = out.columnNames;
-    this.#rows = out.rows.map((r) => r.map(sqlValue));
+    const rows = out.rows;
+    this.#rows = [];
+    for (let i = 0; i < rows.length; i++) {
+      const row = [];
+      for (let j = 0; j < rows[i].length; j++) ArrayPrototypePush(row, sqlValue(rows[i][j]));
+      ArrayPrototypePush(this.#rows, row);
+    }
     this.rowsRead = out.rowsRead;
     this.rowsWritten = out.rowsWritten;
   }
   get columnNames() {
-    return [...this.#columns];
+    return ArrayPrototypeSlice(this.#columns);
   }
   #object(row) {
     const o = {};
@@ -234,12 +287,12 @@ class SqlCursor {
     if (this.#next >= this.#rows.length) return { done: true, value: undefined };
     return { done: false, value: this.#object(this.#rows[this.#next++]) };
   }
-  [Symbol.iterator]() {
+  [primordials.SymbolIterator]() {
     return this;
   }
   toArray() {
     const out = [];
-    for (const row of this) out.push(row);
+    while (this.#next < this.#rows.length) ArrayPrototypePush(out, this.#object(this.#rows[this.#next++]));
     return out;
   }
   one() {
@@ -250,122 +303,126 @@ class SqlCursor {
     return rest[0];
   }
   *raw() {
-    while (this.#next < this.#rows.length) yield [...this.#rows[this.#next++]];
+    while (this.#next < this.#rows.length) yield ArrayPrototypeSlice(this.#rows[this.#next++]);
   }
 }
 
 class SqlStorage {
-  #slot;
-  constructor(slot) {
-    this.#slot = slot;
-  }
   exec(query, ...bindings) {
     if (typeof query !== "string") throw new TypeError("sql.exec() expects a query string");
-    return new SqlCursor(op_do_sql_exec(this.#slot, query, bindings.map(sqlBinding)));
+    const values = [];
+    for (let i = 0; i < bindings.length; i++) ArrayPrototypePush(values, sqlBinding(bindings[i]));
+    return new SqlCursor(op_do_sql_exec(query, values));
   }
   get databaseSize() {
-    return op_do_sql_size(this.#slot);
+    return op_do_sql_size();
   }
 }
 
-// One object's storage. Objects of one worker version share an isolate, so
-// every call names its object's slot in that isolate.
+// One object's storage. Objects of one worker version share an isolate; Rust
+// takes the object from the calling event's context on every call.
 export class DurableObjectStorage {
-  #slot;
-  #sql;
-  constructor(slot) {
-    this.#slot = slot;
-    this.#sql = new SqlStorage(slot);
-  }
+  #sql = new SqlStorage();
   get sql() {
     return this.#sql;
   }
   get(keys) {
-    if (Array.isArray(keys)) {
+    if (ArrayIsArray(keys)) {
+      const names = batch(keys, "get()");
       const out = new Map();
-      for (const k of batch(keys, "get()")) {
-        const v = op_do_storage_get(this.#slot, k);
-        if (v !== null) out.set(k, deserialize(v));
+      for (let i = 0; i < names.length; i++) {
+        const v = op_do_storage_get(names[i]);
+        if (v !== null) MapPrototypeSet(out, names[i], deserialize(v));
       }
-      return Promise.resolve(out);
+      return PromiseResolve(out);
     }
-    const v = op_do_storage_get(this.#slot, checkKey(keys));
-    return Promise.resolve(v === null ? undefined : deserialize(v));
+    const v = op_do_storage_get(checkKey(keys));
+    return PromiseResolve(v === null ? undefined : deserialize(v));
   }
   put(keyOrEntries, value) {
     if (typeof keyOrEntries === "object" && keyOrEntries !== null) {
-      const entries = Object.entries(keyOrEntries);
-      batch(entries.map(([k]) => k), "put()");
-      const serialized = entries.map(([k, v]) => [k, serialize(v)]);
-      for (const [k, bytes] of serialized) op_do_storage_put(this.#slot, k, bytes);
-      return Promise.resolve();
+      const entries = ObjectEntries(keyOrEntries);
+      const keys = [];
+      for (let i = 0; i < entries.length; i++) ArrayPrototypePush(keys, entries[i][0]);
+      batch(keys, "put()");
+      const serialized = [];
+      for (let i = 0; i < entries.length; i++) ArrayPrototypePush(serialized, serialize(entries[i][1]));
+      for (let i = 0; i < entries.length; i++) op_do_storage_put(keys[i], serialized[i]);
+      return PromiseResolve();
     }
-    op_do_storage_put(this.#slot, checkKey(keyOrEntries), serialize(value));
-    return Promise.resolve();
+    op_do_storage_put(checkKey(keyOrEntries), serialize(value));
+    return PromiseResolve();
   }
   delete(keys) {
-    if (Array.isArray(keys)) {
+    if (ArrayIsArray(keys)) {
+      const names = batch(keys, "delete()");
       let n = 0;
-      for (const k of batch(keys, "delete()")) if (op_do_storage_delete(this.#slot, k)) n++;
-      return Promise.resolve(n);
+      for (let i = 0; i < names.length; i++) if (op_do_storage_delete(names[i])) n++;
+      return PromiseResolve(n);
     }
-    return Promise.resolve(op_do_storage_delete(this.#slot, checkKey(keys)));
+    return PromiseResolve(op_do_storage_delete(checkKey(keys)));
   }
   list(options = {}) {
     const opts = {};
-    for (const k of ["start", "startAfter", "end", "prefix"]) {
-      if (options[k] !== undefined) opts[k] = checkKey(options[k]);
-    }
+    if (options.start !== undefined) opts.start = checkKey(options.start);
+    if (options.startAfter !== undefined) opts.startAfter = checkKey(options.startAfter);
+    if (options.end !== undefined) opts.end = checkKey(options.end);
+    if (options.prefix !== undefined) opts.prefix = checkKey(options.prefix);
     if (options.reverse) opts.reverse = true;
     if (options.limit !== undefined) {
-      if (!Number.isInteger(options.limit) || options.limit < 1) {
+      if (!NumberIsInteger(options.limit) || options.limit < 1) {
         throw new TypeError("list() limit must be a positive integer");
       }
       opts.limit = options.limit;
     }
     const out = new Map();
-    for (const [k, v] of op_do_storage_list(this.#slot, opts)) out.set(k, deserialize(v));
-    return Promise.resolve(out);
+    const entries = op_do_storage_list(opts);
+    for (let i = 0; i < entries.length; i++) {
+      MapPrototypeSet(out, entries[i][0], deserialize(entries[i][1]));
+    }
+    return PromiseResolve(out);
   }
   deleteAll() {
-    op_do_storage_delete_all(this.#slot);
-    return Promise.resolve();
+    op_do_storage_delete_all();
+    return PromiseResolve();
   }
   setAlarm(scheduledTime) {
-    const ms = scheduledTime instanceof Date ? scheduledTime.getTime() : Number(scheduledTime);
-    if (!Number.isFinite(ms) || ms < 0) {
+    const ms = ObjectPrototypeIsPrototypeOf(DatePrototype, scheduledTime)
+      ? DatePrototypeGetTime(scheduledTime)
+      : Number(scheduledTime);
+    if (!NumberIsFinite(ms) || ms < 0) {
       throw new TypeError("setAlarm() expects a Date or a number of milliseconds since the epoch");
     }
-    op_do_alarm_set(this.#slot, Math.floor(ms));
-    return Promise.resolve();
+    op_do_alarm_set(MathFloor(ms));
+    return PromiseResolve();
   }
   getAlarm() {
-    const at = op_do_alarm_get(this.#slot);
-    return Promise.resolve(at < 0 ? null : at);
+    const at = op_do_alarm_get();
+    return PromiseResolve(at < 0 ? null : at);
   }
   deleteAlarm() {
-    op_do_alarm_set(this.#slot, -1);
-    return Promise.resolve();
+    op_do_alarm_set(-1);
+    return PromiseResolve();
   }
   async transaction(closure) {
-    op_do_txn(this.#slot, "begin");
+    op_do_txn("begin");
     try {
       const result = await closure(this);
-      op_do_txn(this.#slot, "commit");
+      op_do_txn("commit");
       return result;
     } catch (e) {
-      op_do_txn(this.#slot, "rollback");
+      op_do_txn("rollback");
       throw e;
     }
   }
   transactionSync(closure) {
-    op_do_txn(this.#slot, "begin");
+    op_do_txn("begin");
     try {
       const result = closure();
-      op_do_txn(this.#slot, "commit");
+      op_do_txn("commit");
       return result;
     } catch (e) {
-      op_do_txn(this.#slot, "rollback");
+      op_do_txn("rollback");
       throw e;
     }
   }
@@ -379,28 +436,31 @@ export function flushWrites() {
 
 export class DurableObjectState {
   #waitUntil = [];
-  #slot;
-  constructor(id, slot) {
+  constructor(id) {
     this.id = id;
-    this.#slot = slot;
-    this.storage = new DurableObjectStorage(slot);
+    this.storage = new DurableObjectStorage();
   }
   waitUntil(promise) {
-    this.#waitUntil.push(Promise.resolve(promise).catch((e) => globalThis.console.error("waitUntil promise rejected:", e)));
+    ArrayPrototypePush(
+      this.#waitUntil,
+      PromisePrototypeCatch(PromiseResolve(promise), (e) => {
+        op_edged_log(3, `waitUntil promise rejected: ${String(e?.stack ?? e)}`);
+      }),
+    );
   }
   // No event is delivered to the object until the closure settles, even while
   // it awaits non-storage I/O (the actor holds its queue while this is open).
   // If the closure throws, the object is reset, as in Workers: its queued
   // events fail and the next one constructs it afresh.
   async blockConcurrencyWhile(closure) {
-    op_do_block(this.#slot, true);
+    op_do_block(true);
     try {
       return await closure();
     } catch (e) {
-      op_do_reset(this.#slot, `blockConcurrencyWhile() callback threw: ${e?.message ?? e}`);
+      op_do_reset(`blockConcurrencyWhile() callback threw: ${e?.message ?? e}`);
       throw e;
     } finally {
-      op_do_block(this.#slot, false);
+      op_do_block(false);
     }
   }
 }

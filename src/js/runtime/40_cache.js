@@ -4,12 +4,36 @@
 // match() ignores); storage, freshness and eviction are behind op_cache_*
 // (src/js/cache.rs -> src/state/http_cache.rs). Each worker has its own caches.
 
+import { primordials } from "ext:core/mod.js";
 import { op_cache_delete, op_cache_match, op_cache_put } from "ext:core/ops";
 import { assertLive } from "ext:edged/00_globals.js";
+import { Request, RequestPrototype } from "ext:deno_fetch/23_request.js";
+import { Response, ResponsePrototype } from "ext:deno_fetch/23_response.js";
+import { URL } from "ext:deno_url/00_url.js";
+
+const {
+  ArrayPrototypeFind,
+  ArrayPrototypePush,
+  ArrayPrototypeSome,
+  ObjectPrototypeIsPrototypeOf,
+  String,
+  StringPrototypeSplit,
+  StringPrototypeTrim,
+  Symbol,
+  TypeError,
+  Uint8Array,
+} = primordials;
 
 function toRequest(request) {
-  if (request instanceof Request) return request;
+  if (ObjectPrototypeIsPrototypeOf(RequestPrototype, request)) return request;
   return new Request(String(request));
+}
+
+function tokens(list) {
+  const parts = StringPrototypeSplit(list, ",");
+  const out = [];
+  for (let i = 0; i < parts.length; i++) ArrayPrototypePush(out, StringPrototypeTrim(parts[i]));
+  return out;
 }
 
 function checkUrl(url) {
@@ -21,7 +45,7 @@ function checkUrl(url) {
 
 function flatten(headers) {
   const out = [];
-  for (const [name, value] of headers) out.push([name, value]);
+  for (const [name, value] of headers) ArrayPrototypePush(out, [name, value]);
   return out;
 }
 
@@ -40,9 +64,9 @@ class Cache {
     const hit = op_cache_match(this.#name, req.url, req.headers.get("accept-encoding") ?? "");
     if (hit === null) return undefined;
     const ifNoneMatch = req.headers.get("if-none-match");
-    const etag = hit.headers.find(([k]) => k.toLowerCase() === "etag")?.[1];
+    const etag = ArrayPrototypeFind(hit.headers, (h) => primordials.StringPrototypeToLowerCase(h[0]) === "etag")?.[1];
     if (ifNoneMatch !== null && etag !== undefined &&
-      ifNoneMatch.split(",").map((t) => t.trim()).some((t) => t === etag || t === "*")) {
+      ArrayPrototypeSome(tokens(ifNoneMatch), (t) => t === etag || t === "*")) {
       return new Response(null, { status: 304, headers: hit.headers });
     }
     const nullBody = hit.status === 204 || hit.status === 304 || (hit.status >= 101 && hit.status <= 103);
@@ -52,7 +76,7 @@ class Cache {
   async put(request, response) {
     assertLive("cache.put()");
     const req = toRequest(request);
-    if (!(response instanceof Response)) {
+    if (!ObjectPrototypeIsPrototypeOf(ResponsePrototype, response)) {
       throw new TypeError("Cache.put() requires a Response as its second argument");
     }
     if (req.method !== "GET") {
@@ -63,7 +87,7 @@ class Cache {
       throw new TypeError("Cannot cache response to a range request (206 Partial Content).");
     }
     const vary = response.headers.get("vary");
-    if (vary !== null && vary.split(",").some((f) => f.trim() === "*")) {
+    if (vary !== null && ArrayPrototypeSome(tokens(vary), (f) => f === "*")) {
       throw new TypeError("Cannot cache response with 'Vary: *' header.");
     }
     if (response.bodyUsed) {

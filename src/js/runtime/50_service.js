@@ -1,12 +1,26 @@
 // edged runtime: service bindings -- `env.NAME.fetch()` and JS RPC to another
-// worker on the same node (op_service_*, src/js/service.rs).
+// worker on the same node (op_service_*, src/js/service.rs). The call depth and
+// the subrequest count are kept in Rust, from the calling request's context.
 
-import { core } from "ext:core/mod.js";
+import { core, primordials } from "ext:core/mod.js";
 import { op_service_fetch, op_service_rpc } from "ext:core/ops";
-import { assertLive, beforeOutgoing, currentDepth, fromRemote } from "ext:edged/00_globals.js";
+import { beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
 import { readableFromRid } from "ext:edged/05_body.js";
+import { Request } from "ext:deno_fetch/23_request.js";
+import { Response } from "ext:deno_fetch/23_response.js";
 
-const NULL_BODY = new Set([101, 204, 205, 304]);
+const {
+  ArrayPrototypePush,
+  FunctionPrototypeBind,
+  Proxy,
+  ReflectGet,
+  String,
+  Uint8Array,
+} = primordials;
+
+function nullBody(status) {
+  return status === 101 || status === 204 || status === 205 || status === 304;
+}
 
 export class Fetcher {
   #binding;
@@ -16,9 +30,9 @@ export class Fetcher {
     return new Proxy(this, {
       get(target, prop, receiver) {
         if (typeof prop === "symbol" || prop in target) {
-          const value = Reflect.get(target, prop, receiver);
+          const value = ReflectGet(target, prop, receiver);
           // Methods run on the binding itself (private fields), not the proxy.
-          return typeof value === "function" ? value.bind(target) : value;
+          return typeof value === "function" ? FunctionPrototypeBind(value, target) : value;
         }
         // Not thenable: `await env.SERVICE` yields the binding itself.
         if (prop === "then") return undefined;
@@ -28,30 +42,24 @@ export class Fetcher {
   }
 
   async fetch(input, init = undefined) {
-    assertLive("service binding fetch()");
     const request = new Request(input, init);
     const headers = [];
-    for (const [name, value] of request.headers) headers.push(name, value);
+    for (const [name, value] of request.headers) ArrayPrototypePush(headers, name, value);
     const body = request.body === null ? null : new Uint8Array(await request.arrayBuffer());
     await beforeOutgoing();
     let result;
     try {
-      result = await op_service_fetch(
-        this.#binding,
-        request.method,
-        request.url,
-        headers,
-        body,
-        currentDepth() + 1,
-      );
+      result = await op_service_fetch(this.#binding, request.method, request.url, headers, body);
     } catch (e) {
       throw fromRemote(e);
     }
-    const [status, flat, bytes, rid] = result;
+    const status = result[0];
+    const flat = result[1];
+    const rid = result[3];
     const pairs = [];
-    for (let i = 0; i + 1 < flat.length; i += 2) pairs.push([flat[i], flat[i + 1]]);
-    let responseBody = rid !== null ? readableFromRid(rid) : bytes;
-    if (NULL_BODY.has(status) || request.method === "HEAD") {
+    for (let i = 0; i + 1 < flat.length; i += 2) ArrayPrototypePush(pairs, [flat[i], flat[i + 1]]);
+    let responseBody = rid !== null ? readableFromRid(rid) : result[2];
+    if (nullBody(status) || request.method === "HEAD") {
       if (rid !== null) core.tryClose(rid);
       responseBody = null;
     }
@@ -59,7 +67,6 @@ export class Fetcher {
   }
 
   async #rpc(method, args) {
-    assertLive("service binding RPC");
     await beforeOutgoing();
     let out;
     try {
@@ -67,7 +74,6 @@ export class Fetcher {
         this.#binding,
         String(method),
         core.serialize(args, { forStorage: true }),
-        currentDepth() + 1,
       );
     } catch (e) {
       throw fromRemote(e);

@@ -1,0 +1,481 @@
+//! End-to-end: a hostile tenant cannot escape its isolate, defeat the runtime's
+//! limits, or reach the node. Every test deploys an ordinary Workers script
+//! through the control plane, attacks, and checks that the attack fails cleanly
+//! and that the node (and a bystander worker) keeps serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::origin::Origin;
+use common::TestNode;
+use serde_json::{json, Value};
+
+const BYSTANDER: &str = "export default { fetch() { return new Response('still here'); } }";
+
+fn body_json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+}
+
+/// The node answers, and so does another tenant.
+fn assert_node_serves(node: &mut TestNode) {
+    assert!(node.alive(), "the node died:\n{}", node.log());
+    assert_eq!(
+        node.get_worker("bystander", "/"),
+        (200, "still here".to_owned())
+    );
+}
+
+/// Names a Workers global scope has; anything else on globalThis is a leak.
+const WORKERS_GLOBALS: &[&str] = &[
+    // ECMAScript
+    "Object",
+    "Function",
+    "Array",
+    "Number",
+    "parseFloat",
+    "parseInt",
+    "Infinity",
+    "NaN",
+    "undefined",
+    "Boolean",
+    "String",
+    "Symbol",
+    "Date",
+    "Promise",
+    "RegExp",
+    "Error",
+    "AggregateError",
+    "EvalError",
+    "RangeError",
+    "ReferenceError",
+    "SyntaxError",
+    "TypeError",
+    "URIError",
+    "globalThis",
+    "JSON",
+    "Math",
+    "Intl",
+    "ArrayBuffer",
+    "Atomics",
+    "Uint8Array",
+    "Int8Array",
+    "Uint16Array",
+    "Int16Array",
+    "Uint32Array",
+    "Int32Array",
+    "BigUint64Array",
+    "BigInt64Array",
+    "Uint8ClampedArray",
+    "Float32Array",
+    "Float64Array",
+    "Float16Array",
+    "DataView",
+    "Map",
+    "BigInt",
+    "Set",
+    "WeakMap",
+    "WeakSet",
+    "Proxy",
+    "Reflect",
+    "FinalizationRegistry",
+    "WeakRef",
+    "decodeURI",
+    "decodeURIComponent",
+    "encodeURI",
+    "encodeURIComponent",
+    "escape",
+    "unescape",
+    "eval",
+    "isFinite",
+    "isNaN",
+    "Iterator",
+    "SharedArrayBuffer",
+    "WebAssembly",
+    // Web and Workers APIs
+    "console",
+    "queueMicrotask",
+    "URL",
+    "URLSearchParams",
+    "URLPattern",
+    "Headers",
+    "Request",
+    "Response",
+    "FormData",
+    "fetch",
+    "TextEncoder",
+    "TextDecoder",
+    "TextEncoderStream",
+    "TextDecoderStream",
+    "atob",
+    "btoa",
+    "ReadableStream",
+    "ReadableStreamDefaultReader",
+    "ReadableStreamBYOBReader",
+    "ReadableByteStreamController",
+    "ReadableStreamDefaultController",
+    "WritableStream",
+    "WritableStreamDefaultWriter",
+    "TransformStream",
+    "ByteLengthQueuingStrategy",
+    "CountQueuingStrategy",
+    "CompressionStream",
+    "DecompressionStream",
+    "Blob",
+    "File",
+    "Event",
+    "EventTarget",
+    "CustomEvent",
+    "ErrorEvent",
+    "MessageEvent",
+    "PromiseRejectionEvent",
+    "AbortController",
+    "AbortSignal",
+    "DOMException",
+    "MessageChannel",
+    "MessagePort",
+    "setTimeout",
+    "setInterval",
+    "clearTimeout",
+    "clearInterval",
+    "scheduler",
+    "structuredClone",
+    "performance",
+    "crypto",
+    "Crypto",
+    "CryptoKey",
+    "SubtleCrypto",
+    "self",
+    "navigator",
+    "caches",
+    "Cache",
+    "CacheStorage",
+];
+
+const PROBE: &str = r#"
+export default {
+  async fetch(request) {
+    const out = {};
+    out.globals = Object.getOwnPropertyNames(globalThis);
+    out.symbols = Object.getOwnPropertySymbols(globalThis).map(String);
+    out.bootstrap = typeof globalThis.__bootstrap;
+    out.deno = typeof globalThis.Deno;
+    out.internals = typeof globalThis.__edged_internals;
+    const attempt = async (f) => {
+      try { await f(); return "allowed"; } catch (e) { return `${e.name}`; }
+    };
+    out.eval = await attempt(() => eval("1"));
+    out.newFunction = await attempt(() => new Function("return 1")());
+    out.fnCtor = await attempt(() => (function () {}).constructor("return 1")());
+    out.asyncCtor = await attempt(() => (async function () {}).constructor("return 1")());
+    out.importCore = await attempt(() => import("ext:core/ops"));
+    out.importMod = await attempt(() => import("ext:core/mod.js"));
+    out.importNode = await attempt(() => import("node:fs"));
+    out.importData = await attempt(() => import("data:text/javascript,export default 1"));
+    out.wasm = await attempt(() => WebAssembly.compile(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0])));
+    // Stack-trace hooks: call sites of runtime frames give away no functions.
+    let leaked = [];
+    Error.prepareStackTrace = (err, sites) => {
+      for (const s of sites) {
+        const f = s.getFunction?.();
+        const t = s.getThis?.();
+        if (f !== undefined || (t !== undefined && t !== globalThis)) {
+          leaked.push(String(s.getFileName()));
+        }
+      }
+      return "stack";
+    };
+    try { new Response(null, { status: 1000 }); } catch (e) { e.stack; }
+    try { await fetch("not a url"); } catch (e) { e.stack; }
+    try { new URL("::"); } catch (e) { e.stack; }
+    delete Error.prepareStackTrace;
+    out.leaked = leaked.filter((f) => !f.startsWith("file:///"));
+    // Runtime objects carry no handle on the runtime's internals.
+    const seen = new Set();
+    const suspicious = [];
+    const walk = (o, path, depth) => {
+      if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o) || depth > 4) return;
+      seen.add(o);
+      for (const k of Reflect.ownKeys(o)) {
+        let v;
+        try { v = o[k]; } catch { continue; }
+        const name = String(k.description ?? k);
+        if (/^(core|ops|primordials|internals|__bootstrap|op_\w+)$/.test(name)) suspicious.push(`${path}.${name}`);
+        walk(v, `${path}.${name}`, depth + 1);
+      }
+    };
+    for (const g of ["console", "crypto", "caches", "scheduler", "performance", "navigator", "Response", "Request", "URL", "fetch"]) {
+      walk(globalThis[g], g, 0);
+    }
+    out.suspicious = suspicious;
+    return Response.json(out);
+  },
+};
+"#;
+
+#[test]
+fn runtime_internals_are_unreachable_from_tenant_code() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    node.deploy_ok("probe", PROBE);
+    let (status, body) = node.get_worker("probe", "/");
+    assert_eq!(status, 200, "{body}");
+    let out = body_json(&body);
+    for key in ["bootstrap", "deno", "internals"] {
+        assert_eq!(out[key], "undefined", "{key}: {out}");
+    }
+    let extra: Vec<&str> = out["globals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|g| !WORKERS_GLOBALS.contains(g))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "globals a Workers isolate does not have: {extra:?}"
+    );
+    assert_eq!(out["symbols"], json!([]));
+    for key in ["eval", "newFunction", "fnCtor", "asyncCtor"] {
+        assert_eq!(out[key], "EvalError", "{key}: {out}");
+    }
+    for key in ["importCore", "importMod", "importNode", "importData"] {
+        assert_eq!(out[key], "TypeError", "{key}: {out}");
+    }
+    assert_ne!(
+        out["wasm"], "allowed",
+        "compiling WebAssembly from bytes: {out}"
+    );
+    assert_eq!(out["leaked"], json!([]), "{out}");
+    assert_eq!(out["suspicious"], json!([]), "{out}");
+    assert_node_serves(&mut node);
+}
+
+#[test]
+fn console_output_cannot_forge_log_lines() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    node.deploy_ok(
+        "forger",
+        r#"export default { fetch() {
+            console.log("hello\n2026-12-01T00:00:00.000000Z  INFO edged::http: FORGED-LINE\r\n\u001b[31mred");
+            return new Response("logged");
+        } }"#,
+    );
+    assert_eq!(node.get_worker("forger", "/"), (200, "logged".to_owned()));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = node.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("FORGED-LINE"))
+        .expect("the message was logged");
+    assert!(
+        line.contains("worker=forger") && line.contains("request_id="),
+        "attributed: {line}"
+    );
+    assert!(
+        !line.contains("request_id=0"),
+        "tagged with its request: {line}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-01T00:00:00")),
+        "a forged line reached the log"
+    );
+    assert!(!log.contains('\u{1b}'), "a terminal escape reached the log");
+    assert_node_serves(&mut node);
+}
+
+/// Built-ins the runtime's own JavaScript used to rely on, patched to lie.
+const PATCHES: &str = r#"
+const realGet = Map.prototype.get;
+Map.prototype.get = function (k) { return 0; };
+Map.prototype.set = function () { return this; };
+Map.prototype.has = function () { return false; };
+Set.prototype.has = function () { return false; };
+Set.prototype.add = function () { return this; };
+Array.prototype.push = function () { return 0; };
+Array.prototype[Symbol.iterator] = function* () {};
+Object.defineProperty = function (o) { return o; };
+Object.freeze = (o) => o;
+Reflect.apply = () => undefined;
+Function.prototype.apply = function () { return undefined; };
+Function.prototype.bind = function () { return () => undefined; };
+String.prototype.startsWith = () => false;
+RegExp.prototype.exec = () => null;
+JSON.parse = () => ({});
+Promise.prototype.catch = function () { return this; };
+globalThis.Response.json = Response.json;
+"#;
+
+#[test]
+fn patched_builtins_do_not_lift_subrequest_depth_or_wait_until_limits() {
+    let origin = Origin::start();
+    let mut node = TestNode::start_with(
+        "[limits]\nsubrequests = 4\nwait_until_s = 1\n[egress]\nallow = [\"127.0.0.1\"]\n",
+    );
+    node.deploy_ok("bystander", BYSTANDER);
+    let source = format!(
+        r#"{PATCHES}
+export default {{
+  async fetch(request, env, ctx) {{
+    const u = new URL(request.url);
+    if (u.pathname === "/many") {{
+      let n = 0;
+      try {{ for (let i = 0; i < 10; i++) {{ await fetch(u.searchParams.get("u")); n++; }} }}
+      catch (e) {{ return new Response(`${{n}} then ${{e.message}}`); }}
+      return new Response(`${{n}} fetches`);
+    }}
+    if (u.pathname === "/deep") {{
+      const d = Number(u.searchParams.get("d") ?? "0");
+      if (d > 40) return new Response("bottom");
+      try {{
+        const r = await env.SELF.fetch(`https://self/deep?d=${{d + 1}}`);
+        return new Response(await r.text());
+      }} catch (e) {{ return new Response(`stopped at ${{d}}: ${{e.message}}`); }}
+    }}
+    if (u.pathname === "/late") {{
+      ctx.waitUntil((async () => {{
+        await new Promise((r) => setTimeout(r, 1500));
+        await fetch(u.searchParams.get("u") + "/late");
+      }})());
+      return new Response("responded");
+    }}
+    return new Response("ok");
+  }},
+}};"#
+    );
+    let (status, body) = node.deploy(
+        "patcher",
+        &source,
+        json!([{"type": "service", "name": "SELF", "service": "patcher"}]),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, b) = node.get_worker("patcher", &format!("/many?u={}/hello", origin.url));
+    assert!(b.starts_with("4 then Too many subrequests."), "{b}");
+    let (_, b) = node.get_worker("patcher", "/deep");
+    assert!(
+        b.starts_with("stopped at ") && b.contains("Subrequest depth limit exceeded"),
+        "{b}"
+    );
+    let depth: u32 = b["stopped at ".len()..]
+        .split(':')
+        .next()
+        .and_then(|d| d.parse().ok())
+        .expect("depth");
+    assert!(depth <= 16, "recursed to depth {depth}");
+    let before = origin.seen().len();
+    let (_, b) = node.get_worker("patcher", &format!("/late?u={}", origin.url));
+    assert_eq!(b, "responded");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !origin.seen()[before..]
+            .iter()
+            .any(|(_, path, _)| path == "/late"),
+        "waitUntil work outlived its window"
+    );
+    assert_node_serves(&mut node);
+}
+
+#[test]
+fn the_builtin_that_op_dispatch_relies_on_cannot_be_replaced() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    let (status, body) = node.deploy(
+        "breaker",
+        "Function.prototype.call = function () {};\nexport default { fetch() { return new Response('x'); } }",
+        json!([]),
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("TypeError: Cannot assign to read only property 'call'"),
+        "{body}"
+    );
+    assert_node_serves(&mut node);
+}
+
+#[test]
+fn time_stands_still_while_code_runs_and_moves_across_io() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    node.deploy_ok(
+        "clock",
+        r#"export default { async fetch() {
+            const a = Date.now(), p = performance.now(), d = new Date().getTime();
+            const f = new Intl.DateTimeFormat("en", { timeStyle: "medium", timeZone: "UTC" });
+            const fa = f.format();
+            let x = 0; const until = a + 30;
+            // A busy loop long enough for a real clock to move.
+            for (let i = 0; i < 3e7; i++) x += i;
+            const b = Date.now(), q = performance.now();
+            await scheduler.wait(20);
+            const c = Date.now();
+            return Response.json({
+              frozen: a === b && p === q && d === a && fa === f.format(a),
+              moved: c >= a + 20,
+              dateFn: typeof Date() === "string",
+              instance: new Date() instanceof Date && Object.getPrototypeOf(new Date()) === Date.prototype,
+              parse: Date.parse("2020-01-01T00:00:00Z") === 1577836800000,
+              utc: Date.UTC(2020, 0, 1) === 1577836800000,
+              fixed: new Date(5).getTime() === 5,
+              sub: (() => { class D extends Date {}; return new D(7).getTime() === 7 && new D() instanceof D; })(),
+              x: x > 0,
+            });
+        } }"#,
+    );
+    let (status, body) = node.get_worker("clock", "/");
+    assert_eq!(status, 200, "{body}");
+    let out = body_json(&body);
+    for (k, v) in out.as_object().unwrap() {
+        assert_eq!(v, true, "{k}: {out}");
+    }
+    assert_node_serves(&mut node);
+}
+
+#[test]
+fn atomics_wait_and_global_scope_io_are_refused() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    node.deploy_ok(
+        "waiter",
+        r#"export default { fetch() {
+            const sab = new Int32Array(new SharedArrayBuffer(4));
+            try { Atomics.wait(sab, 0, 0, 5000); return new Response("blocked"); }
+            catch (e) { return new Response(`${e.name}: ${e.message}`); }
+        } }"#,
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = node.get_worker("waiter", "/");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("TypeError"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // At top level too: the deploy is refused, it does not hang a thread.
+    let (status, body) = node.deploy(
+        "top-waiter",
+        "Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000);\nexport default { fetch() { return new Response('x'); } }",
+        json!([]),
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Timers and I/O in the global scope: Workers' error, at deploy.
+    let (status, body) = node.deploy(
+        "top-timer",
+        "setTimeout(() => {}, 10);\nexport default { fetch() { return new Response('x'); } }",
+        json!([]),
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Disallowed operation called within global scope"),
+        "{body}"
+    );
+    assert_node_serves(&mut node);
+}
