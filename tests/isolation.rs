@@ -479,3 +479,160 @@ fn atomics_wait_and_global_scope_io_are_refused() {
     );
     assert_node_serves(&mut node);
 }
+
+const SQL_ATTACKER: &str = r#"
+export class Box {
+  constructor(ctx) { this.ctx = ctx; }
+  async fetch(request) {
+    const u = new URL(request.url);
+    const sql = this.ctx.storage.sql;
+    if (u.pathname === "/put") {
+      sql.exec("CREATE TABLE IF NOT EXISTS secrets (v TEXT)");
+      sql.exec("INSERT INTO secrets VALUES (?)", u.searchParams.get("v"));
+      await this.ctx.storage.put("k", u.searchParams.get("v"));
+      return new Response("stored");
+    }
+    if (u.pathname === "/get") {
+      return new Response(sql.exec("SELECT v FROM secrets").toArray().map((r) => r.v).join(","));
+    }
+    const results = {};
+    const attempt = (name, q) => {
+      try { results[name] = { ok: true, rows: sql.exec(q).toArray() }; }
+      catch (e) { results[name] = { ok: false, error: `${e.name}: ${e.message}` }; }
+    };
+    const target = u.searchParams.get("target");
+    const outside = u.searchParams.get("outside");
+    attempt("attach_other", `ATTACH DATABASE '${target}' AS other`);
+    attempt("attach_outside", `ATTACH DATABASE '${outside}' AS made`);
+    attempt("vacuum_into", `VACUUM INTO '${outside}.copy'`);
+    attempt("max_page_count", "PRAGMA max_page_count = 2147483647");
+    attempt("writable_schema", "PRAGMA writable_schema = ON");
+    attempt("journal_mode", "PRAGMA journal_mode = OFF");
+    attempt("synchronous", "PRAGMA synchronous = OFF");
+    attempt("database_list", "PRAGMA database_list");
+    attempt("reserved_read", "SELECT * FROM _edged_kv");
+    attempt("reserved_quoted", 'SELECT * FROM "_EDGED_KV"');
+    attempt("reserved_schema", "SELECT * FROM main._edged_kv");
+    attempt("reserved_pragma", "PRAGMA table_info('_edged_kv')");
+    attempt("reserved_fn", "SELECT * FROM pragma_table_info('_edged_kv')");
+    // A view or trigger may name the reserved tables, but nothing runs through them.
+    try { sql.exec("CREATE VIEW IF NOT EXISTS peek AS SELECT * FROM _edged_kv"); } catch {}
+    attempt("reserved_view", "SELECT * FROM peek");
+    try {
+      sql.exec("CREATE TABLE IF NOT EXISTS bait (a)");
+      sql.exec("CREATE TRIGGER IF NOT EXISTS smuggle AFTER INSERT ON bait BEGIN DELETE FROM _edged_kv; END");
+    } catch {}
+    attempt("reserved_via_trigger", "INSERT INTO bait VALUES (1)");
+    attempt("reserved_trigger", "CREATE TRIGGER t AFTER INSERT ON _edged_alarm BEGIN SELECT 1; END");
+    attempt("begin", "BEGIN TRANSACTION");
+    attempt("load_extension", "SELECT load_extension('/tmp/x.so')");
+    attempt("huge_blob", "SELECT length(randomblob(900000000)) AS n");
+    attempt("own_table", "CREATE TABLE IF NOT EXISTS mine (a INTEGER)");
+    attempt("own_pragma", "PRAGMA table_info(mine)");
+    attempt("foreign_keys", "PRAGMA foreign_keys = ON");
+    return Response.json(results);
+  }
+}
+export default {
+  fetch(request, env) {
+    const u = new URL(request.url);
+    return env.BOX.get(env.BOX.idFromName(u.searchParams.get("name") ?? "a")).fetch(request);
+  },
+};
+"#;
+
+fn object_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "db") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn durable_object_sql_stays_inside_its_own_database() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    let binding = json!([{"type": "durable_object_namespace", "name": "BOX", "class_name": "Box"}]);
+    for name in ["victim", "attacker"] {
+        let (s, b) = node.deploy(name, SQL_ATTACKER, binding.clone(), &[]);
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(
+        node.get_worker("victim", "/put?name=v&v=victim-secret").1,
+        "stored"
+    );
+    let victim_db = object_files(&node.data_dir().join("do"))
+        .into_iter()
+        .find(|p| !p.ends_with("alarms.db"))
+        .expect("the victim's database");
+    let outside = std::env::temp_dir().join(format!("edged-attack-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&outside);
+    let (status, body) = node.get_worker(
+        "attacker",
+        &format!(
+            "/attack?name=a&target={}&outside={}",
+            victim_db.display(),
+            outside.display()
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let results = body_json(&body);
+    for attack in [
+        "attach_other",
+        "attach_outside",
+        "vacuum_into",
+        "max_page_count",
+        "writable_schema",
+        "journal_mode",
+        "synchronous",
+        "database_list",
+        "reserved_read",
+        "reserved_quoted",
+        "reserved_schema",
+        "reserved_pragma",
+        "reserved_fn",
+        "reserved_view",
+        "reserved_via_trigger",
+        "reserved_trigger",
+        "begin",
+        "load_extension",
+        "huge_blob",
+    ] {
+        let r = &results[attack];
+        assert_eq!(r["ok"], false, "{attack} was allowed: {r}");
+        let error = r["error"].as_str().unwrap_or("");
+        assert!(
+            error.starts_with("Error") || error.starts_with("TypeError"),
+            "{attack}: {error}"
+        );
+        let data_dir = node.data_dir().display().to_string();
+        assert!(
+            !error.contains(&data_dir) && !error.contains("/do/"),
+            "{attack} disclosed a path: {error}"
+        );
+    }
+    for allowed in ["own_table", "own_pragma", "foreign_keys"] {
+        assert_eq!(
+            results[allowed]["ok"], true,
+            "{allowed}: {}",
+            results[allowed]
+        );
+    }
+    assert!(
+        !outside.exists(),
+        "ATTACH created a file outside the data directory"
+    );
+    assert!(!std::path::Path::new(&format!("{}.copy", outside.display())).exists());
+    // The victim's data is intact and still its own.
+    assert_eq!(node.get_worker("victim", "/get?name=v").1, "victim-secret");
+    assert_node_serves(&mut node);
+}

@@ -232,7 +232,9 @@ impl Handler<SpawnObject> for IsolatePool {
             let store = ObjectStore::open(&msg.database, msg.max_object_bytes)
                 .map(Rc::new)
                 .map_err(|e| {
-                    InvokeError::Unavailable(format!("cannot open object storage: {e}"))
+                    // The details (with host paths) go to the log, not to callers.
+                    tracing::error!(object = %msg.address.id, error = %e, "cannot open object storage");
+                    InvokeError::Unavailable("Durable Object storage could not be opened".into())
                 })?;
             let slot = host
                 .activate(

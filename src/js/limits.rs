@@ -141,6 +141,17 @@ fn current_slot() -> Arc<ThreadSlot> {
     })
 }
 
+/// Whether the JavaScript running on this thread has been stopped for its CPU
+/// budget (the watchdog fired for the current segment). Rust work done inside
+/// the segment on the request's behalf (SQL) polls this to stop early.
+pub fn over_budget() -> bool {
+    SLOT.with(|cell| {
+        cell.borrow().as_ref().is_some_and(|slot| {
+            slot.armed.load(Ordering::Acquire) && slot.fired.load(Ordering::Acquire)
+        })
+    })
+}
+
 /// Runs `f` (which enters JavaScript on `handle`'s isolate) with a CPU budget.
 /// When the budget runs out, the watchdog terminates the JavaScript that `f` runs;
 /// the caller learns it from [`Segment::over_budget`] and must discard the isolate.

@@ -24,8 +24,8 @@ use super::error::StateError;
 use crate::js::durable::{DoError, ListOptions, ObjectStorage, SqlResult, SqlValue};
 
 /// Workers' limits on one SQL statement.
-pub const MAX_SQL_BYTES: usize = 100_000;
-pub const MAX_SQL_BINDINGS: usize = 100;
+pub const MAX_SQL_BYTES: usize = super::sql_sandbox::MAX_SQL_BYTES as usize;
+pub const MAX_SQL_BINDINGS: usize = super::sql_sandbox::MAX_BINDINGS as usize;
 
 fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
     use rusqlite::types::Value;
@@ -97,6 +97,8 @@ pub struct ObjectStore {
     actor: RefCell<Option<std::task::Waker>>,
     /// Why the object must reset, when its code asked for it.
     reset: RefCell<Option<String>>,
+    /// Why the SQL sandbox refused the last tenant statement.
+    refusal: super::sql_sandbox::Refusal,
 }
 
 /// Told when the writes it waits for are durable, or why they are not.
@@ -139,6 +141,7 @@ impl Drop for ObjectStore {
 
 fn open_connection(path: &Path) -> Result<Connection, StateError> {
     let conn = Connection::open(path)?;
+    super::sql_sandbox::harden(&conn)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
@@ -186,6 +189,7 @@ impl ObjectStore {
             flush_waiters: RefCell::new(Vec::new()),
             actor: RefCell::new(None),
             reset: RefCell::new(None),
+            refusal: Default::default(),
         };
         let on_disk = store.file_size();
         store.size.set(on_disk);
@@ -572,41 +576,53 @@ impl ObjectStorage for ObjectStore {
                 bindings.len()
             )));
         }
-        let lower = query.to_ascii_lowercase();
-        if lower.contains("_edged_") {
-            return Err(DoError::Invalid(
-                "access to the runtime's reserved tables (_edged_*) is not allowed".into(),
-            ));
-        }
         // Every statement runs in the writer's open transaction, so its writes
         // commit with the event's key-value writes (behind the output gate) and
-        // roll back with transaction().
+        // roll back with transaction(). The sandbox's authorizer decides what
+        // it may touch (`sql_sandbox.rs`).
         let conn = self.writer_in_transaction()?;
-        let invalid = |e: rusqlite::Error| DoError::Invalid(format!("SQL error: {e}"));
-        let mut stmt = conn.prepare(query).map_err(invalid)?;
-        if stmt.parameter_count() != bindings.len() {
-            return Err(DoError::Invalid(format!(
-                "the statement has {} parameters but {} values were bound",
-                stmt.parameter_count(),
-                bindings.len()
-            )));
-        }
-        let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
-        let values: Vec<rusqlite::types::Value> = bindings.iter().map(to_sql).collect();
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(values.iter()))
-            .map_err(invalid)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(invalid)? {
-            let mut r = Vec::with_capacity(columns.len());
-            for i in 0..columns.len() {
-                r.push(from_sql(row.get_ref(i).map_err(invalid)?));
+        let refusal = self.refusal.clone();
+        let invalid = |e: rusqlite::Error| {
+            let refused = refusal.lock().ok().and_then(|r| r.clone());
+            match (refused, &e) {
+                (Some(why), _) => DoError::Invalid(format!("{why}: SQLITE_AUTH")),
+                (None, rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    DoError::Failed(
+                        "SQL query interrupted: the request exceeded its CPU time limit".into(),
+                    )
+                }
+                _ => DoError::Invalid(format!("SQL error: {e}")),
             }
-            out.push(r);
-        }
-        drop(rows);
-        let readonly = stmt.readonly();
-        drop(stmt);
+        };
+        let outcome = super::sql_sandbox::with_tenant_authorizer(&conn, &self.refusal, || {
+            let mut stmt = conn.prepare(query).map_err(invalid)?;
+            if stmt.parameter_count() != bindings.len() {
+                return Err(DoError::Invalid(format!(
+                    "the statement has {} parameters but {} values were bound",
+                    stmt.parameter_count(),
+                    bindings.len()
+                )));
+            }
+            let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+            let values: Vec<rusqlite::types::Value> = bindings.iter().map(to_sql).collect();
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(values.iter()))
+                .map_err(invalid)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(invalid)? {
+                let mut r = Vec::with_capacity(columns.len());
+                for i in 0..columns.len() {
+                    r.push(from_sql(row.get_ref(i).map_err(invalid)?));
+                }
+                out.push(r);
+            }
+            drop(rows);
+            let readonly = stmt.readonly();
+            Ok((columns, out, readonly))
+        });
+        let (columns, out, readonly) = outcome?;
         let written = if readonly { 0 } else { conn.changes() };
         drop(conn);
         if !readonly {

@@ -3,7 +3,8 @@
 //! Role: durable node state under the data directory. Today: the deployment store
 //! (`deployments.rs`), every worker version and which one is active; Workers KV
 //! (`kv/`), an origin store per namespace behind an edge cache; Durable Object
-//! storage (`durable.rs`, `alarms.rs`); and one in-memory piece, the Cache API's
+//! storage (`durable.rs`, `alarms.rs`) with tenant SQL confined by
+//! `sql_sandbox.rs`; and one in-memory piece, the Cache API's
 //! store (`http_cache.rs`), which a restart empties.
 //!
 //! Invariants:
@@ -20,6 +21,7 @@ pub mod durable;
 pub mod error;
 pub mod http_cache;
 pub mod kv;
+pub mod sql_sandbox;
 
 pub use deployments::{DeploymentStore, StoredVersion, WorkerRecord};
 pub use error::StateError;
