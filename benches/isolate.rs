@@ -31,6 +31,8 @@ fn script(name: &str) -> WorkerScript {
         modules: BTreeMap::from([("worker.js".to_owned(), HELLO.to_owned())]),
         bindings: vec![],
         compatibility_date: None,
+        account: "default".into(),
+        storage: "0".repeat(32),
     }
 }
 
@@ -178,6 +180,7 @@ fn actors(c: &mut Criterion) {
         addr.send(Deploy {
             script: script("bench"),
             routes: vec![],
+            hosts: vec![],
         })
         .await
         .unwrap()
@@ -261,13 +264,14 @@ fn durable_activation(c: &mut Criterion) {
             "export class C { constructor(ctx) { this.ctx = ctx; } async fetch() { return new Response(String((await this.ctx.storage.get('v')) ?? 0)); } } export default { fetch() { return new Response('x'); } };".into(),
         );
         s.bindings = vec![Binding::DurableObjectNamespace { name: "C".into(), class_name: "C".into() }];
-        addr.send(Deploy { script: s, routes: vec![] }).await.unwrap().unwrap();
+        addr.send(Deploy { script: s, routes: vec![], hosts: vec![] }).await.unwrap().unwrap();
         (backend, view)
     });
-    let _ = view;
+    let storage = view.get("objects").unwrap().script.storage.clone();
     const OBJECTS: u64 = 200;
     let target = |n: u64| ObjectAddress {
         worker: "objects".into(),
+        storage: storage.clone(),
         class_name: "C".into(),
         id: format!("{:064x}", n % OBJECTS),
         name: None,

@@ -152,9 +152,11 @@ impl ControlClient {
         Ok(resp.json().unwrap_or(Value::Null))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn deploy(
         &self,
         name: &str,
+        account: Option<&str>,
         main_module: &str,
         modules: &BTreeMap<String, String>,
         bindings: &[Binding],
@@ -168,21 +170,63 @@ impl ControlClient {
             "routes": routes,
             "crons": crons,
         });
+        let query = account.map(|a| format!("?account={a}")).unwrap_or_default();
         self.call(
             reqwest::Method::PUT,
-            &format!("/v1/workers/{name}"),
+            &format!("/v1/workers/{name}{query}"),
             Some(&body),
         )
+    }
+
+    pub fn accounts(&self) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/accounts", None)
+    }
+
+    pub fn create_account(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/accounts",
+            Some(&json!({ "id": id })),
+        )
+    }
+
+    pub fn delete_account(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/accounts/{id}"), None)
+    }
+
+    pub fn assign_host(&self, account: &str, pattern: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/accounts/{account}/hosts"),
+            Some(&json!({ "pattern": pattern })),
+        )
+    }
+
+    pub fn create_token(&self, account: &str, label: Option<&str>) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/tokens",
+            Some(&json!({ "account": account, "label": label })),
+        )
+    }
+
+    pub fn tokens(&self, account: Option<&str>) -> Result<Value, ClientError> {
+        let query = account.map(|a| format!("?account={a}")).unwrap_or_default();
+        self.call(reqwest::Method::GET, &format!("/v1/tokens{query}"), None)
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), None)
     }
 
     pub fn list(&self) -> Result<Value, ClientError> {
         self.call(reqwest::Method::GET, "/v1/workers", None)
     }
 
-    pub fn delete(&self, name: &str) -> Result<Value, ClientError> {
+    pub fn delete(&self, name: &str, keep_storage: bool) -> Result<Value, ClientError> {
         self.call(
             reqwest::Method::DELETE,
-            &format!("/v1/workers/{name}"),
+            &format!("/v1/workers/{name}?keep_storage={keep_storage}"),
             None,
         )
     }

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub control_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub token: String,
+    /// `/metrics` needs the operator's token (its series name workers and
+    /// namespaces).
+    pub metrics_token: bool,
     pub request_body_mb: u64,
     pub pass_through_origin: String,
 }
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             control_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             data_dir: PathBuf::from("./.edged"),
             token: String::new(),
+            metrics_token: false,
             request_body_mb: 100,
             pass_through_origin: String::new(),
         }

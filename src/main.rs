@@ -81,6 +81,10 @@ enum Command {
         script: PathBuf,
         #[arg(long)]
         name: String,
+        /// The account to deploy into (with the operator's token; an account's
+        /// token always deploys into its own)
+        #[arg(long)]
+        account: Option<String>,
         #[command(flatten)]
         bindings: BindingFlags,
         #[command(flatten)]
@@ -100,6 +104,50 @@ enum Command {
         #[command(flatten)]
         control: ControlFlags,
     },
+    /// Manage accounts (operator token)
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+        #[command(flatten)]
+        control: ControlFlags,
+    },
+    /// Manage account tokens (operator token)
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+        #[command(flatten)]
+        control: ControlFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// Create an account
+    Create { id: String },
+    /// List accounts
+    Ls,
+    /// Remove an account with its workers, namespaces, hosts and tokens
+    Rm { id: String },
+    /// Give a host pattern (e.g. '*.shop.example') to an account
+    AssignHost { id: String, pattern: String },
+}
+
+#[derive(Subcommand)]
+enum TokensAction {
+    /// Create a token for an account (printed once)
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List tokens (ids only, never secrets)
+    Ls {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revoke a token by id
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -133,8 +181,14 @@ enum KvAction {
 enum WorkersAction {
     /// List live workers
     Ls,
-    /// Delete a worker and all its versions
-    Rm { name: String },
+    /// Delete a worker, all its versions and its storage
+    Rm {
+        name: String,
+        /// Keep its Durable Object storage for a later deploy of the same name
+        /// by the same account
+        #[arg(long)]
+        keep_storage: bool,
+    },
     /// Make the previous version live again
     Rollback { name: String },
 }
@@ -194,6 +248,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 modules,
                 bindings: flags,
                 compatibility_date: None,
+                account: edged::state::DEFAULT_ACCOUNT.to_owned(),
+                storage: String::new(),
             };
             // With no --route, the dev worker answers every host.
             let routes = if bindings.routes.is_empty() {
@@ -213,6 +269,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Deploy {
             script,
             name,
+            account,
             bindings,
             control,
         } => {
@@ -221,6 +278,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let out = client
                 .deploy(
                     &name,
+                    account.as_deref(),
                     &main_module,
                     &modules,
                     &flags,
@@ -292,8 +350,33 @@ fn run(cli: Cli) -> Result<(), String> {
             let client = ControlClient::new(&control.control, control.token);
             let out = match action {
                 WorkersAction::Ls => client.list(),
-                WorkersAction::Rm { name } => client.delete(&name),
+                WorkersAction::Rm { name, keep_storage } => client.delete(&name, keep_storage),
                 WorkersAction::Rollback { name } => client.rollback(&name),
+            }
+            .map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+        Command::Accounts { action, control } => {
+            let client = ControlClient::new(&control.control, control.token);
+            let out = match action {
+                AccountsAction::Create { id } => client.create_account(&id),
+                AccountsAction::Ls => client.accounts(),
+                AccountsAction::Rm { id } => client.delete_account(&id),
+                AccountsAction::AssignHost { id, pattern } => client.assign_host(&id, &pattern),
+            }
+            .map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+        Command::Tokens { action, control } => {
+            let client = ControlClient::new(&control.control, control.token);
+            let out = match action {
+                TokensAction::Create { account, label } => {
+                    client.create_token(&account, label.as_deref())
+                }
+                TokensAction::Ls { account } => client.tokens(account.as_deref()),
+                TokensAction::Revoke { id } => client.revoke_token(&id),
             }
             .map_err(|e| e.to_string())?;
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

@@ -22,6 +22,8 @@ fn script(name: &str, source: &str) -> Arc<WorkerScript> {
         modules: BTreeMap::from([("worker.js".to_owned(), source.to_owned())]),
         bindings: vec![],
         compatibility_date: None,
+        account: "default".into(),
+        storage: "0".repeat(32),
     })
 }
 

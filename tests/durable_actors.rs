@@ -35,9 +35,10 @@ fn request(path: &str) -> InvokeRequest {
     }
 }
 
-fn address(id: u8) -> ObjectAddress {
+fn address(storage: &str, id: u8) -> ObjectAddress {
     ObjectAddress {
         worker: "objects".into(),
+        storage: storage.into(),
         class_name: "Counter".into(),
         id: format!("{id:064x}"),
         name: None,
@@ -61,7 +62,11 @@ async fn text(addr: &Addr<edged::actors::DurableObjectActor>, path: &str) -> Str
     .unwrap()
 }
 
-async fn setup(dir: &std::path::Path, hibernate_after: Duration) -> Addr<DurableObjectDirectory> {
+/// The directory, and the storage id the registry gave the worker.
+async fn setup(
+    dir: &std::path::Path,
+    hibernate_after: Duration,
+) -> (Addr<DurableObjectDirectory>, String) {
     let store = std::sync::Arc::new(edged::state::DeploymentStore::open(dir).unwrap());
     let slot = DurableObjectSlot::default();
     let host = HostServices {
@@ -83,26 +88,37 @@ async fn setup(dir: &std::path::Path, hibernate_after: Duration) -> Addr<Durable
             class_name: "Counter".into(),
         }],
         compatibility_date: None,
+        account: "default".into(),
+        storage: "0".repeat(32),
     };
     registry
         .send(Deploy {
             script,
             routes: vec![],
+            hosts: vec![],
         })
         .await
         .unwrap()
         .expect("deploy");
     let directory =
-        DurableObjectDirectory::new(view, threads, dir.to_owned(), hibernate_after, 1000).start();
+        DurableObjectDirectory::new(view.clone(), threads, dir.to_owned(), hibernate_after, 1000)
+            .start();
     slot.set(edged::actors::directory::backend(directory.clone()));
-    directory
+    let storage = view
+        .get("objects")
+        .expect("deployed")
+        .script
+        .storage
+        .clone();
+    (directory, storage)
 }
 
 #[test]
 fn directory_keeps_one_actor_per_id_and_the_actor_serializes_events() {
     let dir = tempfile::tempdir().unwrap();
     actix_rt::System::new().block_on(async {
-        let directory = setup(dir.path(), Duration::from_secs(600)).await;
+        let (directory, storage) = setup(dir.path(), Duration::from_secs(600)).await;
+        let address = |id| address(&storage, id);
 
         // Concurrent locates of one id activate one actor.
         let locates: Vec<_> = (0..8).map(|_| directory.send(Locate(address(1)))).collect();
@@ -140,7 +156,8 @@ fn directory_keeps_one_actor_per_id_and_the_actor_serializes_events() {
 fn hibernated_object_is_reactivated_with_its_storage() {
     let dir = tempfile::tempdir().unwrap();
     actix_rt::System::new().block_on(async {
-        let directory = setup(dir.path(), Duration::from_millis(200)).await;
+        let (directory, storage) = setup(dir.path(), Duration::from_millis(200)).await;
+        let address = |id| address(&storage, id);
         let first = directory.send(Locate(address(7))).await.unwrap().unwrap();
         assert_eq!(text(&first, "/inc").await, "1");
         let token = text(&first, "/token").await;

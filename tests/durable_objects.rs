@@ -474,7 +474,14 @@ fn durability_origin(data_dir: std::path::PathBuf) -> String {
                 .nth(1)
                 .unwrap_or("")
                 .trim_start_matches("/check/");
-            let db = data_dir.join(format!("do/objects/Counter/{id}.db"));
+            // Objects live under their worker's storage id: do/<storage>/<class>/<id>.db.
+            let db = std::fs::read_dir(data_dir.join("do"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join(format!("Counter/{id}.db")))
+                .find(|p| p.exists())
+                .unwrap_or_default();
             let found = rusqlite::Connection::open_with_flags(
                 &db,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,

@@ -21,6 +21,8 @@ fn script(source: &str) -> WorkerScript {
         modules,
         bindings: vec![],
         compatibility_date: None,
+        account: "default".into(),
+        storage: "0".repeat(32),
     }
 }
 

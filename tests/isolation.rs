@@ -636,3 +636,416 @@ fn durable_object_sql_stays_inside_its_own_database() {
     assert_eq!(node.get_worker("victim", "/get?name=v").1, "victim-secret");
     assert_node_serves(&mut node);
 }
+
+/// Every file and directory under `root`, relative.
+fn tree(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn names_never_become_paths() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    let canary = std::env::temp_dir().join(format!("edged-canary-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&canary);
+    let long = "a".repeat(5000);
+    let hostile: Vec<String> = vec![
+        "../../..".into(),
+        "../x".into(),
+        canary.display().to_string(),
+        "/etc".into(),
+        "a\u{0}b".into(),
+        "a/b".into(),
+        "..".into(),
+        ".".into(),
+        "".into(),
+        "\u{202e}x".into(),
+        long,
+    ];
+    let object_source =
+        "export class C {} export default { fetch() { return new Response('x'); } }";
+    for name in &hostile {
+        // Durable Object class names.
+        let (s, b) = node.deploy(
+            "namer",
+            object_source,
+            json!([{"type": "durable_object_namespace", "name": "D", "class_name": name}]),
+            &[],
+        );
+        assert_eq!(s, 400, "class {name:?}: {b}");
+        assert!(b["error"]["code"].is_string(), "{b}");
+        // KV namespaces.
+        let (s, b) = node.deploy(
+            "namer",
+            object_source,
+            json!([{"type": "kv_namespace", "name": "K", "namespace": name}]),
+            &[],
+        );
+        assert_eq!(s, 400, "namespace {name:?}: {b}");
+        // Service targets.
+        let (s, _) = node.deploy(
+            "namer",
+            object_source,
+            json!([{"type": "service", "name": "S", "service": name}]),
+            &[],
+        );
+        assert_eq!(s, 400, "service {name:?}");
+    }
+    // Names in URL paths (percent-encoded, so they reach the handlers).
+    let encoded = [
+        "..%2F..%2Fetc",
+        "%2Fetc",
+        "a%00b",
+        "%2E%2E",
+        "%FF%FE",
+        "x".repeat(300).leak(),
+    ];
+    for name in encoded {
+        let (s, b) =
+            node.control_request(reqwest::Method::GET, &format!("/v1/workers/{name}"), None);
+        assert!(s == 400 || s == 404, "worker {name}: {s} {b}");
+        assert!(b["error"]["code"].is_string(), "{b}");
+        let (s, b) = node.control_request(
+            reqwest::Method::PUT,
+            &format!("/v1/kv/{name}/values/k"),
+            None,
+        );
+        assert!(s == 400 || s == 404, "kv {name}: {s} {b}");
+        assert!(b["error"]["code"].is_string(), "{b}");
+        let (s, _) = node.control_request(
+            reqwest::Method::DELETE,
+            &format!("/v1/accounts/{name}"),
+            None,
+        );
+        assert!(s == 400 || s == 404, "account {name}: {s}");
+    }
+    let (s, _) = node.control_request(reqwest::Method::GET, "/v1/workers/Api", None);
+    assert_eq!(s, 400, "an upper-case worker name");
+    // A request body that is not UTF-8 is a clear 400, not a crash.
+    let resp = node
+        .http
+        .put(format!("{}/v1/workers/namer", node.control))
+        .bearer_auth(common::TOKEN)
+        .header("content-type", "application/json")
+        .body(vec![b'{', 0xff, 0xfe, b'}'])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    // Object names are hashed and object ids are checked: a hostile name
+    // reaches no path.
+    node.deploy(
+        "objects",
+        r#"export class C { constructor(ctx) { this.ctx = ctx; }
+          async fetch() { await this.ctx.storage.put("k", 1); return new Response("ok"); } }
+        export default { async fetch(req, env) {
+          const names = ["../../..", "/etc/passwd", "a\u0000b", "x".repeat(10000)];
+          for (const n of names) await env.D.getByName(n).fetch("https://o/");
+          let refused = 0;
+          for (const hex of ["../" + "a".repeat(61), "A".repeat(64), "g".repeat(64)]) {
+            try { env.D.idFromString(hex); } catch (e) { if (e instanceof TypeError) refused++; }
+          }
+          const c = await caches.open("../../" + "x".repeat(100));
+          await c.put("https://x/", new Response("y"));
+          return new Response(`refused ${refused}`);
+        } }"#,
+        json!([{"type": "durable_object_namespace", "name": "D", "class_name": "C"}]),
+        &[],
+    );
+    assert_eq!(
+        node.get_worker("objects", "/"),
+        (200, "refused 3".to_owned())
+    );
+    assert!(
+        !canary.exists(),
+        "a name became a path outside the data directory"
+    );
+    let safe = |s: &str| {
+        s.split('/').all(|part| {
+            !part.is_empty()
+                && part != ".."
+                && part.len() <= 100
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.$".contains(&b))
+        })
+    };
+    for path in tree(&node.data_dir()) {
+        assert!(safe(&path), "an unexpected name on disk: {path:?}");
+    }
+    assert_node_serves(&mut node);
+}
+
+const COUNTER: &str = r#"
+export class Counter {
+  constructor(ctx) { this.ctx = ctx; }
+  async fetch(request) {
+    const u = new URL(request.url);
+    if (u.pathname === "/hold") { await scheduler.wait(30000); return new Response("held"); }
+    const v = ((await this.ctx.storage.get("v")) ?? 0) + 1;
+    await this.ctx.storage.put("v", v);
+    return new Response(String(v));
+  }
+}
+export default {
+  async fetch(request, env) {
+    const u = new URL(request.url);
+    if (u.pathname === "/cache") {
+      const c = caches.default;
+      const hit = await c.match("https://c/key");
+      if (hit) return new Response("cached " + (await hit.text()));
+      await c.put("https://c/key", new Response("v1", { headers: { "cache-control": "max-age=600" } }));
+      return new Response("stored");
+    }
+    return env.C.get(env.C.idFromName("one")).fetch(request);
+  },
+};
+"#;
+
+fn counter_binding() -> Value {
+    json!([{"type": "durable_object_namespace", "name": "C", "class_name": "Counter"}])
+}
+
+#[test]
+fn deleting_a_worker_stops_its_objects_and_removes_its_storage() {
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    let (s, b) = node.deploy("counter", COUNTER, counter_binding(), &[]);
+    assert_eq!(s, 200, "{b}");
+    for i in 1..=3 {
+        assert_eq!(node.get_worker("counter", "/inc"), (200, i.to_string()));
+    }
+    assert_eq!(node.get_worker("counter", "/cache").1, "stored");
+    assert_eq!(node.get_worker("counter", "/cache").1, "cached v1");
+    let storage_dirs = || {
+        std::fs::read_dir(node.data_dir().join("do"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .count()
+    };
+    assert_eq!(storage_dirs(), 1);
+    // An event in flight when the worker is deleted fails at once.
+    let held = {
+        let http = node.http.clone();
+        let url = format!("{}/hold", node.data);
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let r = http
+                .get(url)
+                .header("host", "counter.workers.localhost")
+                .send()
+                .unwrap();
+            (r.status().as_u16(), started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (s, b) = node.control_request(reqwest::Method::DELETE, "/v1/workers/counter", None);
+    assert_eq!(s, 200, "{b}");
+    let (status, took) = held.join().unwrap();
+    // The object's event failed; the calling worker did not catch it.
+    assert_eq!(status, 500);
+    assert!(
+        took < Duration::from_secs(10),
+        "the held event ran on for {took:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while storage_dirs() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the storage was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A new worker of the same name starts empty: objects and caches.
+    let (s, b) = node.deploy("counter", COUNTER, counter_binding(), &[]);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(node.get_worker("counter", "/inc"), (200, "1".to_owned()));
+    assert_eq!(node.get_worker("counter", "/cache").1, "stored");
+
+    // Kept storage: a redeploy by the same account picks it up; another
+    // account cannot take the name meanwhile.
+    assert_eq!(node.get_worker("counter", "/inc"), (200, "2".to_owned()));
+    let (s, _) = node.control_request(
+        reqwest::Method::DELETE,
+        "/v1/workers/counter?keep_storage=true",
+        None,
+    );
+    assert_eq!(s, 200);
+    let (s, _) = node.control_request(
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(&json!({"id": "other"})),
+    );
+    assert_eq!(s, 201);
+    let (s, b) = node.control_request(
+        reqwest::Method::PUT,
+        "/v1/workers/counter?account=other",
+        Some(&json!({"main_module": "worker.js", "modules": {"worker.js": COUNTER}, "bindings": counter_binding()})),
+    );
+    assert_eq!(s, 403, "{b}");
+    let (s, b) = node.deploy("counter", COUNTER, counter_binding(), &[]);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(node.get_worker("counter", "/inc"), (200, "3".to_owned()));
+    assert_node_serves(&mut node);
+}
+
+#[test]
+fn secrets_are_sealed_at_rest_and_the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut node = TestNode::start();
+    node.deploy_ok("bystander", BYSTANDER);
+    let secret = "correct-horse-battery-staple-7731";
+    let (s, b) = node.deploy(
+        "vault",
+        // The source must not contain the secret: it is stored as it is.
+        "export default { fetch(req, env) { return new Response(env.KEY.length === 33 && env.KEY.endsWith('-7731') ? 'has it' : 'missing'); } }",
+        json!([{"type": "secret_text", "name": "KEY", "text": secret}]),
+        &[],
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(node.get_worker("vault", "/"), (200, "has it".to_owned()));
+    let (_, shown) = node.control_request(reqwest::Method::GET, "/v1/workers/vault", None);
+    assert!(!shown.to_string().contains(secret), "{shown}");
+    node.restart();
+    assert_eq!(node.get_worker("vault", "/"), (200, "has it".to_owned()));
+    let data = node.data_dir();
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data directory mode {mode:o}");
+    for path in tree(&data) {
+        let p = data.join(&path);
+        let meta = std::fs::metadata(&p).unwrap();
+        if meta.is_file() {
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{path} is mode {mode:o}");
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{path} holds the secret in clear"
+            );
+        }
+    }
+    // Another node key cannot read them: the node refuses to start, clearly.
+    node.kill();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edged"))
+        .args(["serve", "--config"])
+        .arg(data.parent().unwrap().join("edged.toml"))
+        .env("EDGED_NODE_KEY", "11".repeat(32))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node key does not match"), "{stderr}");
+}
+
+#[test]
+fn bad_host_headers_are_a_400_and_metrics_can_need_the_token() {
+    let mut node = TestNode::start_with("metrics_token = true\n");
+    node.deploy_ok("bystander", BYSTANDER);
+    for host in ["x:99999", "a b", "x:-1"] {
+        let (s, b) = node.get(host, "/");
+        assert_eq!(s, 400, "{host}: {b}");
+        assert_eq!(body_json(&b)["error"]["code"], "bad_request");
+    }
+    let r = node
+        .http
+        .get(format!("{}/metrics", node.control))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = node
+        .http
+        .get(format!("{}/metrics", node.control))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_node_serves(&mut node);
+}
+
+/// `edged dev` on free ports: (child, data URL, control URL).
+fn dev_node(dir: &std::path::Path) -> (std::process::Child, String, String) {
+    use std::io::BufRead;
+    let script = dir.join("w.js");
+    std::fs::write(
+        &script,
+        "export default { fetch() { return new Response('dev'); } }",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edged"))
+        .args(["dev"])
+        .arg(&script)
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let (mut data, mut control) = (String::new(), String::new());
+    while data.is_empty() || control.is_empty() {
+        let line = lines.next().expect("dev announced its ports").unwrap();
+        if let Some(a) = line.strip_prefix("edged: data plane listening on ") {
+            data = a.to_owned();
+        }
+        if let Some(a) = line.strip_prefix("edged: control plane listening on ") {
+            control = a.to_owned();
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, data, control)
+}
+
+#[test]
+fn dev_control_plane_refuses_web_pages_and_rebound_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _data, control) = dev_node(dir.path());
+    let http = reqwest::blocking::Client::new();
+    let deploy = |host: Option<&str>, origin: Option<&str>| {
+        let mut req = http.put(format!("{control}/v1/workers/evil")).json(&json!({
+            "main_module": "w.js", "modules": {"w.js": "export default { fetch() { return new Response('pwned'); } }"}
+        }));
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let r = req.send().unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let port = control.rsplit(':').next().unwrap().to_owned();
+    for (host, origin) in [
+        (Some(format!("evil.example:{port}")), None),
+        (Some(format!("127.0.0.1.nip.io:{port}")), None),
+        (None, Some("http://evil.example".to_owned())),
+        (None, Some("null".to_owned())),
+    ] {
+        let (s, b) = deploy(host.as_deref(), origin.as_deref());
+        assert_eq!(s, 403, "{host:?} {origin:?}: {b}");
+        assert_eq!(b["error"]["code"], "forbidden");
+    }
+    // Its own tools (no Origin, loopback Host) still work without a token.
+    let (s, b) = deploy(None, None);
+    assert_eq!(s, 200, "{b}");
+    let same_origin = format!("http://127.0.0.1:{port}");
+    let (s, b) = deploy(None, Some(&same_origin));
+    assert_eq!(s, 200, "{b}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

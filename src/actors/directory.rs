@@ -18,11 +18,14 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures::channel::oneshot;
 
-use super::durable_object::{AlarmChanged, DurableObjectActor, Evict, ObjectInvoke, ObjectStopped};
+use super::durable_object::{
+    AlarmChanged, DurableObjectActor, Evict, Kill, ObjectInvoke, ObjectStopped,
+};
 use super::pool::{IsolateThreads, SpawnObject};
 use super::registry::WorkersView;
 use crate::js::durable::{DurableObjectBackend, ObjectAddress, ObjectFuture};
 use crate::js::{InvokeError, InvokeRequest};
+use crate::state;
 use crate::state::alarms::AlarmIndex;
 
 const ACTIVATIONS: &str = "edged_do_activations_total";
@@ -183,22 +186,34 @@ impl DurableObjectDirectory {
         Owner::Local
     }
 
-    fn database(&self, a: &ObjectAddress) -> PathBuf {
-        self.data_dir
-            .join("do")
-            .join(&a.worker)
-            .join(&a.class_name)
-            .join(format!("{}.db", a.id))
-    }
-
     fn activate(&mut self, address: ObjectAddress, ctx: &mut Context<Self>) {
-        let Some(deployment) = self.view.get(&address.worker) else {
-            let err =
-                InvokeError::Unavailable(format!("worker '{}' is not deployed", address.worker));
-            for w in self.activating.remove(&address).unwrap_or_default() {
-                let _ = w.send(Err(err.clone()));
+        // The deployment must still be the one the address was made for: a
+        // worker deleted and deployed again under the same name has another
+        // storage id, and the old objects are gone with the old worker.
+        let deployment = self
+            .view
+            .get(&address.worker)
+            .filter(|d| d.script.storage == address.storage);
+        let database = state::names::object_db(
+            &self.data_dir,
+            &address.storage,
+            &address.class_name,
+            &address.id,
+        );
+        let (deployment, database) = match (deployment, database) {
+            (Some(d), Ok(path)) => (d, path),
+            (None, _) => {
+                return self.fail_activation(
+                    &address,
+                    InvokeError::Unavailable(format!(
+                        "worker '{}' is not deployed",
+                        address.worker
+                    )),
+                )
             }
-            return;
+            (_, Err(e)) => {
+                return self.fail_activation(&address, InvokeError::Unavailable(e.to_string()))
+            }
         };
         let activation = self.next_activation;
         self.next_activation += 1;
@@ -212,7 +227,7 @@ impl DurableObjectDirectory {
             script: deployment.script.clone(),
             address: address.clone(),
             activation,
-            database: self.database(&address),
+            database,
             hibernate_after: self.hibernate_after,
             max_queue: self.max_queue,
             max_object_bytes: self.limits.max_object_bytes,
@@ -237,6 +252,12 @@ impl DurableObjectDirectory {
 }
 
 impl DurableObjectDirectory {
+    fn fail_activation(&mut self, address: &ObjectAddress, err: InvokeError) {
+        for w in self.activating.remove(address).unwrap_or_default() {
+            let _ = w.send(Err(err.clone()));
+        }
+    }
+
     /// Runs every alarm that is due, each in its object as an event.
     fn fire_due_alarms(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
@@ -427,6 +448,54 @@ impl Handler<Activated> for DurableObjectDirectory {
         }
         for w in self.activating.remove(&msg.address).unwrap_or_default() {
             let _ = w.send(msg.result.clone());
+        }
+    }
+}
+
+/// A worker was deleted: its live objects stop now (events in flight fail),
+/// and unless its storage is kept, its alarms and databases are removed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerGone {
+    pub storage: String,
+    pub keep: bool,
+}
+
+impl Handler<WorkerGone> for DurableObjectDirectory {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerGone, _: &mut Self::Context) {
+        for (address, o) in &self.live {
+            if address.storage == msg.storage {
+                o.addr.do_send(Kill("the worker was deleted".into()));
+            }
+        }
+        if msg.keep {
+            return;
+        }
+        self.alarms.retain(|a, _| a.storage != msg.storage);
+        if let Some(index) = &self.alarm_index {
+            if let Err(e) = index.purge_storage(&msg.storage) {
+                tracing::error!(error = %e, "cannot forget a deleted worker's alarms");
+            }
+        }
+        match state::names::worker_objects_dir(&self.data_dir, &msg.storage) {
+            Ok(dir) => {
+                // Open databases are unlinked under their actors, which are
+                // stopping: nothing can reopen them (the storage id is gone).
+                actix::spawn(async move {
+                    let removed =
+                        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                            _ => Ok(()),
+                        })
+                        .await;
+                    if let Ok(Err(e)) = removed {
+                        tracing::error!(error = %e, "cannot remove a deleted worker's Durable Object storage");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "bad storage id in a delete"),
         }
     }
 }

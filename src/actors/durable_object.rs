@@ -98,6 +98,12 @@ pub struct Evict;
 
 const EVICTIONS: &str = "edged_do_evictions_total";
 
+/// Stop now, whatever the object is doing: queued, running and held events
+/// fail with the reason (its worker was deleted).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kill(pub String);
+
 pub(crate) fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -412,6 +418,14 @@ impl Handler<Evict> for DurableObjectActor {
         tracing::debug!(object = %self.address.id, "evicted (too many live objects)");
         ctx.stop();
         true
+    }
+}
+
+impl Handler<Kill> for DurableObjectActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Kill, ctx: &mut Self::Context) {
+        self.reset(EngineError::Internal(msg.0), ctx);
     }
 }
 

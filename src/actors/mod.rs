@@ -56,10 +56,13 @@ pub mod services;
 pub mod supervisor;
 
 pub use deployment::{next_request_id, Deployment};
-pub use directory::{DurableObjectDirectory, Locate};
+pub use directory::{DurableObjectDirectory, Locate, WorkerGone};
 pub use durable_object::{DurableObjectActor, ObjectInvoke};
 pub use error::ActorError;
 pub use isolate::{Invoke, IsolateActor, IsolateControl, IsolateExited};
 pub use pool::{IsolatePool, IsolateThreads, PoolLevel, Spawn};
-pub use registry::{Activated, Delete, Deploy, Restore, Rollback, WorkerRegistry, WorkersView};
+pub use registry::{
+    Activated, Cleanup, Delete, DeleteAccount, Deploy, Restore, Rollback, WorkerRegistry,
+    WorkersView,
+};
 pub use supervisor::{Acquire, DispatchTable, Drain, Grow, Slot, WorkerSupervisor};

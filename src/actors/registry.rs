@@ -17,6 +17,7 @@ use actix::prelude::*;
 use parking_lot::RwLock;
 
 use super::deployment::Deployment;
+use super::directory::WorkerGone;
 use super::error::ActorError;
 use super::pool::IsolateThreads;
 use super::supervisor::{Acquire, Drain, WorkerSupervisor};
@@ -69,8 +70,12 @@ pub struct Activated {
 #[derive(Message)]
 #[rtype(result = "Result<Activated, ActorError>")]
 pub struct Deploy {
+    /// Its `account` is set; its `version` and `storage` are assigned here.
     pub script: WorkerScript,
     pub routes: Vec<String>,
+    /// The routes' host patterns (canonical), claimed for the script's account
+    /// in the same transaction that stores the version.
+    pub hosts: Vec<String>,
 }
 
 /// Make the previous stored version live again.
@@ -80,11 +85,28 @@ pub struct Rollback {
     pub name: String,
 }
 
-/// Stop serving a worker and forget all its versions.
+/// Stop serving a worker and forget all its versions; its Durable Objects stop
+/// at once and, unless `keep_storage`, their storage and alarms and its cached
+/// responses are removed for good.
 #[derive(Message)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Delete {
     pub name: String,
+    pub keep_storage: bool,
+}
+
+/// Remove an account and everything it owns (workers as with [`Delete`]).
+#[derive(Message)]
+#[rtype(result = "Result<crate::state::AccountRemoval, ActorError>")]
+pub struct DeleteAccount {
+    pub id: String,
+}
+
+/// Where the registry sends what a deleted worker leaves behind.
+#[derive(Clone)]
+pub struct Cleanup {
+    pub objects: Recipient<WorkerGone>,
+    pub cache: Option<Arc<dyn crate::js::CacheBackend>>,
 }
 
 /// Start every stored active version (node start-up).
@@ -98,6 +120,7 @@ pub struct WorkerRegistry {
     config: IsolateConfig,
     view: WorkersView,
     live: HashMap<String, Arc<Deployment>>,
+    cleanup: Option<Cleanup>,
 }
 
 impl WorkerRegistry {
@@ -112,6 +135,32 @@ impl WorkerRegistry {
             config,
             view: WorkersView::default(),
             live: HashMap::new(),
+            cleanup: None,
+        }
+    }
+
+    /// Where deletes send the objects and caches of the deleted worker.
+    pub fn with_cleanup(mut self, cleanup: Cleanup) -> Self {
+        self.cleanup = Some(cleanup);
+        self
+    }
+
+    /// Stops serving `name` (if live) and cleans up after it.
+    fn forget(&mut self, name: &str, storage: &str, keep_storage: bool) {
+        if let Some(old) = self.live.remove(name) {
+            old.supervisor.do_send(Drain);
+            self.view.publish(self.live.clone());
+        }
+        if let Some(c) = &self.cleanup {
+            c.objects.do_send(WorkerGone {
+                storage: storage.to_owned(),
+                keep: keep_storage,
+            });
+            if !keep_storage {
+                if let Some(cache) = &c.cache {
+                    cache.purge(storage);
+                }
+            }
         }
     }
 
@@ -220,19 +269,30 @@ impl Handler<Deploy> for WorkerRegistry {
     type Result = ResponseActFuture<Self, Result<Activated, ActorError>>;
 
     fn handle(&mut self, msg: Deploy, ctx: &mut Self::Context) -> Self::Result {
-        let Deploy { mut script, routes } = msg;
+        let Deploy {
+            mut script,
+            routes,
+            hosts,
+        } = msg;
         if let Some((route, other)) = self.route_conflict(&script.name, &routes) {
             return Box::pin(fut::ready(Err(ActorError::RouteConflict { route, other })));
         }
-        match self.store.next_version(&script.name) {
-            Ok(v) => script.version = v,
+        let assigned = self
+            .store
+            .storage_for(&script.name, &script.account)
+            .and_then(|storage| Ok((storage, self.store.next_version(&script.name)?)));
+        match assigned {
+            Ok((storage, version)) => {
+                script.storage = storage;
+                script.version = version;
+            }
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         }
         let script = Arc::new(script);
         let starting = self.start_version(script.clone(), routes.clone());
         self.go_live_when_started(
             starting,
-            move |store| store.insert_active(&script, &routes).map(|_| ()),
+            move |store| store.insert_active(&script, &routes, &hosts).map(|_| ()),
             ctx,
         )
     }
@@ -275,17 +335,34 @@ impl Handler<Delete> for WorkerRegistry {
     type Result = Result<(), ActorError>;
 
     fn handle(&mut self, msg: Delete, _ctx: &mut Self::Context) -> Self::Result {
-        let existed = self.store.delete(&msg.name)?;
-        let removed = self.live.remove(&msg.name);
-        if let Some(old) = &removed {
-            old.supervisor.do_send(Drain);
-            self.view.publish(self.live.clone());
+        let Some(deleted) = self.store.delete(&msg.name, msg.keep_storage)? else {
+            return Err(ActorError::NotFound(format!("worker '{}'", msg.name)));
+        };
+        self.forget(&msg.name, &deleted.storage, deleted.kept);
+        Ok(())
+    }
+}
+
+impl Handler<DeleteAccount> for WorkerRegistry {
+    type Result = Result<crate::state::AccountRemoval, ActorError>;
+
+    fn handle(&mut self, msg: DeleteAccount, _ctx: &mut Self::Context) -> Self::Result {
+        let removal = self.store.delete_account(&msg.id)?;
+        for (name, storage) in &removal.workers {
+            self.forget(name, storage, false);
         }
-        if existed || removed.is_some() {
-            Ok(())
-        } else {
-            Err(ActorError::NotFound(format!("worker '{}'", msg.name)))
+        if let Some(c) = &self.cleanup {
+            for storage in &removal.retained {
+                c.objects.do_send(WorkerGone {
+                    storage: storage.clone(),
+                    keep: false,
+                });
+                if let Some(cache) = &c.cache {
+                    cache.purge(storage);
+                }
+            }
         }
+        Ok(removal)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Service bindings from the actors' side: [`ServiceBackend`] over the published
 //! deployments, so `env.AUTH.fetch()` in one worker becomes an `invoke` on
-//! another worker's deployment (its dispatch table and isolates) on this node.
+//! another worker's deployment (its dispatch table and isolates) on this node,
+//! if that worker belongs to the caller's account.
 
 use std::sync::Arc;
 
@@ -18,10 +19,15 @@ struct Services {
 impl ServiceBackend for Services {
     fn invoke(
         &self,
+        account: &str,
         service: &str,
         request: InvokeRequest,
     ) -> LocalBoxFuture<'static, Result<InvokeResponse, InvokeError>> {
-        let deployment = self.view.get(service);
+        // A worker of another account is not there for the caller at all.
+        let deployment = self
+            .view
+            .get(service)
+            .filter(|d| d.script.account == account);
         let service = service.to_owned();
         async move {
             let Some(deployment) = deployment else {

@@ -1,9 +1,12 @@
-//! The control plane: the deploy API, `/healthz` and `/metrics`.
+//! The control plane: the deploy API, accounts and tokens, `/healthz` and
+//! `/metrics`.
 //!
 //! `/v1/*` requires `Authorization: Bearer <token>` unless the node runs in `dev`
-//! mode; `/healthz` and `/metrics` are open (for load balancers and Prometheus).
-//! Every request is validated completely before anything changes, and a deploy is
-//! applied by the registry in one step, so a rejected request changes nothing.
+//! mode: the operator's token or an account's (`auth.rs`), and an account sees
+//! only what it owns. `/healthz` is open; `/metrics` is open unless
+//! `server.metrics_token` is set. Every request is validated completely before
+//! anything changes, and a deploy is applied by the registry in one step
+//! (ownership claims included), so a rejected request changes nothing.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -13,21 +16,24 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{authenticate, Principal};
 use super::body::read_body;
 use super::error::HttpError;
 use super::metrics;
 use super::routes::RoutePattern;
-use crate::actors::{Delete, Deploy, Rollback, WorkerRegistry, WorkersView};
+use crate::actors::{Delete, DeleteAccount, Deploy, Rollback, WorkerRegistry, WorkersView};
 use crate::js::{Binding, WorkerScript};
-use crate::state::DeploymentStore;
+use crate::state::{names, DeploymentStore};
 
 pub struct ControlPlane {
     pub registry: Addr<WorkerRegistry>,
     pub view: WorkersView,
     pub store: std::sync::Arc<DeploymentStore>,
     pub kv: std::sync::Arc<crate::state::KvService>,
-    /// `None` in dev mode: no authentication.
+    /// The operator's token; `None` in dev mode: no authentication.
     pub token: Option<String>,
+    /// `/metrics` needs the operator's token.
+    pub metrics_token: bool,
     pub body_limit: usize,
 }
 
@@ -47,30 +53,32 @@ struct DeployBody {
     crons: Vec<String>,
 }
 
-/// Worker names: `[a-z0-9-]{1,63}`.
+/// Worker names: `[a-z0-9-]{1,63}` (`state::names`).
 pub fn valid_worker_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    names::check_worker(name).is_ok()
 }
 
 fn check_name(name: &str) -> Result<(), HttpError> {
-    if valid_worker_name(name) {
-        Ok(())
-    } else {
-        Err(HttpError::bad_request(
-            "invalid_name",
-            format!("worker name '{name}' must be 1-63 characters of a-z, 0-9 and '-'"),
-        ))
-    }
+    names::check_worker(name).map_err(|e| HttpError::bad_request("invalid_name", e.0))
 }
 
 fn valid_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// The worker `name` if the caller may see it (404 otherwise, as if it did not
+/// exist): its account.
+fn visible_worker(
+    plane: &ControlPlane,
+    principal: &Principal,
+    name: &str,
+) -> Result<String, HttpError> {
+    match plane.store.worker_owner(name)? {
+        Some(account) if principal.sees(&account) => Ok(account),
+        _ => Err(HttpError::not_found(format!("worker '{name}' not found"))),
+    }
 }
 
 fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
@@ -88,23 +96,15 @@ fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
                 format!("binding {i} (type '{kind}'): {e}"),
             )
         })?;
-        if let Binding::KvNamespace { namespace, .. } = &binding {
-            if !crate::state::kv::valid_namespace(namespace) {
-                return Err(HttpError::bad_request(
-                    "invalid_binding",
-                    format!(
-                        "KV namespace '{namespace}' must be 1-64 of A-Z, a-z, 0-9, '_' and '-'"
-                    ),
-                ));
-            }
-        }
-        if let Binding::Service { service, .. } = &binding {
-            if !valid_worker_name(service) {
-                return Err(HttpError::bad_request(
-                    "invalid_binding",
-                    format!("service '{service}' is not a valid worker name"),
-                ));
-            }
+        // Every name that could reach the file system is checked here.
+        let checked = match &binding {
+            Binding::KvNamespace { namespace, .. } => names::check_namespace(namespace),
+            Binding::Service { service, .. } => names::check_worker(service),
+            Binding::DurableObjectNamespace { class_name, .. } => names::check_class(class_name),
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            return Err(HttpError::bad_request("invalid_binding", e.0));
         }
         let name = binding.name();
         if !valid_identifier(name) {
@@ -124,37 +124,6 @@ fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
     Ok(out)
 }
 
-pub(crate) fn authorize(req: &HttpRequest, plane: &ControlPlane) -> Result<(), HttpError> {
-    let Some(token) = &plane.token else {
-        return Ok(());
-    };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(HttpError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "invalid bearer token",
-        )),
-        None => Err(HttpError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the control plane needs 'Authorization: Bearer <token>'",
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[derive(Deserialize)]
 struct FireQuery {
     cron: Option<String>,
@@ -169,9 +138,10 @@ async fn fire_scheduled(
     query: web::Query<FireQuery>,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
+    let principal = authenticate(&req, &plane)?;
     let name = path.into_inner();
     check_name(&name)?;
+    visible_worker(&plane, &principal, &name)?;
     let deployment = plane
         .view
         .get(&name)
@@ -192,13 +162,25 @@ async fn fire_scheduled(
     }))
 }
 
+#[derive(Deserialize)]
+struct AccountQuery {
+    account: Option<String>,
+}
+
 async fn put_worker(
     req: HttpRequest,
     path: web::Path<String>,
+    query: web::Query<AccountQuery>,
     payload: web::Payload,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
+    let principal = authenticate(&req, &plane)?;
+    let account = principal.account_for(query.account.as_deref())?;
+    if !plane.store.account_exists(&account)? {
+        return Err(HttpError::not_found(format!(
+            "account '{account}' not found"
+        )));
+    }
     let name = path.into_inner();
     check_name(&name)?;
     let body = read_body(payload, plane.body_limit).await?;
@@ -226,8 +208,29 @@ async fn put_worker(
         }
     }
     let bindings = parse_bindings(body.bindings)?;
+    // A service of another account is refused outright (at call time it would
+    // not be there for this worker either).
+    for b in &bindings {
+        if let Binding::Service { service, .. } = b {
+            if let Some(owner) = plane.store.worker_owner(service)? {
+                if owner != account {
+                    return Err(HttpError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("the service '{service}' belongs to another account"),
+                    ));
+                }
+            }
+        }
+    }
+    let mut hosts = Vec::new();
     for r in &body.routes {
-        RoutePattern::parse(r).map_err(|m| HttpError::bad_request("invalid_route", m))?;
+        let pattern =
+            RoutePattern::parse(r).map_err(|m| HttpError::bad_request("invalid_route", m))?;
+        let host = pattern.host.canonical();
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
     }
     for cron in &body.crons {
         crate::actors::cron::parse(cron).map_err(|m| HttpError::bad_request("invalid_cron", m))?;
@@ -240,12 +243,15 @@ async fn put_worker(
         modules: body.modules,
         bindings,
         compatibility_date: body.compatibility_date,
+        account,
+        storage: String::new(),
     };
     let activated = plane
         .registry
         .send(Deploy {
             script,
             routes: body.routes,
+            hosts,
         })
         .await
         .map_err(|e| HttpError::internal(e.to_string()))??;
@@ -260,14 +266,16 @@ async fn list_workers(
     req: HttpRequest,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
+    let principal = authenticate(&req, &plane)?;
     let published = plane.view.current();
     let mut workers: Vec<Value> = published
         .workers
         .values()
+        .filter(|d| principal.sees(&d.script.account))
         .map(|d| {
             json!({
                 "name": d.name(),
+                "account": d.script.account,
                 "version": d.version(),
                 "routes": d.routes,
                 "isolates": d.isolates(),
@@ -283,9 +291,10 @@ async fn get_worker(
     path: web::Path<String>,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
+    let principal = authenticate(&req, &plane)?;
     let name = path.into_inner();
     check_name(&name)?;
+    visible_worker(&plane, &principal, &name)?;
     let store = plane.store.clone();
     let lookup = name.clone();
     let (record, active) = web::block(move || {
@@ -309,6 +318,7 @@ async fn get_worker(
         .collect();
     Ok(HttpResponse::Ok().json(json!({
         "name": record.name,
+        "account": record.account,
         "version": record.active_version,
         "versions": record.versions,
         "routes": active.routes,
@@ -322,20 +332,31 @@ async fn get_worker(
     })))
 }
 
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    keep_storage: bool,
+}
+
 async fn delete_worker(
     req: HttpRequest,
     path: web::Path<String>,
+    query: web::Query<DeleteQuery>,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
+    let principal = authenticate(&req, &plane)?;
     let name = path.into_inner();
     check_name(&name)?;
+    visible_worker(&plane, &principal, &name)?;
     plane
         .registry
-        .send(Delete { name: name.clone() })
+        .send(Delete {
+            name: name.clone(),
+            keep_storage: query.keep_storage,
+        })
         .await
         .map_err(|e| HttpError::internal(e.to_string()))??;
-    Ok(HttpResponse::Ok().json(json!({ "deleted": name })))
+    Ok(HttpResponse::Ok().json(json!({ "deleted": name, "storage_kept": query.keep_storage })))
 }
 
 async fn rollback_worker(
@@ -343,9 +364,10 @@ async fn rollback_worker(
     path: web::Path<String>,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
+    let principal = authenticate(&req, &plane)?;
     let name = path.into_inner();
     check_name(&name)?;
+    visible_worker(&plane, &principal, &name)?;
     let activated = plane
         .registry
         .send(Rollback { name })
@@ -362,10 +384,153 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-async fn metrics_text() -> HttpResponse {
-    HttpResponse::Ok()
+async fn metrics_text(
+    req: HttpRequest,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    // The series name workers and namespaces: operators may keep them private.
+    if plane.metrics_token {
+        authenticate(&req, &plane)?.operator()?;
+    }
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics::render())
+        .body(metrics::render()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    id: String,
+}
+
+async fn list_accounts(
+    req: HttpRequest,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?.operator()?;
+    Ok(HttpResponse::Ok().json(json!({ "accounts": plane.store.accounts()? })))
+}
+
+async fn create_account(
+    req: HttpRequest,
+    payload: web::Payload,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?.operator()?;
+    let body = read_body(payload, 64 << 10).await?;
+    let body: NewAccount = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid account JSON: {e}")))?;
+    let account = plane.store.create_account(&body.id)?;
+    Ok(HttpResponse::Created().json(account))
+}
+
+async fn delete_account(
+    req: HttpRequest,
+    path: web::Path<String>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?.operator()?;
+    let id = path.into_inner();
+    names::check_account(&id).map_err(|e| HttpError::bad_request("invalid_name", e.0))?;
+    let removal = plane
+        .registry
+        .send(DeleteAccount { id: id.clone() })
+        .await
+        .map_err(|e| HttpError::internal(e.to_string()))??;
+    for ns in &removal.namespaces {
+        plane.kv.drop_namespace(ns);
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "deleted": id,
+        "workers": removal.workers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "namespaces": removal.namespaces,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewHost {
+    pattern: String,
+}
+
+/// The operator gives a host pattern to an account.
+async fn assign_host(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?.operator()?;
+    let id = path.into_inner();
+    let body = read_body(payload, 64 << 10).await?;
+    let body: NewHost = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid host JSON: {e}")))?;
+    let pattern = crate::state::hosts::HostPattern::parse(&body.pattern)
+        .map_err(|m| HttpError::bad_request("invalid_route", m))?
+        .canonical();
+    plane.store.assign_host(&pattern, &id)?;
+    Ok(HttpResponse::Ok().json(json!({ "account": id, "pattern": pattern })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    account: String,
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokensQuery {
+    account: Option<String>,
+}
+
+async fn create_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?.operator()?;
+    let body = read_body(payload, 64 << 10).await?;
+    let body: NewToken = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid token JSON: {e}")))?;
+    if body.label.as_ref().is_some_and(|l| l.len() > 200) {
+        return Err(HttpError::bad_request(
+            "bad_request",
+            "label is longer than 200 bytes",
+        ));
+    }
+    let (info, secret) = plane
+        .store
+        .create_token(&body.account, body.label.as_deref())?;
+    Ok(HttpResponse::Created().json(json!({
+        "id": info.id,
+        "account": info.account,
+        "label": info.label,
+        "created_at": info.created_at,
+        "token": secret,
+    })))
+}
+
+async fn list_tokens(
+    req: HttpRequest,
+    query: web::Query<TokensQuery>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?.operator()?;
+    Ok(HttpResponse::Ok().json(json!({ "tokens": plane.store.tokens(query.account.as_deref())? })))
+}
+
+async fn revoke_token(
+    req: HttpRequest,
+    path: web::Path<String>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?.operator()?;
+    let id = path.into_inner();
+    if !plane.store.revoke_token(&id)? {
+        return Err(HttpError::not_found(format!("token '{id}' not found")));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "revoked": id })))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
@@ -391,6 +556,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/workers/{name}/rollback",
             web::post().to(rollback_worker),
         )
+        .route("/v1/accounts", web::get().to(list_accounts))
+        .route("/v1/accounts", web::post().to(create_account))
+        .route("/v1/accounts/{id}", web::delete().to(delete_account))
+        .route("/v1/accounts/{id}/hosts", web::post().to(assign_host))
+        .route("/v1/tokens", web::get().to(list_tokens))
+        .route("/v1/tokens", web::post().to(create_token))
+        .route("/v1/tokens/{id}", web::delete().to(revoke_token))
         .configure(super::kv_admin::configure)
         .default_service(web::to(not_found));
 }

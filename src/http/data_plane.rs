@@ -89,6 +89,35 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
 
+/// Whether a `Host` header is a host name or IP literal with an optional
+/// port in range (anything else is a 400, before any worker sees it).
+fn valid_host(host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, tail)) => {
+                if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                (None, tail.strip_prefix(':'))
+            }
+            None => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (Some(name), Some(port)),
+            None => (Some(host), None),
+        }
+    };
+    let name_ok = name.is_none_or(|n| {
+        !n.is_empty()
+            && n.len() <= 253
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    });
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+    name_ok && port_ok
+}
+
 /// The catch-all handler of the data plane.
 pub async fn serve(
     req: HttpRequest,
@@ -97,6 +126,13 @@ pub async fn serve(
 ) -> HttpResponse {
     let started = Instant::now();
     let host = host_of(&req);
+    if !host.is_empty() && !valid_host(&host) {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the Host header is not a valid host name with an optional port",
+        );
+    }
     let hostname = strip_port(&host);
     let Some(deployment) = plane.resolve(hostname, req.path()) else {
         return error_body(
@@ -248,4 +284,28 @@ fn stream_body(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_host;
+
+    #[test]
+    fn host_headers() {
+        for ok in [
+            "a.example",
+            "a.example:8080",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "[::1]",
+            "x_y.localhost",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "x:99999", "x:", "x:-1", "a b", "[::1", "[zz]:1", "x:1:2", "\u{0}",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+    }
 }

@@ -83,6 +83,9 @@ impl From<StateError> for HttpError {
     fn from(e: StateError) -> Self {
         match e {
             StateError::NotFound(_) => HttpError::not_found(e.to_string()),
+            StateError::Forbidden(m) => HttpError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            StateError::Conflict(m) => HttpError::new(StatusCode::CONFLICT, "conflict", m),
+            StateError::Invalid(m) => HttpError::bad_request("invalid_name", m),
             other => {
                 tracing::error!(error = %other, "storage failure");
                 HttpError::internal("storage failure; see the node's log")

@@ -10,6 +10,9 @@
 //!
 //! Everything goes through the same `KvService` as the binding, so limits and
 //! error messages are the same; a bulk write checks every entry before writing any.
+//! A namespace belongs to the account that first bound or wrote it: an account
+//! token reaches only its own (another's is a 403), and a write to a namespace
+//! nobody owns claims it.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,8 +20,9 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{authenticate, Principal};
 use super::body::read_body;
-use super::control_plane::{authorize, ControlPlane};
+use super::control_plane::ControlPlane;
 use super::error::HttpError;
 use crate::js::{KvBackend, KvError, KvListOptions, KvPutOptions};
 
@@ -43,6 +47,36 @@ impl From<KvError> for HttpError {
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "kv_unavailable", m)
             }
         }
+    }
+}
+
+/// Checks that the caller may use namespace `ns`; a write to a namespace
+/// nobody owns claims it for the caller's account.
+fn namespace_access(
+    req: &HttpRequest,
+    plane: &ControlPlane,
+    ns: &str,
+    write: bool,
+) -> Result<(), HttpError> {
+    let principal = authenticate(req, plane)?;
+    crate::state::names::check_namespace(ns)
+        .map_err(|e| HttpError::bad_request("invalid_name", e.0))?;
+    match plane.store.namespace_owner(ns)? {
+        Some(owner) if principal.sees(&owner) => Ok(()),
+        Some(_) => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the KV namespace '{ns}' belongs to another account"),
+        )),
+        None if write => {
+            let account = match &principal {
+                Principal::Operator => crate::state::DEFAULT_ACCOUNT.to_owned(),
+                Principal::Account(a) => a.clone(),
+            };
+            plane.store.claim(&account, &[], &[ns.to_owned()])?;
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 
@@ -72,8 +106,8 @@ async fn put_value(
     payload: web::Payload,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
     let (ns, key) = path.into_inner();
+    namespace_access(&req, &plane, &ns, true)?;
     let body = read_body(payload, plane.body_limit).await?;
     let q = query.into_inner();
     let options = KvPutOptions {
@@ -90,8 +124,8 @@ async fn get_value(
     path: web::Path<(String, String)>,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
     let (ns, key) = path.into_inner();
+    namespace_access(&req, &plane, &ns, false)?;
     match plane.kv.get(&ns, &key, None).await? {
         Some(v) => {
             let mut resp = HttpResponse::Ok();
@@ -115,8 +149,8 @@ async fn delete_value(
     path: web::Path<(String, String)>,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
     let (ns, key) = path.into_inner();
+    namespace_access(&req, &plane, &ns, true)?;
     plane.kv.delete(&ns, &key).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted": key })))
 }
@@ -127,11 +161,9 @@ async fn list_keys(
     query: web::Query<KvListOptions>,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
-    let result = plane
-        .kv
-        .list(&path.into_inner(), query.into_inner())
-        .await?;
+    let ns = path.into_inner();
+    namespace_access(&req, &plane, &ns, false)?;
+    let result = plane.kv.list(&ns, query.into_inner()).await?;
     Ok(HttpResponse::Ok().json(result))
 }
 
@@ -153,8 +185,8 @@ async fn bulk_put(
     payload: web::Payload,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authorize(&req, &plane)?;
     let ns = path.into_inner();
+    namespace_access(&req, &plane, &ns, true)?;
     let body = read_body(payload, plane.body_limit).await?;
     let entries: Vec<BulkEntry> = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request("bad_request", format!("invalid bulk JSON: {e}")))?;

@@ -2,8 +2,9 @@
 //!
 //! Role: the outermost layer. Two actix-web servers: the data plane (`data_plane.rs`:
 //! route the request, run it in a worker) and the control plane
-//! (`control_plane.rs`: deploy API, `/healthz`, `/metrics`; `kv_admin.rs`: the KV
-//! API), started by
+//! (`control_plane.rs`: deploy API, accounts and tokens, `/healthz`, `/metrics`;
+//! `kv_admin.rs`: the KV API; `auth.rs`: who the caller is and what it may
+//! see), started by
 //! `server.rs`. Route matching is `routes.rs`; Prometheus is `metrics.rs`.
 //!
 //! Invariants:
@@ -13,6 +14,7 @@
 //! - The data plane never waits on the control plane's actors: it reads the
 //!   published deployments and each version's dispatch table directly.
 
+pub mod auth;
 pub mod body;
 pub mod control_plane;
 pub mod data_plane;

@@ -18,18 +18,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use crate::state::hosts::HostPattern;
+
 const CACHE_CAPACITY: usize = 10_000;
 
 /// `(host, path)` of a lookup.
 type RouteKey = (String, String);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    Exact(String),
-    Subdomains(String),
-    SelfAndSubdomains(String),
-    Any,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PathPattern {
@@ -40,53 +34,14 @@ enum PathPattern {
 /// A parsed route pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePattern {
-    host: HostPattern,
+    pub host: HostPattern,
     path: PathPattern,
 }
 
 impl RoutePattern {
     /// Parses `host/path`; the error says what is wrong.
     pub fn parse(raw: &str) -> Result<RoutePattern, String> {
-        let s = raw
-            .trim()
-            .strip_prefix("https://")
-            .or_else(|| raw.trim().strip_prefix("http://"))
-            .unwrap_or(raw.trim());
-        let Some(slash) = s.find('/') else {
-            return Err(format!("route '{raw}' has no path: write it as '{s}/*'"));
-        };
-        let (host, path) = s.split_at(slash);
-        let host = host.to_ascii_lowercase();
-        if host.is_empty() {
-            return Err(format!("route '{raw}' has no host"));
-        }
-        let bare = host.trim_start_matches('*').trim_start_matches('.');
-        if bare.contains('*') {
-            return Err(format!("route '{raw}': '*' may only start the host"));
-        }
-        if !bare
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return Err(format!("route '{raw}': invalid character in host"));
-        }
-        let host = if host == "*" {
-            HostPattern::Any
-        } else if let Some(rest) = host.strip_prefix("*.") {
-            HostPattern::Subdomains(rest.to_owned())
-        } else if let Some(rest) = host.strip_prefix('*') {
-            HostPattern::SelfAndSubdomains(rest.to_owned())
-        } else {
-            HostPattern::Exact(host)
-        };
-        if let HostPattern::Subdomains(h)
-        | HostPattern::SelfAndSubdomains(h)
-        | HostPattern::Exact(h) = &host
-        {
-            if h.is_empty() || h.split('.').any(|l| l.is_empty()) {
-                return Err(format!("route '{raw}': invalid host"));
-            }
-        }
+        let (host, path) = HostPattern::parse_route(raw)?;
         let star = path.find('*');
         let path = match star {
             None => PathPattern::Exact(path.to_owned()),

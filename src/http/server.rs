@@ -78,22 +78,10 @@ fn ensure_token(config: &Config) -> Result<Option<String>, ServeError> {
     }
     let token = uuid::Uuid::new_v4().simple().to_string();
     std::fs::create_dir_all(&config.server.data_dir)
-        .and_then(|_| write_private(&path, &token))
+        .and_then(|_| crate::state::private_file::write(&path, token.as_bytes()))
         .map_err(|e| ServeError::Other(format!("cannot write {}: {e}", path.display())))?;
     tracing::info!(path = %path.display(), "generated a control-plane token");
     Ok(Some(token))
-}
-
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())
 }
 
 /// Starts a node. Must be called inside an actix system.
@@ -141,8 +129,18 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     config.validate()?;
     super::metrics::prometheus();
     raise_open_file_limit(config.durable_objects.max_live);
-    let token = ensure_token(&config)?;
+    // Everything the node writes is its user's alone (tokens, keys, secrets,
+    // tenants' data): new files 0600, directories 0700.
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let store = Arc::new(DeploymentStore::open(&config.server.data_dir)?);
+    let token = ensure_token(&config)?;
+    if let Err(e) = crate::state::private_file::tighten_files(&config.server.data_dir) {
+        tracing::warn!(error = %e, "cannot make the data directory's files private");
+    }
+    crate::state::durable::adopt_legacy_storage(&config.server.data_dir, store.adopted())?;
     let limits = IsolateLimits {
         cpu: config.limits.cpu(),
         startup_cpu: config.limits.startup_cpu(),
@@ -154,13 +152,14 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         std::time::Duration::from_secs(config.kv.cache_ttl_s),
     );
     kv.spawn_purger(std::time::Duration::from_secs(30));
+    let cache: Arc<dyn crate::js::CacheBackend> = Arc::new(crate::state::HttpCache::new(
+        (config.cache.size_mb as usize) << 20,
+    ));
     let host = HostServices {
         kv: Some(kv.clone()),
         durable_objects: Default::default(),
         policy: Arc::new(config.runtime_policy()?),
-        cache: Some(Arc::new(crate::state::HttpCache::new(
-            (config.cache.size_mb as usize) << 20,
-        ))),
+        cache: Some(cache.clone()),
         services: Default::default(),
     };
     let durable_objects = host.durable_objects.clone();
@@ -188,6 +187,10 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     .start();
     metrics::gauge!(crate::state::durable::STORAGE_BYTES)
         .set(crate::state::durable::stored_bytes(&config.server.data_dir.join("do")) as f64);
+    let registry = registry.with_cleanup(crate::actors::Cleanup {
+        objects: directory.clone().recipient(),
+        cache: Some(cache),
+    });
     durable_objects.set(crate::actors::directory::backend(directory));
     services.set(crate::actors::services::backend(view.clone()));
     crate::actors::cron::CronScheduler::new(view.clone()).start();
@@ -224,6 +227,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         store,
         kv,
         token,
+        metrics_token: config.server.metrics_token,
         body_limit,
     });
     let control_server = HttpServer::new(move || {
@@ -280,7 +284,15 @@ pub fn dev_blocking(
         let name = script.name.clone();
         let activated = node
             .registry
-            .send(crate::actors::Deploy { script, routes })
+            .send(crate::actors::Deploy {
+                hosts: routes
+                    .iter()
+                    .filter_map(|r| crate::state::hosts::HostPattern::parse_route(r).ok())
+                    .map(|(h, _)| h.canonical())
+                    .collect(),
+                script,
+                routes,
+            })
             .await
             .map_err(|e| ServeError::Other(e.to_string()))?
             .map_err(|e| ServeError::Other(format!("cannot deploy {name}: {e}")))?;

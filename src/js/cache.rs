@@ -2,9 +2,10 @@
 //! (implemented by `state::http_cache`) and the `op_cache_*` ops behind
 //! `caches.default` / `caches.open()` in `runtime/40_cache.js`.
 //!
-//! Every worker has its own caches: the key always includes the worker's name
-//! (from the isolate's `WorkerIdentity`), so one tenant can neither read nor
-//! poison another's cached responses.
+//! Every worker has its own caches: the key always includes the worker's
+//! storage id (from the isolate's `WorkerIdentity`, never from JS), so one
+//! tenant can neither read nor poison another's cached responses, and a worker
+//! deployed again under a deleted worker's name starts with empty caches.
 
 use std::sync::Arc;
 
@@ -22,7 +23,8 @@ pub struct CachedResponse {
     pub body: Bytes,
 }
 
-/// Where cache entries live. Keys are `(worker, cache name, URL)`;
+/// Where cache entries live. Keys are `(owner, cache name, URL)`, the owner
+/// being the worker's storage id;
 /// `accept_encoding` is the request's `Accept-Encoding`, the one request header
 /// that `Vary` is honoured for.
 pub trait CacheBackend: Send + Sync {
@@ -43,6 +45,8 @@ pub trait CacheBackend: Send + Sync {
         response: CachedResponse,
     ) -> bool;
     fn remove(&self, worker: &str, cache: &str, url: &str) -> bool;
+    /// Forgets every entry of `owner` (its worker was deleted).
+    fn purge(&self, owner: &str);
 }
 
 /// The backend, in the isolate's `OpState` once bound.
@@ -63,7 +67,7 @@ fn access(state: &OpState) -> Result<(Arc<dyn CacheBackend>, Arc<str>), CacheErr
     let worker = state
         .try_borrow::<WorkerIdentity>()
         .ok_or_else(|| CacheError::Invalid("the Cache API is not available here".into()))?;
-    Ok((backend.0.clone(), worker.name.clone()))
+    Ok((backend.0.clone(), worker.storage.clone()))
 }
 
 #[derive(Serialize)]

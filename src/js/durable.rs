@@ -27,7 +27,11 @@ use super::script::{InvokeRequest, InvokeResponse};
 /// Which object a call is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectAddress {
+    /// The worker whose deployment runs the object.
     pub worker: String,
+    /// The worker's storage id (where the object's database lives; changes
+    /// when a worker of the same name is deleted and deployed again).
+    pub storage: String,
     pub class_name: String,
     /// 64 lowercase hex digits.
     pub id: String,
@@ -56,6 +60,7 @@ pub type DurableObjectSlot = super::late_bound::LateBound<dyn DurableObjectBacke
 pub struct DoAccess {
     pub slot: DurableObjectSlot,
     pub worker: String,
+    pub storage: String,
     pub namespaces: HashMap<String, String>,
 }
 
@@ -188,7 +193,7 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn namespace(state: &OpState, binding: &str) -> Result<(String, String), DoError> {
+fn namespace(state: &OpState, binding: &str) -> Result<(String, String, String), DoError> {
     let access = state
         .try_borrow::<DoAccess>()
         .ok_or_else(|| DoError::Failed("Durable Objects are not available here".into()))?;
@@ -197,7 +202,7 @@ fn namespace(state: &OpState, binding: &str) -> Result<(String, String), DoError
             "'{binding}' is not a Durable Object binding of this worker"
         ))
     })?;
-    Ok((access.worker.clone(), class.clone()))
+    Ok((access.worker.clone(), access.storage.clone(), class.clone()))
 }
 
 #[op2]
@@ -207,7 +212,7 @@ pub fn op_do_id_from_name(
     #[string] binding: &str,
     #[string] name: &str,
 ) -> Result<String, DoError> {
-    let (worker, class) = namespace(state, binding)?;
+    let (worker, _, class) = namespace(state, binding)?;
     Ok(id_from_name(&worker, &class, name))
 }
 
@@ -237,13 +242,14 @@ fn target(
     let depth = super::context::outgoing(scope, api).map_err(|e| DoError::Failed(e.to_string()))?;
     let state = deno_core::JsRuntime::op_state_from(scope);
     let state = state.borrow();
-    let (worker, class_name) = namespace(&state, binding)?;
+    let (worker, storage, class_name) = namespace(&state, binding)?;
     let backend =
         state.borrow::<DoAccess>().slot.get().ok_or_else(|| {
             DoError::Failed("Durable Objects are not available on this node".into())
         })?;
     let address = ObjectAddress {
         worker,
+        storage,
         class_name,
         id,
         name: (!name.is_empty()).then_some(name),

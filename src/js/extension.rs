@@ -19,6 +19,9 @@ use super::egress::EgressPolicy;
 pub struct WorkerIdentity {
     pub name: Arc<str>,
     pub version: u64,
+    pub account: Arc<str>,
+    /// The worker's storage id: its caches are kept under it.
+    pub storage: Arc<str>,
 }
 
 /// Permissions the deno extensions ask for. Workers have no file system and no

@@ -314,6 +314,8 @@ impl BlankIsolate {
             state.put(WorkerIdentity {
                 name: script.name.as_str().into(),
                 version: script.version,
+                account: script.account.as_str().into(),
+                storage: script.storage.as_str().into(),
             });
             if let Some(contexts) = state.try_borrow::<SharedContexts>() {
                 contexts.borrow_mut().limits = ContextLimits {
@@ -341,10 +343,12 @@ impl BlankIsolate {
             state.put(super::durable::DoAccess {
                 slot: host.durable_objects.clone(),
                 worker: script.name.clone(),
+                storage: script.storage.clone(),
                 namespaces,
             });
             state.put(super::service::ServiceAccess {
                 slot: host.services.clone(),
+                account: script.account.clone(),
                 services,
             });
             if let Some(cache) = &host.cache {

@@ -23,6 +23,14 @@ pub struct WorkerScript {
     /// Cron Triggers: five-field expressions that fire `scheduled()`.
     #[serde(default)]
     pub crons: Vec<String>,
+    /// The account the worker belongs to.
+    #[serde(default)]
+    pub account: String,
+    /// The worker's storage id: where its Durable Objects and caches live. Set
+    /// when the name is first deployed, kept across redeploys, never reused
+    /// after the worker is deleted (`state::names`).
+    #[serde(default)]
+    pub storage: String,
 }
 
 /// An `env` binding, tagged by `type` as in the deploy API.

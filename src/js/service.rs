@@ -22,8 +22,11 @@ pub use super::context::MAX_DEPTH;
 
 /// Runs a request on another worker of this node.
 pub trait ServiceBackend: Send + Sync {
+    /// `account` is the caller's: a service of another account is not there
+    /// for it.
     fn invoke(
         &self,
+        account: &str,
         service: &str,
         request: InvokeRequest,
     ) -> LocalBoxFuture<'static, Result<InvokeResponse, InvokeError>>;
@@ -35,6 +38,8 @@ pub type ServiceSlot = super::late_bound::LateBound<dyn ServiceBackend>;
 /// A bound isolate's service bindings: binding name → worker name.
 pub struct ServiceAccess {
     pub slot: ServiceSlot,
+    /// The calling worker's account.
+    pub account: String,
     pub services: HashMap<String, String>,
 }
 
@@ -50,11 +55,9 @@ pub enum ServiceError {
 
 /// The backend and worker a call from the current request through `binding`
 /// goes to, with its depth (the caller's plus one), counted as a subrequest.
-fn target(
-    scope: &mut v8::HandleScope,
-    binding: &str,
-    api: &str,
-) -> Result<(Arc<dyn ServiceBackend>, String, u8), ServiceError> {
+type Target = (Arc<dyn ServiceBackend>, String, String, u8);
+
+fn target(scope: &mut v8::HandleScope, binding: &str, api: &str) -> Result<Target, ServiceError> {
     let depth =
         super::context::outgoing(scope, api).map_err(|e| ServiceError::Failed(e.to_string()))?;
     let state = deno_core::JsRuntime::op_state_from(scope);
@@ -70,7 +73,7 @@ fn target(
         .slot
         .get()
         .ok_or_else(|| ServiceError::Failed("service bindings are not available yet".into()))?;
-    Ok((backend, service.clone(), depth))
+    Ok((backend, access.account.clone(), service.clone(), depth))
 }
 
 fn failed(service: &str, e: InvokeError) -> ServiceError {
@@ -102,7 +105,7 @@ pub fn op_service_fetch(
     let state = deno_core::JsRuntime::op_state_from(scope);
     let body = body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b)));
     async move {
-        let (backend, service, depth) = target?;
+        let (backend, account, service, depth) = target?;
         let request = InvokeRequest {
             method,
             url,
@@ -115,7 +118,7 @@ pub fn op_service_fetch(
             depth,
         };
         let response = backend
-            .invoke(&service, request)
+            .invoke(&account, &service, request)
             .await
             .map_err(|e| failed(&service, e))?;
         let headers = response
@@ -144,7 +147,7 @@ pub fn op_service_rpc(
     let target = target(scope, &binding, "service binding RPC");
     let args = bytes::Bytes::copy_from_slice(&args);
     async move {
-        let (backend, service, depth) = target?;
+        let (backend, account, service, depth) = target?;
         let request = InvokeRequest {
             method: "RPC".into(),
             url: format!("rpc:{method}"),
@@ -153,7 +156,7 @@ pub fn op_service_rpc(
             depth,
         };
         let response = backend
-            .invoke(&service, request)
+            .invoke(&account, &service, request)
             .await
             .map_err(|e| failed(&service, e))?;
         Ok(response

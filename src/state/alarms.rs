@@ -38,6 +38,11 @@ impl AlarmIndex {
         if !has_retry {
             conn.execute_batch("ALTER TABLE alarms ADD COLUMN retry INTEGER NOT NULL DEFAULT 0")?;
         }
+        // Storage ids (added with accounts; `fill_storage` completes old rows).
+        let has_storage = conn.prepare("SELECT storage FROM alarms LIMIT 0").is_ok();
+        if !has_storage {
+            conn.execute_batch("ALTER TABLE alarms ADD COLUMN storage TEXT NOT NULL DEFAULT ''")?;
+        }
         Ok(AlarmIndex {
             conn: Mutex::new(conn),
         })
@@ -66,8 +71,8 @@ impl AlarmIndex {
         let conn = self.conn();
         match at_ms {
             Some(at) => conn.execute(
-                "INSERT OR REPLACE INTO alarms (worker, class, id, name, at, retry) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.worker, a.class_name, a.id, a.name, at as i64, retry],
+                "INSERT OR REPLACE INTO alarms (worker, class, id, name, at, retry, storage) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![a.worker, a.class_name, a.id, a.name, at as i64, retry, a.storage],
             )?,
             None => conn.execute(
                 "DELETE FROM alarms WHERE worker = ?1 AND class = ?2 AND id = ?3",
@@ -80,11 +85,13 @@ impl AlarmIndex {
     /// Every recorded alarm: address, time, retries made.
     pub fn all(&self) -> Result<Vec<(ObjectAddress, u64, u32)>, StateError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT worker, class, id, name, at, retry FROM alarms")?;
+        let mut stmt =
+            conn.prepare("SELECT worker, class, id, name, at, retry, storage FROM alarms")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 ObjectAddress {
                     worker: r.get(0)?,
+                    storage: r.get(6)?,
                     class_name: r.get(1)?,
                     id: r.get(2)?,
                     name: r.get(3)?,
@@ -94,6 +101,27 @@ impl AlarmIndex {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets every alarm of the objects under `storage` (their worker was
+    /// deleted).
+    pub fn purge_storage(&self, storage: &str) -> Result<usize, StateError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM alarms WHERE storage = ?1", params![storage])?)
+    }
+
+    /// Gives alarms recorded before storage ids existed the storage id their
+    /// worker was given (`(worker, storage)` pairs).
+    pub fn fill_storage(&self, adopted: &[(String, String)]) -> Result<(), StateError> {
+        let conn = self.conn();
+        for (worker, storage) in adopted {
+            conn.execute(
+                "UPDATE alarms SET storage = ?2 WHERE worker = ?1 AND storage = ''",
+                params![worker, storage],
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -114,8 +142,12 @@ mod tests {
         .expect("old schema");
         drop(old);
         let index = AlarmIndex::open(dir.path()).expect("open");
+        index
+            .fill_storage(&[("w".into(), "s".into())])
+            .expect("fill");
         let a = |id: &str| ObjectAddress {
             worker: "w".into(),
+            storage: "s".into(),
             class_name: "C".into(),
             id: id.into(),
             name: None,

@@ -1,9 +1,12 @@
-//! The deployment store: every uploaded version of every worker, and which version
-//! is active, in `<data_dir>/deployments.db` (SQLite, WAL, synchronous=FULL).
+//! The deployment store: every uploaded version of every worker, which version
+//! is active, and who owns what, in `<data_dir>/deployments.db` (SQLite, WAL,
+//! synchronous=FULL). Accounts, tokens and the names accounts own live in the
+//! same database (`accounts.rs`).
 //!
 //! A version is written once and never changed; deploy, rollback and delete only
 //! move the `active_version` pointer (or remove the worker). A node restores the
-//! active version of every worker from here at start.
+//! active version of every worker from here at start. Secrets are sealed with
+//! the node key before they are written (`secrets.rs`).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -13,7 +16,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::error::StateError;
+use super::secrets::{open_spec, seal_spec, NodeKey};
 use crate::js::WorkerScript;
+
+/// The account every worker belongs to in `edged dev`, and the one workers
+/// stored before accounts existed were given.
+pub const DEFAULT_ACCOUNT: &str = "default";
 
 /// One stored version: the script and the routes it was deployed with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,19 +32,36 @@ pub struct StoredVersion {
     pub created_at: u64,
 }
 
-/// A worker's summary: its active version and all stored versions.
+/// A worker's summary: its owner, its storage, its active version and all
+/// stored versions.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WorkerRecord {
     pub name: String,
+    pub account: String,
+    #[serde(skip)]
+    pub storage: String,
     pub active_version: u64,
     pub versions: Vec<u64>,
 }
 
-pub struct DeploymentStore {
-    conn: Mutex<Connection>,
+/// What a deleted worker leaves for the node to clean up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deleted {
+    pub account: String,
+    pub storage: String,
+    /// The storage is kept for a later deploy of the name by the same account.
+    pub kept: bool,
 }
 
-fn now_secs() -> u64 {
+pub struct DeploymentStore {
+    conn: Mutex<Connection>,
+    key: NodeKey,
+    /// Workers stored before storage ids existed, given one at open: their
+    /// object storage must move from `do/<name>` to `do/<storage id>`.
+    adopted: Vec<(String, String)>,
+}
+
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -44,12 +69,14 @@ fn now_secs() -> u64 {
 }
 
 impl DeploymentStore {
-    /// Opens (creating if needed) the store in `data_dir`.
+    /// Opens (creating if needed) the store in `data_dir`, migrating a store
+    /// made by an earlier edged.
     pub fn open(data_dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StateError::Io {
+        super::private_file::private_dir(data_dir).map_err(|e| StateError::Io {
             path: data_dir.to_owned(),
             source: e,
         })?;
+        let key = NodeKey::load_or_create(data_dir)?;
         let conn = Connection::open(data_dir.join("deployments.db"))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
@@ -65,16 +92,90 @@ impl DeploymentStore {
                  active_version INTEGER NOT NULL
              );",
         )?;
-        Ok(DeploymentStore {
+        let has_account = conn.prepare("SELECT account FROM workers LIMIT 0").is_ok();
+        if !has_account {
+            conn.execute_batch(&format!(
+                "ALTER TABLE workers ADD COLUMN account TEXT NOT NULL DEFAULT '{DEFAULT_ACCOUNT}';
+                 ALTER TABLE workers ADD COLUMN storage TEXT NOT NULL DEFAULT '';"
+            ))?;
+        }
+        super::accounts::create_tables(&conn)?;
+        let mut store = DeploymentStore {
             conn: Mutex::new(conn),
-        })
+            key,
+            adopted: Vec::new(),
+        };
+        store.adopted = store.migrate()?;
+        Ok(store)
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         match self.conn.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),
         }
+    }
+
+    /// Brings rows from an earlier edged up to date: storage ids for workers
+    /// without one, sealed secrets, and the hosts and namespaces their active
+    /// versions use, claimed for their account. Returns the workers that got a
+    /// storage id now.
+    fn migrate(&self) -> Result<Vec<(String, String)>, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let unassigned: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT name FROM workers WHERE storage = ''")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut adopted = Vec::new();
+        for name in unassigned {
+            let storage = super::names::new_storage_id();
+            tx.execute(
+                "UPDATE workers SET storage = ?2 WHERE name = ?1",
+                params![name, storage],
+            )?;
+            adopted.push((name, storage));
+        }
+        let specs: Vec<(String, i64, String)> = {
+            let mut stmt = tx.prepare("SELECT name, version, spec FROM versions")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (name, version, spec) in specs {
+            let mut value: serde_json::Value = serde_json::from_str(&spec)?;
+            if open_spec(&self.key, &mut value)? {
+                seal_spec(&self.key, &mut value)?;
+                tx.execute(
+                    "UPDATE versions SET spec = ?3 WHERE name = ?1 AND version = ?2",
+                    params![name, version, value.to_string()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        drop(conn);
+        if !adopted.is_empty() {
+            for stored in self.active_versions()? {
+                let account = stored.script.account.clone();
+                let hosts = stored
+                    .routes
+                    .iter()
+                    .filter_map(|r| super::hosts::HostPattern::parse_route(r).ok())
+                    .map(|(h, _)| h.canonical())
+                    .collect::<Vec<_>>();
+                // Earlier nodes had no owners: the first worker keeps a
+                // shared name; a clash is logged, not fatal.
+                if let Err(e) = self.claim(&account, &hosts, &kv_namespaces(&stored.script)) {
+                    tracing::warn!(worker = %stored.script.name, error = %e, "cannot claim what an earlier version used");
+                }
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Workers given a storage id when the store was opened (see `open`).
+    pub fn adopted(&self) -> &[(String, String)] {
+        &self.adopted
     }
 
     /// The version number the next upload of `name` gets.
@@ -87,29 +188,61 @@ impl DeploymentStore {
         Ok(max.unwrap_or(0) as u64 + 1)
     }
 
-    /// Stores a new version and makes it active, in one transaction.
+    fn spec(&self, stored: &StoredVersion) -> Result<String, StateError> {
+        let mut value = serde_json::to_value(stored)?;
+        seal_spec(&self.key, &mut value)?;
+        Ok(value.to_string())
+    }
+
+    fn unspec(
+        &self,
+        spec: &str,
+        account: &str,
+        storage: &str,
+    ) -> Result<StoredVersion, StateError> {
+        let mut value: serde_json::Value = serde_json::from_str(spec)?;
+        open_spec(&self.key, &mut value)?;
+        let mut stored: StoredVersion = serde_json::from_value(value)?;
+        // The owner and storage come from the worker's row, not the spec.
+        stored.script.account = account.to_owned();
+        stored.script.storage = storage.to_owned();
+        Ok(stored)
+    }
+
+    /// Stores a new version and makes it active, in one transaction, after
+    /// claiming for the script's account the `hosts` (canonical host patterns)
+    /// and KV namespaces it uses (`accounts.rs`).
     pub fn insert_active(
         &self,
         script: &WorkerScript,
         routes: &[String],
+        hosts: &[String],
     ) -> Result<StoredVersion, StateError> {
         let stored = StoredVersion {
             script: script.clone(),
             routes: routes.to_vec(),
             created_at: now_secs(),
         };
-        let spec = serde_json::to_string(&stored)?;
+        let spec = self.spec(&stored)?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        super::accounts::check_worker_name(&tx, &script.name, &script.account)?;
+        super::accounts::claim_in(&tx, &script.account, hosts, &kv_namespaces(script))?;
         tx.execute(
             "INSERT INTO versions (name, version, spec) VALUES (?1, ?2, ?3)",
             params![script.name, script.version as i64, spec],
         )?;
         tx.execute(
-            "INSERT INTO workers (name, active_version) VALUES (?1, ?2)
+            "INSERT INTO workers (name, active_version, account, storage) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO UPDATE SET active_version = excluded.active_version",
-            params![script.name, script.version as i64],
+            params![
+                script.name,
+                script.version as i64,
+                script.account,
+                script.storage
+            ],
         )?;
+        tx.execute("DELETE FROM retained WHERE name = ?1", params![script.name])?;
         tx.commit()?;
         Ok(stored)
     }
@@ -126,7 +259,21 @@ impl DeploymentStore {
         Ok(())
     }
 
+    fn owner_row(&self, name: &str) -> Result<Option<(String, String)>, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT account, storage FROM workers WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     pub fn version(&self, name: &str, version: u64) -> Result<Option<StoredVersion>, StateError> {
+        let Some((account, storage)) = self.owner_row(name)? else {
+            return Ok(None);
+        };
         let spec: Option<String> = self
             .conn()
             .query_row(
@@ -135,10 +282,8 @@ impl DeploymentStore {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(match spec {
-            Some(s) => Some(serde_json::from_str(&s)?),
-            None => None,
-        })
+        spec.map(|s| self.unspec(&s, &account, &storage))
+            .transpose()
     }
 
     /// The newest stored version of `name` older than `version`.
@@ -153,30 +298,30 @@ impl DeploymentStore {
 
     /// Every worker with its active version, for restoring at start.
     pub fn active_versions(&self) -> Result<Vec<StoredVersion>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT v.spec FROM workers w JOIN versions v
-             ON v.name = w.name AND v.version = w.active_version ORDER BY w.name",
-        )?;
-        let specs = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        specs
-            .iter()
-            .map(|s| serde_json::from_str(s).map_err(StateError::from))
+        let rows: Vec<(String, String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT v.spec, w.account, w.storage FROM workers w JOIN versions v
+                 ON v.name = w.name AND v.version = w.active_version ORDER BY w.name",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        rows.iter()
+            .map(|(spec, account, storage)| self.unspec(spec, account, storage))
             .collect()
     }
 
     pub fn worker(&self, name: &str) -> Result<Option<WorkerRecord>, StateError> {
         let conn = self.conn();
-        let active: Option<i64> = conn
+        let row: Option<(i64, String, String)> = conn
             .query_row(
-                "SELECT active_version FROM workers WHERE name = ?1",
+                "SELECT active_version, account, storage FROM workers WHERE name = ?1",
                 params![name],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some(active) = active else {
+        let Some((active, account, storage)) = row else {
             return Ok(None);
         };
         let mut stmt =
@@ -186,20 +331,53 @@ impl DeploymentStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(WorkerRecord {
             name: name.to_owned(),
+            account,
+            storage,
             active_version: active as u64,
             versions,
         }))
     }
 
-    /// Removes a worker and all its versions. Returns whether it existed.
-    pub fn delete(&self, name: &str) -> Result<bool, StateError> {
+    /// Removes a worker and all its versions. Its storage is forgotten unless
+    /// `keep_storage`: then the name and storage stay reserved to its account,
+    /// for a later deploy to pick up. Returns what it owned, if it existed.
+    pub fn delete(&self, name: &str, keep_storage: bool) -> Result<Option<Deleted>, StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let n = tx.execute("DELETE FROM workers WHERE name = ?1", params![name])?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT account, storage FROM workers WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        tx.execute("DELETE FROM workers WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM versions WHERE name = ?1", params![name])?;
+        if let (Some((account, storage)), true) = (&row, keep_storage) {
+            tx.execute(
+                "INSERT OR REPLACE INTO retained (name, account, storage) VALUES (?1, ?2, ?3)",
+                params![name, account, storage],
+            )?;
+        }
         tx.commit()?;
-        Ok(n > 0)
+        Ok(row.map(|(account, storage)| Deleted {
+            account,
+            storage,
+            kept: keep_storage,
+        }))
     }
+}
+
+/// The KV namespaces a script binds.
+pub fn kv_namespaces(script: &WorkerScript) -> Vec<String> {
+    script
+        .bindings
+        .iter()
+        .filter_map(|b| match b {
+            crate::js::Binding::KvNamespace { namespace, .. } => Some(namespace.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,8 +392,13 @@ mod tests {
             version,
             main_module: "w.js".into(),
             modules: BTreeMap::from([("w.js".to_owned(), format!("// v{version}"))]),
-            bindings: vec![],
+            bindings: vec![crate::js::Binding::SecretText {
+                name: "KEY".into(),
+                text: "s3cr3t".into(),
+            }],
             compatibility_date: None,
+            account: DEFAULT_ACCOUNT.into(),
+            storage: "0".repeat(32),
         }
     }
 
@@ -226,19 +409,25 @@ mod tests {
             let store = DeploymentStore::open(dir.path()).unwrap();
             assert_eq!(store.next_version("a").unwrap(), 1);
             store
-                .insert_active(&script("a", 1), &["a.com/*".into()])
+                .insert_active(&script("a", 1), &["a.com/*".into()], &["a.com".into()])
                 .unwrap();
-            store.insert_active(&script("a", 2), &[]).unwrap();
+            store.insert_active(&script("a", 2), &[], &[]).unwrap();
             assert_eq!(store.previous_version("a", 2).unwrap(), Some(1));
             store.activate("a", 1).unwrap();
         }
+        let raw = std::fs::read(dir.path().join("deployments.db")).unwrap();
+        assert!(
+            !raw.windows(6).any(|w| w == b"s3cr3t"),
+            "a secret is stored in clear"
+        );
         let store = DeploymentStore::open(dir.path()).unwrap();
         let active = store.active_versions().unwrap();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].script.version, 1);
         assert_eq!(active[0].routes, vec!["a.com/*".to_owned()]);
+        assert_eq!(active[0].script.bindings, script("a", 1).bindings);
         assert_eq!(store.worker("a").unwrap().unwrap().versions, vec![1, 2]);
-        assert!(store.delete("a").unwrap());
+        assert!(store.delete("a", false).unwrap().is_some());
         assert!(store.active_versions().unwrap().is_empty());
         assert_eq!(store.next_version("a").unwrap(), 1);
     }

@@ -108,6 +108,36 @@ pub type FlushWaiter = futures::channel::oneshot::Sender<Result<(), String>>;
 /// size changes; seeded at start from the files on disk).
 pub const STORAGE_BYTES: &str = "edged_do_storage_bytes";
 
+/// Moves the object storage of workers stored before storage ids existed from
+/// `do/<worker name>/` to `do/<storage id>/`, and gives their alarms the id
+/// (`adopted`: the `(name, storage id)` pairs the deployment store assigned).
+pub fn adopt_legacy_storage(
+    data_dir: &Path,
+    adopted: &[(String, String)],
+) -> Result<(), StateError> {
+    if adopted.is_empty() {
+        return Ok(());
+    }
+    let root = super::names::objects_dir(data_dir);
+    for (name, storage) in adopted {
+        // Worker names were always `[a-z0-9-]`, so the old path is safe to name.
+        if super::names::check_worker(name).is_err() {
+            continue;
+        }
+        let old = root.join(name);
+        let new = super::names::worker_objects_dir(data_dir, storage)
+            .map_err(|e| StateError::Invalid(e.0))?;
+        if old.is_dir() && !new.exists() {
+            std::fs::rename(&old, &new).map_err(|source| StateError::Io { path: old, source })?;
+            tracing::info!(worker = %name, "moved Durable Object storage under its storage id");
+        }
+    }
+    if root.join("alarms.db").exists() {
+        super::alarms::AlarmIndex::open(&root)?.fill_storage(adopted)?;
+    }
+    Ok(())
+}
+
 /// The size of every object database under `do_dir` (for [`STORAGE_BYTES`]).
 pub fn stored_bytes(do_dir: &Path) -> u64 {
     fn walk(dir: &Path) -> u64 {

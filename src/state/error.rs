@@ -15,4 +15,17 @@ pub enum StateError {
     Corrupt(#[from] serde_json::Error),
     #[error("{0} not found")]
     NotFound(String),
+    /// The caller's account may not do this (another account owns the name,
+    /// host or namespace).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A name or value the state layer refuses (the message says why).
+    #[error("{0}")]
+    Invalid(String),
+    /// The name exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// Sealed secrets cannot be read or written (the node key).
+    #[error("{0}")]
+    Secrets(String),
 }

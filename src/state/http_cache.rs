@@ -244,6 +244,22 @@ impl CacheBackend for HttpCache {
         Self::count("delete", if removed { "deleted" } else { "missing" });
         removed
     }
+
+    fn purge(&self, owner: &str) {
+        let mut inner = self.inner.lock();
+        let keys: Vec<Key> = inner
+            .lru
+            .iter()
+            .filter(|(k, _)| k.0 == owner)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(e) = inner.lru.pop(&k) {
+                inner.bytes -= e.size;
+            }
+        }
+        metrics::gauge!(CACHE_BYTES).set(inner.bytes as f64);
+    }
 }
 
 #[cfg(test)]

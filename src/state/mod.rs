@@ -15,15 +15,21 @@
 //! - Calls block on SQLite: callers on async threads use `spawn_blocking` or keep
 //!   them to rare control-plane paths.
 
+pub mod accounts;
 pub mod alarms;
 pub mod deployments;
 pub mod durable;
 pub mod error;
+pub mod hosts;
 pub mod http_cache;
 pub mod kv;
+pub mod names;
+pub mod private_file;
+pub mod secrets;
 pub mod sql_sandbox;
 
-pub use deployments::{DeploymentStore, StoredVersion, WorkerRecord};
+pub use accounts::{Account, AccountRemoval, TokenInfo};
+pub use deployments::{Deleted, DeploymentStore, StoredVersion, WorkerRecord, DEFAULT_ACCOUNT};
 pub use error::StateError;
 pub use http_cache::HttpCache;
 pub use kv::KvService;

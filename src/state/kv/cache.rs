@@ -108,6 +108,22 @@ impl EdgeCache {
         }
     }
 
+    /// Forgets every cached key of `namespace`.
+    pub fn evict_namespace(&self, namespace: &str) {
+        let mut inner = self.inner.lock();
+        let keys: Vec<(String, String)> = inner
+            .lru
+            .iter()
+            .filter(|(k, _)| k.0 == namespace)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(old) = inner.lru.pop(&k) {
+                inner.bytes -= old.size;
+            }
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         self.inner.lock().bytes
     }

@@ -44,13 +44,9 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Namespace names: `[A-Za-z0-9_-]{1,64}` (they name files).
+/// Namespace names: `[A-Za-z0-9_-]{1,64}` (they name files; `state::names`).
 pub fn valid_namespace(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    super::names::check_namespace(name).is_ok()
 }
 
 fn check_key(op: &str, key: &str) -> Result<(), KvError> {
@@ -126,7 +122,7 @@ impl KvService {
     /// KV under `<data_dir>/kv`, with an edge cache of `cache_bytes`.
     pub fn new(data_dir: &std::path::Path, cache_bytes: usize, default_ttl: Duration) -> Arc<Self> {
         Arc::new(KvService {
-            dir: data_dir.join("kv"),
+            dir: data_dir.to_owned(),
             stores: Mutex::new(HashMap::new()),
             cache: Arc::new(EdgeCache::new(cache_bytes)),
             default_ttl,
@@ -143,12 +139,31 @@ impl KvService {
         if let Some(s) = stores.get(namespace) {
             return Ok(s.clone());
         }
-        std::fs::create_dir_all(&self.dir).map_err(unavailable)?;
-        let store = Arc::new(
-            KvStore::open(&self.dir.join(format!("{namespace}.db"))).map_err(unavailable)?,
-        );
+        let path = super::names::kv_db(&self.dir, namespace)
+            .map_err(|e| KvError::Invalid(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(unavailable)?;
+        }
+        let store = Arc::new(KvStore::open(&path).map_err(unavailable)?);
         stores.insert(namespace.to_owned(), store.clone());
         Ok(store)
+    }
+
+    /// Forgets a namespace and removes its database (its account was removed).
+    pub fn drop_namespace(&self, namespace: &str) {
+        let Ok(path) = super::names::kv_db(&self.dir, namespace) else {
+            return;
+        };
+        self.stores.lock().remove(namespace);
+        self.cache.evict_namespace(namespace);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if let Err(e) = std::fs::remove_file(&file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!(namespace, error = %e, "cannot remove a KV namespace file");
+                }
+            }
+        }
     }
 
     /// Removes expired keys from every open namespace and refreshes the
