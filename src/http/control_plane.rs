@@ -162,6 +162,73 @@ async fn fire_scheduled(
     }))
 }
 
+/// Checks a deploy request completely (the worker's name, the JSON body, every
+/// module, binding, route and cron) without touching any state: the
+/// [`Deploy`] to send, or the 4xx to answer. Pure, so it is fuzzed
+/// (`tests/fuzz_inputs.rs`).
+pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy, HttpError> {
+    check_name(name)?;
+    let body: DeployBody = serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid deploy JSON: {e}")))?;
+    if body.modules.is_empty() {
+        return Err(HttpError::bad_request("bad_request", "'modules' is empty"));
+    }
+    if !body.modules.contains_key(&body.main_module) {
+        return Err(HttpError::bad_request(
+            "bad_request",
+            format!(
+                "main_module '{}' is not among 'modules'",
+                names::printable(&body.main_module)
+            ),
+        ));
+    }
+    for module in body.modules.keys() {
+        if module.is_empty()
+            || module.len() > 512
+            || module.contains("..")
+            || module.starts_with('/')
+            || module.contains(':')
+            || module.chars().any(char::is_control)
+        {
+            return Err(HttpError::bad_request(
+                "bad_request",
+                format!(
+                    "module name '{}' must be a relative path like 'worker.js' or 'lib/util.js'",
+                    names::printable(module)
+                ),
+            ));
+        }
+    }
+    let bindings = parse_bindings(body.bindings)?;
+    let mut hosts = Vec::new();
+    for r in &body.routes {
+        let pattern =
+            RoutePattern::parse(r).map_err(|m| HttpError::bad_request("invalid_route", m))?;
+        let host = pattern.host.canonical();
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    for cron in &body.crons {
+        crate::actors::cron::parse(cron).map_err(|m| HttpError::bad_request("invalid_cron", m))?;
+    }
+    Ok(Deploy {
+        script: WorkerScript {
+            crons: body.crons,
+            name: name.to_owned(),
+            version: 0,
+            main_module: body.main_module,
+            modules: body.modules,
+            bindings,
+            compatibility_date: body.compatibility_date,
+            account: account.to_owned(),
+            storage: String::new(),
+        },
+        routes: body.routes,
+        hosts,
+    })
+}
+
 #[derive(Deserialize)]
 struct AccountQuery {
     account: Option<String>,
@@ -182,35 +249,11 @@ async fn put_worker(
         )));
     }
     let name = path.into_inner();
-    check_name(&name)?;
     let body = read_body(payload, plane.body_limit).await?;
-    let body: DeployBody = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid deploy JSON: {e}")))?;
-    if body.modules.is_empty() {
-        return Err(HttpError::bad_request("bad_request", "'modules' is empty"));
-    }
-    if !body.modules.contains_key(&body.main_module) {
-        return Err(HttpError::bad_request(
-            "bad_request",
-            format!("main_module '{}' is not among 'modules'", body.main_module),
-        ));
-    }
-    for module in body.modules.keys() {
-        if module.is_empty()
-            || module.contains("..")
-            || module.starts_with('/')
-            || module.contains(':')
-        {
-            return Err(HttpError::bad_request(
-                "bad_request",
-                format!("module name '{module}' must be a relative path like 'worker.js' or 'lib/util.js'"),
-            ));
-        }
-    }
-    let bindings = parse_bindings(body.bindings)?;
+    let deploy = validate_deploy(&name, &account, &body)?;
     // A service of another account is refused outright (at call time it would
     // not be there for this worker either).
-    for b in &bindings {
+    for b in &deploy.script.bindings {
         if let Binding::Service { service, .. } = b {
             if let Some(owner) = plane.store.worker_owner(service)? {
                 if owner != account {
@@ -223,36 +266,9 @@ async fn put_worker(
             }
         }
     }
-    let mut hosts = Vec::new();
-    for r in &body.routes {
-        let pattern =
-            RoutePattern::parse(r).map_err(|m| HttpError::bad_request("invalid_route", m))?;
-        let host = pattern.host.canonical();
-        if !hosts.contains(&host) {
-            hosts.push(host);
-        }
-    }
-    for cron in &body.crons {
-        crate::actors::cron::parse(cron).map_err(|m| HttpError::bad_request("invalid_cron", m))?;
-    }
-    let script = WorkerScript {
-        crons: body.crons,
-        name,
-        version: 0,
-        main_module: body.main_module,
-        modules: body.modules,
-        bindings,
-        compatibility_date: body.compatibility_date,
-        account,
-        storage: String::new(),
-    };
     let activated = plane
         .registry
-        .send(Deploy {
-            script,
-            routes: body.routes,
-            hosts,
-        })
+        .send(deploy)
         .await
         .map_err(|e| HttpError::internal(e.to_string()))??;
     Ok(HttpResponse::Ok().json(json!({

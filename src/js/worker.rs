@@ -293,9 +293,23 @@ impl Worker {
             .map(|r| limit.saturating_sub(r.cpu))
             .min()
             .unwrap_or(limit);
+        // Op futures run here, in Rust: one that panics (a bug in an op, or a
+        // blocking task that panicked) must cost this isolate, not the thread
+        // that serves every other isolate on it.
         let (polled, seg) = self.engine.run(budget, |runtime| {
-            runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+            }))
         });
+        let polled = match polled {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!(worker = %self.name, "a panic in the isolate's event loop; the isolate is retired");
+                return Poll::Ready(self.fail_all(EngineError::Internal(
+                    "internal error while running the request".into(),
+                )));
+            }
+        };
         if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
             return Poll::Ready(self.fail_all(fatal));
         }
