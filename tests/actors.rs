@@ -105,6 +105,7 @@ fn pool_hands_out_blank_isolates_and_refills() {
                 script: script("a", INTERLEAVE),
                 control: control.clone(),
                 supervisor: None,
+                load: edged::actors::pool::LoadShare::take(&Default::default()),
             })
             .await
             .unwrap()
@@ -119,6 +120,7 @@ fn pool_hands_out_blank_isolates_and_refills() {
                 script: script("bad", "export default {"),
                 control: Arc::new(IsolateControl::default()),
                 supervisor: None,
+                load: edged::actors::pool::LoadShare::take(&Default::default()),
             })
             .await
             .unwrap();
@@ -131,6 +133,7 @@ fn pool_hands_out_blank_isolates_and_refills() {
                 script: script("b", INTERLEAVE),
                 control: Arc::new(IsolateControl::default()),
                 supervisor: None,
+                load: edged::actors::pool::LoadShare::take(&Default::default()),
             })
             .await
             .unwrap()
@@ -169,6 +172,7 @@ fn isolate_interleaves_requests_and_dies_on_cpu_limit() {
                 script: script("w", INTERLEAVE),
                 control: Arc::new(IsolateControl::default()),
                 supervisor: Some(log.recipient()),
+                load: edged::actors::pool::LoadShare::take(&Default::default()),
             })
             .await
             .unwrap()
@@ -251,6 +255,35 @@ fn supervisor_scales_replaces_and_drains() {
         assert_eq!(waiting.await.unwrap().unwrap(), "released");
         drop(guard);
         wait_for(|| !sup.connected() && !slot.addr.connected()).await;
+        System::current().stop();
+    });
+}
+
+#[test]
+fn new_workers_spread_over_the_isolate_threads() {
+    actix_rt::System::new().block_on(async {
+        let threads = IsolateThreads::start(2, 1, IsolateLimits::default(), Default::default());
+        let config = IsolateConfig {
+            min_warm: 1,
+            ..IsolateConfig::default()
+        };
+        let mut supervisors = Vec::new();
+        for i in 0..6 {
+            let s = WorkerSupervisor::new(
+                script(&format!("w{i}"), INTERLEAVE),
+                threads.clone(),
+                config.clone(),
+            )
+            .start();
+            s.send(Acquire).await.unwrap().expect("acquire");
+            supervisors.push(s);
+        }
+        // Six single-isolate workers on two threads: three each, not six on one.
+        assert_eq!(threads.loads(), vec![3, 3]);
+        for s in &supervisors {
+            s.send(Drain).await.unwrap();
+        }
+        wait_for(|| threads.loads() == vec![0, 0]).await;
         System::current().stop();
     });
 }

@@ -72,6 +72,8 @@ pub struct IsolateActor {
     /// Requests since the last idle compaction.
     busy_since_compact: bool,
     cause: Option<EngineError>,
+    /// This isolate's share of its thread's load.
+    _load: super::pool::LoadShare,
 }
 
 /// An isolate with no requests for this long gives memory back (`Worker::compact`).
@@ -83,8 +85,10 @@ impl IsolateActor {
         worker: Worker,
         control: Arc<IsolateControl>,
         supervisor: Option<Recipient<IsolateExited>>,
+        load: super::pool::LoadShare,
     ) -> Self {
         IsolateActor {
+            _load: load,
             id,
             worker,
             control,

@@ -39,13 +39,16 @@ pub struct ObjectHost {
     /// through them when the host dies.
     stores: RefCell<HashMap<u32, Rc<ObjectStore>>>,
     driver: RefCell<Option<Waker>>,
+    /// This isolate's share of its thread's load.
+    _load: super::pool::LoadShare,
 }
 
 impl ObjectHost {
     /// Takes a worker bound with `BindMode::Objects` and starts driving it.
     /// Must run on the worker's isolate thread, inside an actix system.
-    pub fn serve(worker: Worker) -> Rc<Self> {
+    pub fn serve(worker: Worker, load: super::pool::LoadShare) -> Rc<Self> {
         let host = Rc::new(ObjectHost {
+            _load: load,
             worker: RefCell::new(worker),
             next_slot: Cell::new(1),
             death: RefCell::new(None),

@@ -42,6 +42,9 @@ pub struct Spawn {
     pub script: Arc<WorkerScript>,
     pub control: Arc<IsolateControl>,
     pub supervisor: Option<Recipient<IsolateExited>>,
+    /// This isolate's share of the thread's load ([`IsolateThreads::reserve`]),
+    /// given back when it stops (or the spawn fails: the share is dropped).
+    pub load: LoadShare,
 }
 
 /// Activate a Durable Object on this pool's thread: open its storage, construct
@@ -72,6 +75,27 @@ struct Refill;
 #[rtype(result = "usize")]
 pub struct PoolLevel;
 
+/// Isolates running on one isolate thread (bound worker isolates and object
+/// hosts), for placing new ones on the least loaded thread.
+pub type ThreadLoad = Arc<std::sync::atomic::AtomicUsize>;
+
+/// One share of a thread's load, given back when dropped.
+pub struct LoadShare(ThreadLoad);
+
+impl LoadShare {
+    /// Counts one more isolate on the thread.
+    pub fn take(load: &ThreadLoad) -> Self {
+        load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LoadShare(load.clone())
+    }
+}
+
+impl Drop for LoadShare {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub struct IsolatePool {
     blanks: VecDeque<BlankIsolate>,
     target: usize,
@@ -79,16 +103,18 @@ pub struct IsolatePool {
     host: HostServices,
     /// Durable Object hosts on this thread, by worker name and version.
     hosts: Rc<std::cell::RefCell<std::collections::HashMap<HostKey, HostSlot>>>,
+    load: ThreadLoad,
 }
 
 impl IsolatePool {
-    pub fn new(target: usize, limits: IsolateLimits, host: HostServices) -> Self {
+    pub fn new(target: usize, limits: IsolateLimits, host: HostServices, load: ThreadLoad) -> Self {
         IsolatePool {
             blanks: VecDeque::with_capacity(target),
             target,
             limits,
             host,
             hosts: Rc::default(),
+            load,
         }
     }
 }
@@ -146,8 +172,10 @@ impl Handler<Spawn> for IsolatePool {
         };
         let host = self.host.clone();
         let fut = async move {
+            let share = msg.load;
             let worker = blank?.bind(&msg.script, &host).await?;
-            let actor = IsolateActor::new(msg.isolate_id, worker, msg.control, msg.supervisor);
+            let actor =
+                IsolateActor::new(msg.isolate_id, worker, msg.control, msg.supervisor, share);
             Ok(actor.start())
         };
         Box::pin(fut.into_actor(self).map(move |result, _act, ctx| {
@@ -198,6 +226,7 @@ impl Handler<SpawnObject> for IsolatePool {
         };
         let hosts = self.hosts.clone();
         let services = self.host.clone();
+        let load = self.load.clone();
         let fut = async move {
             let host = match host {
                 HostWay::Have(h) => h,
@@ -211,7 +240,7 @@ impl Handler<SpawnObject> for IsolatePool {
                         let worker = (*blank)?
                             .bind_as(&msg.script, &services, BindMode::Objects)
                             .await?;
-                        Ok::<_, EngineError>(ObjectHost::serve(worker))
+                        Ok::<_, EngineError>(ObjectHost::serve(worker, LoadShare::take(&load)))
                     }
                     .await
                     .map_err(activation_error);
@@ -308,6 +337,8 @@ const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 #[derive(Clone)]
 pub struct IsolateThreads {
     pools: Arc<Vec<Addr<IsolatePool>>>,
+    loads: Arc<Vec<ThreadLoad>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     _arbiters: Arc<Vec<ArbiterGuard>>,
 }
 
@@ -333,26 +364,53 @@ impl IsolateThreads {
         crate::js::snapshot::startup_snapshot();
         let mut pools = Vec::with_capacity(threads);
         let mut arbiters = Vec::with_capacity(threads);
+        let mut loads = Vec::with_capacity(threads);
         for _ in 0..threads.max(1) {
             let arbiter = Arbiter::new();
             let handle = arbiter.handle();
             let host = host.clone();
+            let load = ThreadLoad::default();
+            loads.push(load.clone());
             pools.push(IsolatePool::start_in_arbiter(&handle, move |_| {
-                IsolatePool::new(pool_size, limits, host)
+                IsolatePool::new(pool_size, limits, host, load)
             }));
             arbiters.push(ArbiterGuard(handle));
         }
         IsolateThreads {
             pools: Arc::new(pools),
+            loads: Arc::new(loads),
+            next: Arc::default(),
             _arbiters: Arc::new(arbiters),
         }
+    }
+
+    /// The least loaded thread for a new isolate (ties broken round robin, so
+    /// an idle node spreads new workers over its threads), with one share of
+    /// its load already taken for the isolate.
+    pub fn reserve(&self) -> (&Addr<IsolatePool>, LoadShare) {
+        use std::sync::atomic::Ordering;
+        let n = self.pools.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let best = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| self.loads[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        (&self.pools[best], LoadShare::take(&self.loads[best]))
+    }
+
+    /// Isolates running on each thread.
+    pub fn loads(&self) -> Vec<usize> {
+        self.loads
+            .iter()
+            .map(|l| l.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
     }
 
     pub fn pools(&self) -> &[Addr<IsolatePool>] {
         &self.pools
     }
 
-    /// The pool for the `n`th spawn: round robin over the threads.
+    /// The pool of thread `n` (modulo the thread count).
     pub fn pool(&self, n: usize) -> &Addr<IsolatePool> {
         &self.pools[n % self.pools.len()]
     }

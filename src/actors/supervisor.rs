@@ -134,7 +134,6 @@ pub struct WorkerSupervisor {
     spawning: usize,
     waiters: Vec<oneshot::Sender<Result<Slot, EngineError>>>,
     draining: bool,
-    spawn_count: usize,
 }
 
 impl WorkerSupervisor {
@@ -147,7 +146,6 @@ impl WorkerSupervisor {
             spawning: 0,
             waiters: Vec::new(),
             draining: false,
-            spawn_count: 0,
         }
     }
 
@@ -158,14 +156,17 @@ impl WorkerSupervisor {
     fn spawn_one(&mut self, ctx: &mut Context<Self>) {
         let control = Arc::new(IsolateControl::default());
         let isolate_id = NEXT_ISOLATE_ID.fetch_add(1, Ordering::Relaxed);
-        let pool = self.threads.pool(self.spawn_count).clone();
-        self.spawn_count += 1;
+        // The least loaded isolate thread (not always thread 0: tenants
+        // spread over the threads).
+        let (pool, load) = self.threads.reserve();
+        let pool = pool.clone();
         self.spawning += 1;
         let msg = Spawn {
             isolate_id,
             script: self.script.clone(),
             control: control.clone(),
             supervisor: Some(ctx.address().recipient()),
+            load,
         };
         let me = ctx.address();
         actix::spawn(async move {

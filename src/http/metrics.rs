@@ -17,6 +17,8 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The process's Prometheus handle, installing the recorder on first use.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -27,6 +29,16 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            // Histogram samples collect in per-series buffers until upkeep
+            // folds them into buckets; a node nobody scrapes must not grow, so
+            // upkeep runs on a clock, not only when /metrics renders.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("edged-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
             Some(handle)
         })
         .as_ref()
