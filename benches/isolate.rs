@@ -39,6 +39,7 @@ fn script(name: &str) -> WorkerScript {
 fn request() -> InvokeRequest {
     InvokeRequest {
         depth: 0,
+        cancel: Default::default(),
         method: "GET".into(),
         url: "http://bench.workers.localhost/".into(),
         headers: vec![("accept".into(), b"*/*".to_vec())],

@@ -49,6 +49,8 @@ pub struct Limits {
     pub memory_mb: u64,
     pub subrequests: u32,
     pub wait_until_s: u64,
+    /// Wall time to produce a response (its head); 0: no limit.
+    pub response_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -121,6 +123,7 @@ impl Default for Limits {
             memory_mb: 128,
             subrequests: 50,
             wait_until_s: 30,
+            response_timeout_s: 300,
         }
     }
 }
@@ -137,6 +140,9 @@ impl Limits {
     }
     pub fn heap_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
+    }
+    pub fn response_timeout(&self) -> Option<Duration> {
+        (self.response_timeout_s > 0).then(|| Duration::from_secs(self.response_timeout_s))
     }
 }
 

@@ -28,6 +28,7 @@ export default { fetch() { return new Response("worker"); } };
 fn request(path: &str) -> InvokeRequest {
     InvokeRequest {
         depth: 0,
+        cancel: Default::default(),
         method: "GET".into(),
         url: format!("http://object{path}"),
         headers: vec![],

@@ -45,6 +45,7 @@ async fn invoke(worker: &mut Worker, url: &str) -> Result<InvokeResponse, Invoke
     let (tx, mut rx) = oneshot::channel();
     let req = InvokeRequest {
         depth: 0,
+        cancel: Default::default(),
         method: "GET".into(),
         url: url.into(),
         headers: vec![],

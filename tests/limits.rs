@@ -100,3 +100,160 @@ fn memory_bomb_is_stopped_by_the_heap_limit() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_huge_string_fails_its_request_not_the_node() {
+    let mut node = TestNode::start();
+    node.deploy_ok("steady", STEADY);
+    node.deploy_ok(
+        "stringer",
+        "export default { fetch() { return new Response(String(JSON.stringify('x'.repeat(300 << 20)).length)); } }",
+    );
+    for _ in 0..3 {
+        let (status, body) = node.get_worker("stringer", "/");
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(json(&body)["error"]["code"], "memory_limit_exceeded");
+        assert!(node.alive(), "the node died:\n{}", node.log());
+        assert_eq!(node.get_worker("steady", "/"), (200, "steady".to_owned()));
+    }
+}
+
+#[test]
+fn array_buffers_count_against_the_memory_limit() {
+    // CPU to spare: touching 100 MiB of fresh pages takes tens of milliseconds.
+    let mut node = TestNode::start_with("[limits]\ncpu_ms = 2000\n");
+    node.deploy_ok("steady", STEADY);
+    node.deploy_ok(
+        "hoarder",
+        "export default { fetch(req) {
+            const u = new URL(req.url);
+            try {
+              if (u.pathname === '/one') { const b = new Uint8Array(1536 << 20); b.fill(1); return new Response('got ' + b.length); }
+              const all = [];
+              for (let i = 0; i < 200; i++) { const b = new Uint8Array(16 << 20); b.fill(1); all.push(b); }
+              return new Response('got all');
+            } catch (e) { return new Response(`${e.name}: ${e.message}`); }
+        } }",
+    );
+    let before = node.rss_kib();
+    let (status, body) = node.get_worker("hoarder", "/one");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("RangeError"), "{body}");
+    let (_, body) = node.get_worker("hoarder", "/many");
+    assert!(body.starts_with("RangeError"), "{body}");
+    let grown = node.rss_kib().saturating_sub(before);
+    assert!(grown < 256 << 10, "RSS grew by {} MiB", grown >> 10);
+    assert!(node.alive());
+    assert_eq!(node.get_worker("steady", "/"), (200, "steady".to_owned()));
+}
+
+#[test]
+fn a_handler_that_can_never_answer_is_answered_at_once() {
+    let node = TestNode::start_with("[limits]\nresponse_timeout_s = 2\n");
+    node.deploy_ok(
+        "hang",
+        "export default { async fetch(req) {
+            const u = new URL(req.url);
+            if (u.pathname === '/forever') return new Promise(() => {});
+            if (u.pathname === '/await') { await new Promise(() => {}); return new Response('no'); }
+            // Pending timers keep the event loop busy: only the timeout can end it.
+            await new Promise((r) => setTimeout(r, 3600 * 1000));
+            return new Response('late');
+        } }",
+    );
+    for path in ["/forever", "/await"] {
+        let started = Instant::now();
+        let (status, body) = node.get_worker("hang", path);
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(json(&body)["error"]["code"], "worker_never_responded");
+        assert_eq!(
+            json(&body)["error"]["message"],
+            "The script will never generate a response."
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    let started = Instant::now();
+    let (status, body) = node.get_worker("hang", "/timer");
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(json(&body)["error"]["code"], "worker_timeout");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+/// The node's `edged_request_contexts` gauge.
+fn live_contexts(node: &TestNode) -> f64 {
+    TestNode::metric_in(&node.metrics(), "edged_request_contexts").unwrap_or(0.0)
+}
+
+#[test]
+fn abandoned_requests_leave_nothing_behind() {
+    use std::io::Write;
+    let node = TestNode::start_with("[limits]\nresponse_timeout_s = 1\n");
+    node.deploy_ok(
+        "slow",
+        "export default { async fetch() { await new Promise((r) => setTimeout(r, 3600 * 1000)); return new Response('late'); } }",
+    );
+    assert_eq!(node.get_worker("slow", "/").0, 504, "warm-up failed");
+    let before = node.rss_kib();
+    let addr = node.data.trim_start_matches("http://").to_owned();
+    for _ in 0..10 {
+        let mut clients = Vec::new();
+        for _ in 0..200 {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nhost: slow.workers.localhost\r\n\r\n")
+                .unwrap();
+            clients.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(clients);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while live_contexts(&node) > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} requests still alive after their clients left",
+            live_contexts(&node)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let grown = node.rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "RSS grew by {} MiB", grown >> 10);
+}
+
+#[test]
+fn object_and_service_calls_count_as_subrequests() {
+    let node = TestNode::start_with("[limits]\nsubrequests = 4\n");
+    let source = r#"
+export class Obj { async fetch() { return new Response("o"); } ping() { return "p"; } }
+export default { async fetch(req, env) {
+  const u = new URL(req.url);
+  if (u.pathname === "/leaf") return new Response("leaf");
+  let n = 0;
+  try {
+    for (let i = 0; i < 10; i++) {
+      if (u.pathname === "/objects") await env.O.getByName("x" + i).fetch("https://o/");
+      else if (u.pathname === "/rpc") await env.O.getByName("x").ping();
+      else await env.SELF.fetch("https://self/leaf");
+      n++;
+    }
+  } catch (e) { return new Response(`${n} then ${e.message}`); }
+  return new Response(`${n} calls`);
+} }"#;
+    let (status, body) = node.deploy(
+        "counted",
+        source,
+        serde_json::json!([
+            {"type": "durable_object_namespace", "name": "O", "class_name": "Obj"},
+            {"type": "service", "name": "SELF", "service": "counted"}
+        ]),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    for path in ["/objects", "/rpc", "/service"] {
+        let (_, b) = node.get_worker("counted", path);
+        assert!(b.starts_with("4 then Too many subrequests."), "{path}: {b}");
+    }
+}

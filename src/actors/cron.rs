@@ -48,6 +48,7 @@ pub async fn run_scheduled(
         headers: Vec::new(),
         body: None,
         depth: 0,
+        cancel: Default::default(),
     };
     let request_id = next_request_id();
     let outcome = deployment

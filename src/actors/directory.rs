@@ -274,6 +274,7 @@ impl DurableObjectDirectory {
             actix::spawn(async move {
                 let request = InvokeRequest {
                     depth: 0,
+                    cancel: Default::default(),
                     method: "ALARM".into(),
                     url: format!("alarm:{retry}"),
                     headers: Vec::new(),
@@ -392,6 +393,7 @@ impl Handler<AlarmFinished> for DurableObjectDirectory {
                                 headers: Vec::new(),
                                 body: None,
                                 depth: 0,
+                                cancel: Default::default(),
                             },
                         })
                         .await;

@@ -20,6 +20,7 @@ use super::error::error_body;
 use super::metrics::{REQUESTS, REQUEST_SECONDS};
 use super::routes::RouteTable;
 use crate::actors::{next_request_id, Deployment, WorkersView};
+use crate::js::script::Cancel;
 use crate::js::{Body, BodyStream, InvokeError, InvokeRequest, InvokeResponse};
 
 const WORKERS_LOCALHOST: &str = ".workers.localhost";
@@ -168,12 +169,17 @@ pub async fn serve(
                 .collect();
             let request = InvokeRequest {
                 depth: 0,
+                cancel: Default::default(),
                 method,
                 url,
                 headers,
                 body: if has_body { body } else { None },
             };
             let request_id = next_request_id();
+            // Dropped with this handler when the client goes away: the
+            // isolate then ends the request (see `Cancel`).
+            let (_client_present, cancel) = Cancel::guard();
+            let request = InvokeRequest { cancel, ..request };
             let result = deployment.invoke(request_id, request).await;
             to_http(&worker, request_id, result)
         }
@@ -250,6 +256,26 @@ fn to_http(
             "memory_limit_exceeded",
             "the worker exceeded its memory limit",
         ),
+        Err(InvokeError::NeverResponds) => {
+            tracing::error!(
+                worker,
+                request_id,
+                "The script will never generate a response."
+            );
+            error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "worker_never_responded",
+                "The script will never generate a response.",
+            )
+        }
+        Err(e @ InvokeError::Timeout(_)) => {
+            tracing::warn!(worker, request_id, error = %e, "worker timed out");
+            error_body(
+                StatusCode::GATEWAY_TIMEOUT,
+                "worker_timeout",
+                &e.to_string(),
+            )
+        }
         Err(e @ (InvokeError::Unavailable(_) | InvokeError::Stopping)) => {
             tracing::warn!(worker, request_id, error = %e, "worker unavailable");
             error_body(

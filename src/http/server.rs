@@ -135,6 +135,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     unsafe {
         libc::umask(0o077);
     }
+    crate::state::sql_sandbox::limit_process_memory(256 << 20, 1 << 30);
     let store = Arc::new(DeploymentStore::open(&config.server.data_dir)?);
     let token = ensure_token(&config)?;
     if let Err(e) = crate::state::private_file::tighten_files(&config.server.data_dir) {
@@ -145,6 +146,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         cpu: config.limits.cpu(),
         startup_cpu: config.limits.startup_cpu(),
         heap_bytes: config.limits.heap_bytes(),
+        response_timeout: config.limits.response_timeout(),
     };
     let kv = KvService::new(
         &config.server.data_dir,
@@ -214,6 +216,9 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             .default_service(web::to(data_plane::serve))
     })
     .workers(http_workers)
+    // A client that closes its side is gone: its request is dropped (and the
+    // isolate ends it) instead of running on for nobody.
+    .h1_allow_half_closed(false)
     .bind(config.server.listen)
     .map_err(|source| ServeError::Bind {
         addr: config.server.listen,

@@ -31,6 +31,10 @@ use std::time::{Duration, Instant};
 
 use deno_core::{op2, v8, OpState};
 
+/// Request contexts alive on the node (requests in flight or finishing their
+/// waitUntil work): a gauge that must come back to zero when load stops.
+pub const LIVE_CONTEXTS: &str = "edged_request_contexts";
+
 /// A node-unique request id (never 0).
 pub type RequestId = u64;
 
@@ -135,7 +139,7 @@ pub enum ContextError {
 }
 
 /// The contexts of one isolate.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Contexts {
     map: HashMap<RequestId, Context>,
     /// Which context started each live timer.
@@ -151,14 +155,18 @@ pub type SharedContexts = Rc<RefCell<Contexts>>;
 impl Contexts {
     pub fn new(limits: ContextLimits) -> SharedContexts {
         Rc::new(RefCell::new(Contexts {
+            map: HashMap::new(),
+            timer_owner: HashMap::new(),
+            orphaned_timers: Vec::new(),
             limits,
-            ..Default::default()
         }))
     }
 
     /// A request is dispatched.
     pub fn begin(&mut self, id: RequestId, depth: u8, slot: Option<u32>) {
-        self.map.insert(id, Context::new(depth, slot));
+        if self.map.insert(id, Context::new(depth, slot)).is_none() {
+            metrics::gauge!(LIVE_CONTEXTS).increment(1.0);
+        }
     }
 
     pub fn get(&self, id: RequestId) -> Option<&Context> {
@@ -197,6 +205,7 @@ impl Contexts {
     /// Ends the context at once (its request was cancelled or failed).
     pub fn end(&mut self, id: RequestId) {
         if let Some(c) = self.map.remove(&id) {
+            metrics::gauge!(LIVE_CONTEXTS).decrement(1.0);
             for t in c.timers {
                 self.timer_owner.remove(&t);
                 self.orphaned_timers.push(t);
@@ -248,7 +257,9 @@ impl Contexts {
             }
         }
         for id in gone {
-            self.map.remove(&id);
+            if self.map.remove(&id).is_some() {
+                metrics::gauge!(LIVE_CONTEXTS).decrement(1.0);
+            }
         }
         expired
     }
@@ -298,6 +309,15 @@ impl Contexts {
         }
         c.subrequests += 1;
         Ok(c.depth)
+    }
+}
+
+impl Drop for Contexts {
+    fn drop(&mut self) {
+        // The isolate is gone, and its requests with it.
+        if !self.map.is_empty() {
+            metrics::gauge!(LIVE_CONTEXTS).decrement(self.map.len() as f64);
+        }
     }
 }
 

@@ -294,6 +294,7 @@ pub fn op_do_fetch(
         let (backend, address, depth) = target?;
         let request = InvokeRequest {
             depth,
+            cancel: Default::default(),
             method,
             url,
             headers: headers
@@ -345,6 +346,7 @@ pub fn op_do_rpc(
         let (backend, address, depth) = target?;
         let request = InvokeRequest {
             depth,
+            cancel: Default::default(),
             method: "RPC".into(),
             url: format!("rpc:{method}"),
             headers: Vec::new(),

@@ -39,6 +39,13 @@ pub enum InvokeError {
     /// The isolate went away before answering.
     #[error("the worker is unavailable: {0}")]
     Unavailable(String),
+    /// The handler awaits something nothing can settle any more (the
+    /// isolate has no I/O or timer left that could), as Workers reports it.
+    #[error("The script will never generate a response.")]
+    NeverResponds,
+    /// The handler did not produce its response within the node's limit.
+    #[error("the worker did not respond within {0} s")]
+    Timeout(u64),
 }
 
 impl From<EngineError> for InvokeError {

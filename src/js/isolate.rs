@@ -21,6 +21,10 @@ use super::script::WorkerScript;
 use super::snapshot::startup_snapshot;
 use super::worker::Worker;
 
+/// How far past its limit an isolate's heap may grow while it is being
+/// terminated for reaching it (see the near-heap-limit callback).
+const HEAP_HEADROOM: usize = 1536 << 20;
+
 /// Per-isolate limits.
 #[derive(Debug, Clone, Copy)]
 pub struct IsolateLimits {
@@ -28,8 +32,11 @@ pub struct IsolateLimits {
     pub cpu: Duration,
     /// CPU time the tenant's top-level module evaluation may use.
     pub startup_cpu: Duration,
-    /// Heap limit in bytes.
+    /// Heap limit in bytes (and, separately, the ArrayBuffer budget).
     pub heap_bytes: usize,
+    /// Wall time a request may take to produce its response (its head; a
+    /// streamed body may go on); `None`: no limit.
+    pub response_timeout: Option<Duration>,
 }
 
 impl Default for IsolateLimits {
@@ -38,6 +45,7 @@ impl Default for IsolateLimits {
             cpu: Duration::from_millis(50),
             startup_cpu: Duration::from_millis(400),
             heap_bytes: 128 << 20,
+            response_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -188,7 +196,12 @@ impl BlankIsolate {
     /// will own the isolate for its whole life.
     pub fn new(limits: IsolateLimits) -> Result<Self, EngineError> {
         let loader = TenantLoader::new();
-        let create_params = v8::CreateParams::default().heap_limits(0, limits.heap_bytes);
+        // ArrayBuffers count against the same limit as the heap, in a budget
+        // of their own (`memory.rs`).
+        let (allocator, _budget) = super::memory::budget_allocator(limits.heap_bytes);
+        let create_params = v8::CreateParams::default()
+            .heap_limits(0, limits.heap_bytes)
+            .array_buffer_allocator(allocator);
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
             extensions: extensions(false),
             startup_snapshot: Some(startup_snapshot()),
@@ -222,11 +235,14 @@ impl BlankIsolate {
             let handle = handle.clone();
             let flag = heap_exceeded.clone();
             runtime.add_near_heap_limit_callback(move |current, _initial| {
-                // Terminate the JavaScript instead of letting V8 abort the process,
-                // and give it headroom to unwind. The isolate is discarded after.
+                // Terminate the JavaScript instead of letting V8 abort the
+                // process. The allocation in progress must still succeed, or V8
+                // aborts: one object can be as large as the longest string (1
+                // GiB of two-byte characters), so the limit grows by more than
+                // that. The isolate is discarded right after, memory and all.
                 flag.set(true);
                 handle.terminate_execution();
-                current.saturating_mul(2)
+                current.saturating_add(HEAP_HEADROOM)
             });
         }
 

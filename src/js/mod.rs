@@ -45,6 +45,7 @@ pub mod kv;
 pub mod late_bound;
 pub mod limits;
 pub mod loader;
+pub mod memory;
 pub mod script;
 pub mod service;
 pub mod snapshot;

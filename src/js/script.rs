@@ -98,6 +98,32 @@ pub struct InvokeRequest {
     /// How many worker-to-worker calls (service bindings) led to this request;
     /// 0 for a request from a client.
     pub depth: u8,
+    /// Set when the request's client can go away (see [`Cancel`]).
+    pub cancel: Cancel,
+}
+
+/// Lets whoever made a request withdraw it: the caller keeps the guard from
+/// [`Cancel::guard`]; once it is dropped (the client disconnected and the HTTP
+/// layer dropped its handler), the isolate ends the request, freeing what it
+/// held. The default never cancels.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Option<std::sync::Weak<()>>);
+
+impl Cancel {
+    pub fn guard() -> (std::sync::Arc<()>, Cancel) {
+        let guard = std::sync::Arc::new(());
+        let cancel = Cancel(Some(std::sync::Arc::downgrade(&guard)));
+        (guard, cancel)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.as_ref().is_some_and(|w| w.strong_count() == 0)
+    }
+
+    /// Whether a caller may withdraw the request at all.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 /// The Response a worker's `fetch` handler returned.

@@ -116,6 +116,7 @@ pub fn op_service_fetch(
                 .collect(),
             body,
             depth,
+            cancel: Default::default(),
         };
         let response = backend
             .invoke(&account, &service, request)
@@ -154,6 +155,7 @@ pub fn op_service_rpc(
             headers: Vec::new(),
             body: Some(Body::Bytes(args)),
             depth,
+            cancel: Default::default(),
         };
         let response = backend
             .invoke(&account, &service, request)

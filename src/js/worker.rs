@@ -30,6 +30,10 @@ use super::error::{EngineError, InvokeError};
 use super::isolate::{call, Engine};
 use super::script::{InvokeRequest, InvokeResponse};
 
+/// How long an isolate with nothing pending waits for a new request before
+/// the requests it holds are declared hung.
+const HANG_GRACE: Duration = Duration::from_millis(250);
+
 /// Where a request's outcome goes.
 pub type Reply = oneshot::Sender<Result<InvokeResponse, InvokeError>>;
 
@@ -38,6 +42,8 @@ struct InFlight {
     promise: v8::Global<v8::Promise>,
     cpu: Duration,
     reply: Reply,
+    started: std::time::Instant,
+    cancel: super::script::Cancel,
 }
 
 /// The JS side of a Durable Object host (see `bindObjects` in 10_worker.js).
@@ -59,6 +65,8 @@ pub struct Worker {
     contexts: SharedContexts,
     /// Wakes the driver when the next waitUntil window closes.
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Since when the event loop has had nothing pending while requests wait.
+    idle_since: Option<std::time::Instant>,
     name: Arc<str>,
     engine: Engine,
 }
@@ -78,6 +86,7 @@ impl Worker {
             objects: None,
             contexts,
             deadline: None,
+            idle_since: None,
             name,
             in_flight: Vec::new(),
         }
@@ -229,6 +238,8 @@ impl Worker {
     ) -> Result<(), EngineError> {
         let budget = self.engine.limits.cpu;
         let dispatch = &self.dispatch;
+        let cancel = request.cancel.clone();
+        self.idle_since = None;
         self.contexts
             .borrow_mut()
             .begin(request_id, request.depth, slot);
@@ -266,6 +277,8 @@ impl Worker {
                     promise,
                     cpu: seg.cpu,
                     reply,
+                    started: std::time::Instant::now(),
+                    cancel,
                 });
                 self.answer_settled();
                 Ok(())
@@ -327,6 +340,26 @@ impl Worker {
             return Poll::Ready(self.fail_all(EngineError::Internal(e.to_string())));
         }
         self.answer_settled();
+        // Nothing left that could settle a promise (no I/O, no timer): a
+        // request still waiting never will, unless another request settles it
+        // (requests of an isolate share its globals), so it gets a short grace
+        // in which a new request resets the clock. Durable Object events are
+        // spared: another event of the object may still settle them.
+        let idle = matches!(polled, Poll::Ready(Ok(())))
+            && self.objects.is_none()
+            && !self.in_flight.is_empty();
+        match (idle, self.idle_since) {
+            (false, _) => self.idle_since = None,
+            (true, None) => self.idle_since = Some(std::time::Instant::now()),
+            (true, Some(since)) if since.elapsed() >= HANG_GRACE => {
+                self.idle_since = None;
+                for r in std::mem::take(&mut self.in_flight) {
+                    self.contexts.borrow_mut().end(r.id);
+                    let _ = r.reply.send(Err(InvokeError::NeverResponds));
+                }
+            }
+            (true, Some(_)) => {}
+        }
         self.upkeep_contexts(cx);
         Poll::Pending
     }
@@ -335,6 +368,19 @@ impl Worker {
     /// requests, and arranges to be polled when the next window closes.
     fn upkeep_contexts(&mut self, cx: &mut Context<'_>) {
         let now = std::time::Instant::now();
+        // Requests past the response limit fail (their context ends).
+        if let Some(limit) = self.engine.limits.response_timeout {
+            let mut i = 0;
+            while i < self.in_flight.len() {
+                if now.duration_since(self.in_flight[i].started) >= limit {
+                    let late = self.in_flight.swap_remove(i);
+                    self.contexts.borrow_mut().end(late.id);
+                    let _ = late.reply.send(Err(InvokeError::Timeout(limit.as_secs())));
+                } else {
+                    i += 1;
+                }
+            }
+        }
         let (expired, next) = {
             let mut contexts = self.contexts.borrow_mut();
             (contexts.expire_due(now), contexts.next_deadline())
@@ -352,6 +398,23 @@ impl Worker {
             }
         }
         self.cancel_orphaned_timers();
+        // Wake for the next waitUntil window, the next response deadline, and
+        // (once a second) to notice callers that went away.
+        let response_due = self
+            .engine
+            .limits
+            .response_timeout
+            .and_then(|limit| self.in_flight.iter().map(|r| r.started + limit).min());
+        let cancel_check = self
+            .in_flight
+            .iter()
+            .any(|r| r.cancel.is_set())
+            .then(|| now + Duration::from_secs(1));
+        let hang_check = self.idle_since.map(|since| since + HANG_GRACE);
+        let next = [next, response_due, cancel_check, hang_check]
+            .into_iter()
+            .flatten()
+            .min();
         self.deadline = next.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
         if let Some(sleep) = self.deadline.as_mut() {
             // Registers the waker; a deadline already due wakes us at once.
@@ -366,7 +429,7 @@ impl Worker {
         let op_state = self.engine.runtime.op_state();
         let mut i = 0;
         while i < self.in_flight.len() {
-            if self.in_flight[i].reply.is_canceled() {
+            if self.in_flight[i].reply.is_canceled() || self.in_flight[i].cancel.is_cancelled() {
                 // Nobody waits for the answer any more (the client left): the
                 // request ends now, and its timers and I/O with it.
                 let gone = self.in_flight.swap_remove(i);

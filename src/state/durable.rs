@@ -49,6 +49,18 @@ fn from_sql(v: rusqlite::types::ValueRef<'_>) -> SqlValue {
     }
 }
 
+/// The most one SQL statement may return (rows are read eagerly, and the
+/// isolate could not hold more than its memory limit anyway).
+pub const MAX_SQL_RESULT_BYTES: usize = 64 << 20;
+
+fn sql_value_size(v: &SqlValue) -> usize {
+    16 + match v {
+        SqlValue::Text(t) => t.len(),
+        SqlValue::Blob(b) => b.len(),
+        _ => 0,
+    }
+}
+
 /// Workers' limit on one key plus its value.
 pub const MAX_ENTRY_BYTES: usize = 2 << 20;
 
@@ -641,12 +653,22 @@ impl ObjectStorage for ObjectStore {
                 .query(rusqlite::params_from_iter(values.iter()))
                 .map_err(invalid)?;
             let mut out = Vec::new();
+            let mut bytes = 0usize;
             while let Some(row) = rows.next().map_err(invalid)? {
                 let mut r = Vec::with_capacity(columns.len());
                 for i in 0..columns.len() {
-                    r.push(from_sql(row.get_ref(i).map_err(invalid)?));
+                    let v = from_sql(row.get_ref(i).map_err(invalid)?);
+                    bytes += sql_value_size(&v);
+                    r.push(v);
                 }
                 out.push(r);
+                // Rows are read eagerly: bound what one statement may return.
+                if bytes > MAX_SQL_RESULT_BYTES {
+                    return Err(DoError::Range(format!(
+                        "SQL result of more than {} MiB: read it in parts (LIMIT and OFFSET, or a cursor column)",
+                        MAX_SQL_RESULT_BYTES >> 20
+                    )));
+                }
             }
             drop(rows);
             let readonly = stmt.readonly();

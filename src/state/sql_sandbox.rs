@@ -229,6 +229,17 @@ pub fn with_tenant_authorizer<R>(conn: &Connection, refusal: &Refusal, f: impl F
     out
 }
 
+/// SQLite's memory for the whole process (every object, namespace and store):
+/// past the soft limit it frees caches, past the hard one an allocation fails
+/// with "out of memory" in the statement that asked, never the process.
+pub fn limit_process_memory(soft_bytes: i64, hard_bytes: i64) {
+    // SAFETY: both calls only set process-wide limits; any value is valid.
+    unsafe {
+        rusqlite::ffi::sqlite3_soft_heap_limit64(soft_bytes);
+        rusqlite::ffi::sqlite3_hard_heap_limit64(hard_bytes);
+    }
+}
+
 /// Settings every object connection gets at open.
 pub fn harden(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::config::DbConfig;
