@@ -257,3 +257,192 @@ export default { async fetch(req, env) {
         assert!(b.starts_with("4 then Too many subrequests."), "{path}: {b}");
     }
 }
+
+/// Latencies of `n` requests to `worker` on `node`, one after another.
+fn latencies(node: &TestNode, worker: &str, n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let started = Instant::now();
+            assert_eq!(node.get_worker(worker, "/").0, 200);
+            std::thread::sleep(Duration::from_millis(5));
+            started.elapsed()
+        })
+        .collect()
+}
+
+const BURNER: &str = r#"
+let ticks = 0;
+function burn(ms) { const end = Date.now() + ms; let x = 0; while (performance.now() >= 0 && x < 1e12) { x++; if ((x & 0xffff) === 0 && stop()) break; } return x; }
+let deadline = 0;
+function stop() { return false; }
+export class Db {
+  constructor(ctx) { this.ctx = ctx; }
+  async fetch() {
+    try {
+      const r = this.ctx.storage.sql.exec("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) AS n FROM c").one();
+      return new Response("finished " + r.n);
+    } catch (e) { return new Response(`${e.name}: ${e.message}`); }
+  }
+}
+export default { async fetch(req, env, ctx) {
+  const u = new URL(req.url);
+  switch (u.pathname) {
+    case "/pbkdf2": {
+      const key = await crypto.subtle.importKey("raw", new Uint8Array(16), "PBKDF2", false, ["deriveBits"]);
+      try { await crypto.subtle.deriveBits({ name: "PBKDF2", hash: "SHA-256", salt: new Uint8Array(16), iterations: 3_000_000 }, key, 256); return new Response("derived"); }
+      catch (e) { return new Response(`${e.name}: ${e.message}`); }
+    }
+    case "/pbkdf2-many": {
+      const key = await crypto.subtle.importKey("raw", new Uint8Array(16), "PBKDF2", false, ["deriveBits"]);
+      for (let i = 0; i < 1000; i++) await crypto.subtle.deriveBits({ name: "PBKDF2", hash: "SHA-256", salt: new Uint8Array(16), iterations: 100_000 }, key, 256);
+      return new Response("all derived");
+    }
+    case "/rsa": {
+      const k = await crypto.subtle.generateKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 4096, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, false, ["sign"]);
+      return new Response("generated");
+    }
+    case "/sql": return env.DB.get(env.DB.idFromName("q")).fetch(req);
+    case "/wait-until": {
+      ctx.waitUntil((async () => { for (;;) { await scheduler.wait(1); let x = 0; for (let i = 0; i < 2e6; i++) x += i; ticks++; } })());
+      return new Response("responded");
+    }
+    case "/interval": {
+      setInterval(() => { let x = 0; for (let i = 0; i < 2e6; i++) x += i; ticks++; }, 5);
+      return new Response("started");
+    }
+    case "/ticks": return new Response(String(ticks));
+  }
+  return new Response("?");
+} }
+"#;
+
+#[test]
+fn cpu_outside_the_handler_is_charged_and_stopped_while_a_neighbour_answers() {
+    let node = TestNode::start_with("[isolates]\nthreads = 1\n");
+    node.deploy_ok("steady", STEADY);
+    let (status, body) = node.deploy(
+        "burner",
+        BURNER,
+        serde_json::json!([{"type": "durable_object_namespace", "name": "DB", "class_name": "Db"}]),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    latencies(&node, "steady", 5);
+
+    // Web Crypto: Workers' PBKDF2 bound, and its time counted as CPU.
+    let (_, b) = node.get_worker("burner", "/pbkdf2");
+    assert!(
+        b.starts_with("NotSupportedError: Pbkdf2 failed: iteration counts above 100000"),
+        "{b}"
+    );
+    let started = Instant::now();
+    let (s, b) = node.get_worker("burner", "/pbkdf2-many");
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(json(&b)["error"]["code"], "cpu_limit_exceeded");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (s, b) = node.get_worker("burner", "/rsa");
+    assert_eq!(
+        (s, json(&b)["error"]["code"].clone()),
+        (503, "cpu_limit_exceeded".into()),
+        "{b}"
+    );
+
+    // SQL stops at the CPU limit, and the neighbour on the same thread answers.
+    let sql = {
+        let http = node.http.clone();
+        let url = format!("{}/sql", node.data);
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = http
+                .get(url)
+                .header("host", "burner.workers.localhost")
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.text().unwrap(), started.elapsed())
+        })
+    };
+    let slow = latencies(&node, "steady", 20);
+    let (status, body, took) = sql.join().unwrap();
+    assert!(
+        status >= 500 || body.contains("interrupted"),
+        "{status} {body}"
+    );
+    assert!(took < Duration::from_secs(3), "the query ran for {took:?}");
+    let worst = slow.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(100),
+        "the neighbour waited {worst:?}"
+    );
+
+    // waitUntil work and intervals stop with their request's CPU budget.
+    for path in ["/wait-until", "/interval"] {
+        assert_eq!(node.get_worker("burner", path).0, 200);
+        std::thread::sleep(Duration::from_millis(600));
+        let (_, before) = node.get_worker("burner", "/ticks");
+        std::thread::sleep(Duration::from_millis(600));
+        let (_, after) = node.get_worker("burner", "/ticks");
+        assert_eq!(before, after, "{path}: work went on past the CPU limit");
+        let worst = latencies(&node, "steady", 10)
+            .into_iter()
+            .max()
+            .unwrap_or_default();
+        assert!(
+            worst < Duration::from_millis(100),
+            "{path}: the neighbour waited {worst:?}"
+        );
+    }
+}
+
+#[test]
+fn a_waiting_request_is_not_charged_for_its_neighbours_cpu() {
+    let node = TestNode::start_with("[isolates]\nthreads = 1\nmax_isolates = 1\nmin_warm = 1\n");
+    node.deploy_ok(
+        "shared",
+        "export default { async fetch(req) {
+            const u = new URL(req.url);
+            if (u.pathname === '/wait') { await scheduler.wait(600); return new Response('waited'); }
+            // 30 ms of CPU after a short wait: each neighbour stays under 50 ms.
+            await scheduler.wait(10);
+            const end = Date.now();
+            let x = 0, n = 0;
+            const t = performance.now();
+            while (n++ < 4e7) x += n;
+            return new Response('burned ' + (x > 0));
+        } }",
+    );
+    assert_eq!(node.get_worker("shared", "/burn").0, 200, "warm-up");
+    let waiter = {
+        let http = node.http.clone();
+        let url = format!("{}/wait", node.data);
+        std::thread::spawn(move || {
+            let r = http
+                .get(url)
+                .header("host", "shared.workers.localhost")
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.text().unwrap())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let burners: Vec<_> = (0..8)
+        .map(|_| {
+            let http = node.http.clone();
+            let url = format!("{}/burn", node.data);
+            std::thread::spawn(move || {
+                let r = http
+                    .get(url)
+                    .header("host", "shared.workers.localhost")
+                    .send()
+                    .unwrap();
+                (r.status().as_u16(), r.text().unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<_> = burners.into_iter().map(|b| b.join().unwrap()).collect();
+    let (status, body) = waiter.join().unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "waited"),
+        "neighbours: {results:?}"
+    );
+}

@@ -146,6 +146,10 @@ pub struct Contexts {
     timer_owner: HashMap<u32, RequestId>,
     /// Timers of contexts that ended, for the isolate's owner to cancel.
     orphaned_timers: Vec<u32>,
+    /// Work on other threads in progress (Web Crypto), by token: who asked and
+    /// since when.
+    offthread: HashMap<u32, (RequestId, Instant)>,
+    next_token: u32,
     pub limits: ContextLimits,
 }
 
@@ -158,6 +162,8 @@ impl Contexts {
             map: HashMap::new(),
             timer_owner: HashMap::new(),
             orphaned_timers: Vec::new(),
+            offthread: HashMap::new(),
+            next_token: 0,
             limits,
         }))
     }
@@ -184,6 +190,15 @@ impl Contexts {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// The one context there is, if there is exactly one.
+    pub fn only(&self) -> Option<RequestId> {
+        if self.map.len() == 1 {
+            self.map.keys().next().copied()
+        } else {
+            None
+        }
     }
 
     /// The ids of the contexts not yet ended.
@@ -271,6 +286,15 @@ impl Contexts {
             .filter(|c| c.expired_at.is_none())
             .filter_map(|c| c.deadline)
             .min()
+    }
+
+    /// Contexts that have used more than `limit` of CPU.
+    pub fn over_cpu(&self, limit: Duration) -> Vec<RequestId> {
+        self.map
+            .iter()
+            .filter(|(_, c)| c.cpu > limit)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Timers whose contexts ended; the owner cancels them in the isolate.
@@ -498,6 +522,10 @@ pub fn op_edged_timer_start(scope: &mut v8::HandleScope, timer: u32) -> Result<b
 /// started it is live.) A timeout (`repeat == false`) is done once it fires.
 #[op2(nofast)]
 pub fn op_edged_timer_fire(scope: &mut v8::HandleScope, timer: u32, repeat: bool) -> bool {
+    // The callback about to run is its request's CPU.
+    if let Some(id) = current(scope) {
+        super::cpu::switch_to(id);
+    }
     let state = deno_core::JsRuntime::op_state_from(scope);
     let Some(table) = contexts(&state.borrow()) else {
         return false;
@@ -515,6 +543,40 @@ pub fn op_edged_timer_fire(scope: &mut v8::HandleScope, timer: u32, repeat: bool
         t.end_if_done(owner);
     }
     live
+}
+
+/// Work for the calling request starts on another thread (Web Crypto): its
+/// time there counts as the request's CPU. Returns a token for the end.
+#[op2(nofast)]
+pub fn op_edged_offthread_begin(scope: &mut v8::HandleScope) -> u32 {
+    let Some(id) = current(scope) else {
+        return 0;
+    };
+    let state = deno_core::JsRuntime::op_state_from(scope);
+    let Some(table) = contexts(&state.borrow()) else {
+        return 0;
+    };
+    let mut t = table.borrow_mut();
+    t.next_token = t.next_token.wrapping_add(1).max(1);
+    let token = t.next_token;
+    t.offthread.insert(token, (id, Instant::now()));
+    token
+}
+
+/// The work `token` named is done: its wall time (the work is CPU-bound on a
+/// blocking thread; this is the measure the runtime has of it) is charged to
+/// the request that started it.
+#[op2(fast)]
+pub fn op_edged_offthread_end(state: &mut OpState, token: u32) {
+    let Some(table) = contexts(state) else {
+        return;
+    };
+    let mut t = table.borrow_mut();
+    if let Some((id, since)) = t.offthread.remove(&token) {
+        if let Some(c) = t.map.get_mut(&id) {
+            c.cpu += since.elapsed();
+        }
+    }
 }
 
 /// A timer was cleared.

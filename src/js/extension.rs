@@ -130,6 +130,8 @@ deno_core::extension!(
         super::context::op_edged_timer_start,
         super::context::op_edged_timer_fire,
         super::context::op_edged_timer_clear,
+        super::context::op_edged_offthread_begin,
+        super::context::op_edged_offthread_end,
         super::clock::op_edged_date_now,
         super::body::op_edged_body_open,
         super::body::op_edged_body_write,

@@ -13,6 +13,14 @@
 //!
 //! Only one isolate runs on a thread at a time, so one slot per thread suffices.
 //! Sleeping in `await` uses no CPU and no budget.
+//!
+//! Several requests in one segment: an event-loop turn may run continuations of
+//! many requests. The segment then has a generous overall budget, and the CPU
+//! attribution (`cpu.rs`) tells the slot at every switch whose code runs now
+//! and how much budget that request has left ([`owner_changed`]); the watchdog
+//! measures each owner's run from the first tick it sees it, so a runaway is
+//! stopped within about a millisecond of its own budget, and a turn that runs
+//! many requests' modest work in a row is not.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +36,13 @@ pub struct ThreadSlot {
     budget_ns: AtomicU64,
     fired: AtomicBool,
     handle: Mutex<Option<v8::IsolateHandle>>,
+    /// The segment's JavaScript has been terminated (after `fired`).
+    stopped: AtomicBool,
+    /// Bumped at each change of the request running in the segment.
+    owner_switch: AtomicU64,
+    /// The budget the request running now has left (`u64::MAX`: none of its
+    /// own, the segment's budget alone applies).
+    owner_budget_ns: AtomicU64,
 }
 
 /// The outcome of one metered segment.
@@ -74,6 +89,9 @@ fn watchdog() -> &'static Watchdog {
 }
 
 fn watchdog_loop() {
+    // Per slot: the (segment generation, owner switch) last seen and the
+    // thread's CPU clock when it was first seen.
+    let mut owners: std::collections::HashMap<usize, (u64, u64, u64)> = Default::default();
     loop {
         std::thread::sleep(Duration::from_millis(1));
         let slots: Vec<Arc<ThreadSlot>> = match watchdog().slots.lock() {
@@ -85,8 +103,24 @@ fn watchdog_loop() {
                 continue;
             }
             let generation = slot.generation.load(Ordering::Acquire);
-            let used = clock_ns(slot.clock).saturating_sub(slot.start_ns.load(Ordering::Acquire));
-            if used <= slot.budget_ns.load(Ordering::Acquire) {
+            let now = clock_ns(slot.clock);
+            let used = now.saturating_sub(slot.start_ns.load(Ordering::Acquire));
+            let mut over = used > slot.budget_ns.load(Ordering::Acquire);
+            let owner_budget = slot.owner_budget_ns.load(Ordering::Acquire);
+            if !over && owner_budget != u64::MAX {
+                let switch = slot.owner_switch.load(Ordering::Acquire);
+                let key = Arc::as_ptr(&slot) as usize;
+                let seen = owners.entry(key).or_insert((generation, switch, now));
+                if seen.0 != generation || seen.1 != switch {
+                    *seen = (generation, switch, now);
+                }
+                over = now.saturating_sub(seen.2) > owner_budget;
+            }
+            // Once decided, ask at every tick until tenant code is stopped
+            // (the interrupt waits for a point in tenant code).
+            let pending =
+                slot.fired.load(Ordering::Acquire) && !slot.stopped.load(Ordering::Acquire);
+            if !over && !pending {
                 continue;
             }
             let guard = match slot.handle.lock() {
@@ -95,14 +129,67 @@ fn watchdog_loop() {
             };
             if slot.armed.load(Ordering::Acquire)
                 && slot.generation.load(Ordering::Acquire) == generation
+                && !slot.stopped.load(Ordering::Acquire)
             {
                 if let Some(handle) = guard.as_ref() {
                     slot.fired.store(true, Ordering::Release);
-                    handle.terminate_execution();
+                    handle.request_interrupt(stop_tenant_code, std::ptr::null_mut());
                 }
             }
         }
     }
+}
+
+extern "C" {
+    // rusty_v8's binding (its safe wrapper needs a context scope, which an
+    // interrupt callback does not have): the script of the innermost
+    // JavaScript frame, or null.
+    fn v8__StackTrace__CurrentScriptNameOrSourceURL(isolate: *mut v8::Isolate)
+        -> *const v8::String;
+}
+
+/// Runs on the isolate's thread at V8's next interrupt check after the
+/// watchdog decided: terminates the JavaScript if tenant code is running, and
+/// otherwise (the runtime's own JavaScript, such as deno_core building an op's
+/// error, which must not be cut short) does nothing: the watchdog asks again
+/// a millisecond later. deno_core cannot survive a termination in the middle
+/// of its own work, so the runaway is stopped at the first point that is the
+/// tenant's.
+extern "C" fn stop_tenant_code(isolate: &mut v8::Isolate, _data: *mut std::ffi::c_void) {
+    let tenant = {
+        // SAFETY: interrupt callbacks run on the isolate's thread, with the
+        // isolate entered; a callback scope over it is sound, and the handle
+        // V8 returns lives in the handle scope made here.
+        let callback = &mut unsafe { v8::CallbackScope::new(&mut *isolate) };
+        let scope = &mut v8::HandleScope::new(callback);
+        let isolate_ptr: *mut v8::Isolate = &mut **scope;
+        let name = unsafe { v8__StackTrace__CurrentScriptNameOrSourceURL(isolate_ptr) };
+        // SAFETY: a non-null result is a live handle to a string (see above).
+        !name.is_null()
+            && unsafe { &*name }
+                .to_rust_string_lossy(scope)
+                .starts_with(super::loader::TENANT_PREFIX)
+    };
+    if tenant {
+        SLOT.with(|cell| {
+            if let Some(slot) = cell.borrow().as_ref() {
+                slot.stopped.store(true, Ordering::Release);
+            }
+        });
+        isolate.terminate_execution();
+    }
+}
+
+/// The request running in this thread's segment changed; it has `left` of
+/// its CPU budget (`None`: nobody's code, the segment's budget applies).
+pub fn owner_changed(left: Option<Duration>) {
+    SLOT.with(|cell| {
+        if let Some(slot) = cell.borrow().as_ref() {
+            let ns = left.map_or(u64::MAX, |d| d.as_nanos().min(u64::MAX as u128 - 1) as u64);
+            slot.owner_budget_ns.store(ns, Ordering::Release);
+            slot.owner_switch.fetch_add(1, Ordering::AcqRel);
+        }
+    });
 }
 
 thread_local! {
@@ -129,6 +216,9 @@ fn current_slot() -> Arc<ThreadSlot> {
                     budget_ns: AtomicU64::new(0),
                     fired: AtomicBool::new(false),
                     handle: Mutex::new(None),
+                    stopped: AtomicBool::new(false),
+                    owner_switch: AtomicU64::new(0),
+                    owner_budget_ns: AtomicU64::new(u64::MAX),
                 });
                 let wd = watchdog();
                 match wd.slots.lock() {
@@ -153,8 +243,9 @@ pub fn over_budget() -> bool {
 }
 
 /// Runs `f` (which enters JavaScript on `handle`'s isolate) with a CPU budget.
-/// When the budget runs out, the watchdog terminates the JavaScript that `f` runs;
-/// the caller learns it from [`Segment::over_budget`] and must discard the isolate.
+/// When the budget runs out, the watchdog terminates the JavaScript that `f` runs
+/// (at the first interrupt check in tenant code: [`stop_tenant_code`]); the
+/// caller learns it from [`Segment::over_budget`] and must discard the isolate.
 pub fn metered<R>(
     handle: &v8::IsolateHandle,
     budget: Duration,
@@ -169,6 +260,8 @@ pub fn metered<R>(
         *h = Some(handle.clone());
     }
     slot.fired.store(false, Ordering::Release);
+    slot.stopped.store(false, Ordering::Release);
+    slot.owner_budget_ns.store(u64::MAX, Ordering::Release);
     slot.generation.fetch_add(1, Ordering::AcqRel);
     let start = clock_ns(slot.clock);
     slot.start_ns.store(start, Ordering::Release);

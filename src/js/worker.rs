@@ -8,13 +8,21 @@
 //! [`Worker::start_in`]) calls `poll` from one long-lived future and wakes it
 //! after each `start`.
 //!
-//! CPU accounting: each entry into JavaScript is metered (see `limits.rs`). A
-//! dispatch call is charged to its request; an event-loop turn runs callbacks of
-//! unknown ownership and is charged in equal shares to the requests in flight. The
-//! watchdog budget of a turn is the smallest remaining budget among them, so a
-//! runaway request is stopped within about a millisecond of its limit. Any
-//! termination (CPU or heap) is fatal to the isolate: every request in flight on it
-//! fails and the owner replaces the isolate.
+//! CPU accounting: each entry into JavaScript is metered (see `limits.rs`) and
+//! charged to the requests whose code ran in it: all of it to the one live
+//! request when there is one, else split by who was running (`cpu.rs`); the
+//! time Web Crypto spends on other threads is added by its ops (`context.rs`).
+//! A request past its limit fails with `CpuLimit` and its context ends; the
+//! isolate lives on. A runaway section is stopped by the watchdog at the
+//! running request's own budget; that kills the isolate (a terminated isolate
+//! is not resumed): its requests in flight fail, the guilty one with the
+//! limit, the others as reset, and the owner replaces it.
+//!
+//! Lifetimes: a request whose handler waits on nothing that could settle gets
+//! `NeverResponds` after a short grace; one past `response_timeout` gets
+//! `Timeout`; one whose caller went away (its [`Cancel`](super::script::Cancel)
+//! guard dropped) is
+//! ended.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +38,13 @@ use super::error::{EngineError, InvokeError};
 use super::isolate::{call, Engine};
 use super::script::{InvokeRequest, InvokeResponse};
 
+/// The most CPU one event-loop turn may take, however many requests' work it
+/// runs (each is still held to its own budget).
+const SECTION_CAP: Duration = Duration::from_secs(5);
+
+/// Requests failed for their CPU time without killing their isolate.
+const CPU_KILLS: &str = "edged_request_cpu_kills_total";
+
 /// How long an isolate with nothing pending waits for a new request before
 /// the requests it holds are declared hung.
 const HANG_GRACE: Duration = Duration::from_millis(250);
@@ -40,7 +55,6 @@ pub type Reply = oneshot::Sender<Result<InvokeResponse, InvokeError>>;
 struct InFlight {
     id: RequestId,
     promise: v8::Global<v8::Promise>,
-    cpu: Duration,
     reply: Reply,
     started: std::time::Instant,
     cancel: super::script::Cancel,
@@ -236,14 +250,13 @@ impl Worker {
         request: InvokeRequest,
         reply: Reply,
     ) -> Result<(), EngineError> {
-        let budget = self.engine.limits.cpu;
-        let dispatch = &self.dispatch;
         let cancel = request.cancel.clone();
         self.idle_since = None;
         self.contexts
             .borrow_mut()
             .begin(request_id, request.depth, slot);
-        let (result, seg) = self.engine.run(budget, |runtime| {
+        let dispatch = self.dispatch.clone();
+        let (result, seg, guilty) = self.section(request_id, |runtime| {
             let stream_rid = match &request.body {
                 Some(Body::Stream(slot)) => slot
                     .take()
@@ -257,7 +270,7 @@ impl Worker {
             }
             // Everything the handler starts runs as this request.
             let previous = context::enter(scope, request_id, slot);
-            let value = call(scope, dispatch, &args);
+            let value = call(scope, &dispatch, &args);
             context::restore(scope, previous);
             let promise = v8::Local::<v8::Promise>::try_from(value?)
                 .map_err(|_| EngineError::Internal("dispatch did not return a promise".into()))?;
@@ -268,18 +281,18 @@ impl Worker {
         });
         if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
             let _ = reply.send(Err(fatal.clone().into()));
-            return Err(fatal);
+            return Err(self.fail_all(fatal, guilty));
         }
         match result {
             Ok(promise) => {
                 self.in_flight.push(InFlight {
                     id: request_id,
                     promise,
-                    cpu: seg.cpu,
                     reply,
                     started: std::time::Instant::now(),
                     cancel,
                 });
+                self.enforce_cpu();
                 self.answer_settled();
                 Ok(())
             }
@@ -299,17 +312,10 @@ impl Worker {
     /// only when the isolate has died; every request in flight has then been
     /// answered with the error.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<EngineError> {
-        let limit = self.engine.limits.cpu;
-        let budget = self
-            .in_flight
-            .iter()
-            .map(|r| limit.saturating_sub(r.cpu))
-            .min()
-            .unwrap_or(limit);
         // Op futures run here, in Rust: one that panics (a bug in an op, or a
         // blocking task that panicked) must cost this isolate, not the thread
         // that serves every other isolate on it.
-        let (polled, seg) = self.engine.run(budget, |runtime| {
+        let (polled, seg, guilty) = self.section(0, |runtime| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 runtime.poll_event_loop(cx, PollEventLoopOptions::default())
             }))
@@ -318,27 +324,23 @@ impl Worker {
             Ok(p) => p,
             Err(_) => {
                 tracing::error!(worker = %self.name, "a panic in the isolate's event loop; the isolate is retired");
-                return Poll::Ready(self.fail_all(EngineError::Internal(
-                    "internal error while running the request".into(),
-                )));
+                return Poll::Ready(self.fail_all(
+                    EngineError::Internal("internal error while running the request".into()),
+                    None,
+                ));
             }
         };
         if let Some(fatal) = self.engine.termination_cause(seg.over_budget) {
-            return Poll::Ready(self.fail_all(fatal));
-        }
-        if !self.in_flight.is_empty() {
-            let share = seg.cpu / self.in_flight.len() as u32;
-            for r in &mut self.in_flight {
-                r.cpu += share;
-            }
+            return Poll::Ready(self.fail_all(fatal, guilty));
         }
         if let Poll::Ready(Err(e)) = polled {
             // An error that escaped the runtime's own reporting (the JS side logs
             // unhandled rejections and timer exceptions itself). The isolate is in
             // an unknown state: retire it.
             tracing::error!(worker = %self.name, error = %e, "isolate event loop failed");
-            return Poll::Ready(self.fail_all(EngineError::Internal(e.to_string())));
+            return Poll::Ready(self.fail_all(EngineError::Internal(e.to_string()), None));
         }
+        self.enforce_cpu();
         self.answer_settled();
         // Nothing left that could settle a promise (no I/O, no timer): a
         // request still waiting never will, unless another request settles it
@@ -465,11 +467,109 @@ impl Worker {
         }
     }
 
-    fn fail_all(&mut self, err: EngineError) -> EngineError {
+    /// The isolate is dead: every request in flight fails. When one request
+    /// (`guilty`) killed it, it gets the cause and the others learn that a
+    /// neighbour did.
+    fn fail_all(&mut self, err: EngineError, guilty: Option<RequestId>) -> EngineError {
         for r in self.in_flight.drain(..) {
-            let _ = r.reply.send(Err(err.clone().into()));
+            let outcome = match guilty {
+                Some(g) if g != r.id => InvokeError::Unavailable(format!(
+                    "the isolate was reset because another request on it {err}"
+                )),
+                _ => err.clone().into(),
+            };
+            let _ = r.reply.send(Err(outcome));
         }
         err
+    }
+
+    /// Runs one synchronous section of JavaScript for request `owner` (0: an
+    /// event-loop turn, for whoever has work), metered against the budget it
+    /// has left and charged to the requests that ran in it (`cpu.rs`).
+    /// Returns the request that was running at its end (the one to blame if
+    /// the watchdog stopped it).
+    fn section<R>(
+        &mut self,
+        owner: RequestId,
+        f: impl FnOnce(&mut deno_core::JsRuntime) -> R,
+    ) -> (R, super::limits::Segment, Option<RequestId>) {
+        let limit = self.engine.limits.cpu;
+        let (budget, budgets, single) = {
+            let contexts = self.contexts.borrow();
+            let left = |id: RequestId| {
+                contexts
+                    .get(id)
+                    .map(|c| limit.saturating_sub(c.cpu))
+                    .unwrap_or(limit)
+                    .max(Duration::from_millis(1))
+            };
+            if contexts.len() < 2 {
+                // The common case, without allocating: at most one request.
+                let single = contexts.only();
+                let budget = match (owner, single) {
+                    (0, Some(id)) => left(id),
+                    (0, None) => limit,
+                    (id, _) => left(id),
+                };
+                (budget, Vec::new(), single)
+            } else {
+                let budgets: Vec<(RequestId, Duration)> = contexts
+                    .ids()
+                    .into_iter()
+                    .map(|id| (id, left(id)))
+                    .collect();
+                // Each request is held to its own budget at every switch
+                // (`limits.rs`); the section as a whole may run the modest
+                // work of many.
+                let budget = (limit * (budgets.len() as u32 + 1)).min(SECTION_CAP);
+                (budget, budgets, None)
+            }
+        };
+        let track = budgets.len() >= 2;
+        let (out, seg) = self.engine.run(budget, |runtime| {
+            if track {
+                super::cpu::begin(runtime.v8_isolate(), owner, budgets);
+            }
+            let r = f(runtime);
+            let shares = track.then(|| super::cpu::end(runtime.v8_isolate()));
+            (r, shares)
+        });
+        let (result, shares) = out;
+        let mut contexts = self.contexts.borrow_mut();
+        let guilty = match shares {
+            Some((walls, last)) => {
+                for (id, cpu) in super::cpu::split(&walls, seg.cpu) {
+                    if let Some(c) = contexts.get_mut(id) {
+                        c.cpu += cpu;
+                    }
+                }
+                (last != 0).then_some(last)
+            }
+            None => {
+                let to = if owner != 0 { Some(owner) } else { single };
+                if let Some(c) = to.and_then(|id| contexts.get_mut(id)) {
+                    c.cpu += seg.cpu;
+                }
+                to
+            }
+        };
+        (result, seg, guilty)
+    }
+
+    /// Requests that have used up their CPU time fail now (their context ends:
+    /// their I/O is refused and their timers stop), the isolate lives on.
+    fn enforce_cpu(&mut self) {
+        let over = self.contexts.borrow().over_cpu(self.engine.limits.cpu);
+        for id in over {
+            tracing::warn!(worker = %self.name, request_id = id, "request exceeded its CPU time limit");
+            metrics::counter!(CPU_KILLS, "worker" => self.name.to_string()).increment(1);
+            if let Some(i) = self.in_flight.iter().position(|r| r.id == id) {
+                let r = self.in_flight.swap_remove(i);
+                let _ = r.reply.send(Err(InvokeError::CpuLimit));
+            }
+            self.contexts.borrow_mut().end(id);
+        }
+        self.cancel_orphaned_timers();
     }
 }
 

@@ -21,6 +21,8 @@ import {
   op_edged_assert_live,
   op_edged_date_now,
   op_edged_log,
+  op_edged_offthread_begin,
+  op_edged_offthread_end,
   op_edged_subrequest,
   op_edged_timer_clear,
   op_edged_timer_fire,
@@ -74,6 +76,8 @@ const {
   StringPrototypeEndsWith,
   StringPrototypeIncludes,
   StringPrototypeSlice,
+  StringPrototypeStartsWith,
+  StringPrototypeToUpperCase,
   SyntaxError,
   TypedArrayPrototypeGetByteLength,
   TypeError,
@@ -376,6 +380,59 @@ function asView(value, which) {
     `Failed to execute 'timingSafeEqual' on 'SubtleCrypto': parameter ${which} is not of type 'ArrayBuffer or ArrayBufferView'.`,
   );
 }
+// Web Crypto's heavy operations run on blocking threads: their time there is
+// charged to the request as CPU (Rust keeps the clock), and PBKDF2 is held to
+// Workers' iteration limit and RSA key generation to 4096 bits, so that one
+// call cannot hold a core for seconds. The algorithm is copied before it is
+// checked, so what is checked is what deno receives.
+const SubtleCryptoPrototype = crypto.SubtleCrypto.prototype;
+const MAX_PBKDF2_ITERATIONS = 100000;
+const MAX_RSA_BITS = 4096;
+function checkedAlgorithm(method, algorithm) {
+  if (algorithm === null || typeof algorithm !== "object") return algorithm;
+  const copy = { ...algorithm };
+  const name = typeof copy.name === "string" ? StringPrototypeToUpperCase(copy.name) : "";
+  if ((method === "deriveBits" || method === "deriveKey") && name === "PBKDF2") {
+    const iterations = Number(copy.iterations);
+    if (iterations > MAX_PBKDF2_ITERATIONS) {
+      throw new DOMException(
+        `Pbkdf2 failed: iteration counts above ${MAX_PBKDF2_ITERATIONS} are not supported (requested ${iterations}).`,
+        "NotSupportedError",
+      );
+    }
+    copy.iterations = iterations;
+  }
+  if (method === "generateKey" && StringPrototypeStartsWith(name, "RSA")) {
+    const bits = Number(copy.modulusLength);
+    if (bits > MAX_RSA_BITS) {
+      throw new DOMException(
+        `RSA key generation is limited to ${MAX_RSA_BITS} bits (requested ${bits}).`,
+        "NotSupportedError",
+      );
+    }
+    copy.modulusLength = bits;
+  }
+  return copy;
+}
+const OFF_THREAD = ["encrypt", "decrypt", "sign", "verify", "digest", "generateKey", "deriveKey", "deriveBits"];
+for (let i = 0; i < OFF_THREAD.length; i++) {
+  const method = OFF_THREAD[i];
+  const original = SubtleCryptoPrototype[method];
+  const wrapped = {
+    async [method](algorithm, ...rest) {
+      const checked = checkedAlgorithm(method, algorithm);
+      const token = op_edged_offthread_begin();
+      try {
+        return await ReflectApply(original, this, [checked, ...rest]);
+      } finally {
+        op_edged_offthread_end(token);
+      }
+    },
+  }[method];
+  ObjectDefineProperty(wrapped, "length", { value: original.length });
+  ObjectDefineProperty(SubtleCryptoPrototype, method, writable(wrapped));
+}
+
 ObjectDefineProperty(crypto.SubtleCrypto.prototype, "timingSafeEqual", {
   value: function timingSafeEqual(a, b) {
     const x = asView(a, 1);
