@@ -99,6 +99,8 @@ impl Default for CacheConfig {
 pub struct KvConfig {
     pub cache_ttl_s: u64,
     pub cache_mb: u64,
+    /// How often expired keys are purged and the change log pruned.
+    pub purge_interval_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -188,6 +190,7 @@ impl Default for KvConfig {
         KvConfig {
             cache_ttl_s: 60,
             cache_mb: 64,
+            purge_interval_s: 30,
         }
     }
 }

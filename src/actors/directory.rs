@@ -29,6 +29,9 @@ use crate::state;
 use crate::state::alarms::AlarmIndex;
 
 const ACTIVATIONS: &str = "edged_do_activations_total";
+const DAMAGED: &str = "edged_do_damaged_total";
+/// What events of a damaged object get.
+const DAMAGED_REFUSAL: &str = "Durable Object storage is damaged: the object refuses events until an operator resets it (DELETE /v1/workers/{name}/objects/{class}/{id})";
 const ALARM_RUNS: &str = "edged_do_alarm_runs_total";
 const ALARM_RETRIES: &str = "edged_do_alarm_retries_total";
 /// Retries of a throwing alarm handler, with backoff 1 s, 2 s, 4 s, … .
@@ -142,6 +145,12 @@ impl DurableObjectDirectory {
         }
     }
 
+    /// The node's object index, opened (and checked) by the caller.
+    pub fn with_index(mut self, index: AlarmIndex) -> Self {
+        self.alarm_index = Some(index);
+        self
+    }
+
     pub fn with_limits(mut self, limits: ObjectLimits) -> Self {
         self.limits = limits;
         self
@@ -215,6 +224,15 @@ impl DurableObjectDirectory {
                 return self.fail_activation(&address, InvokeError::Unavailable(e.to_string()))
             }
         };
+        // Damaged objects refuse events until an operator resets them.
+        let known = match self.alarm_index.as_ref().map(|i| i.object(&address)) {
+            Some(Ok(Some(true))) => {
+                return self
+                    .fail_activation(&address, InvokeError::Unavailable(DAMAGED_REFUSAL.into()))
+            }
+            Some(Ok(Some(false))) => true,
+            _ => false,
+        };
         let activation = self.next_activation;
         self.next_activation += 1;
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -228,6 +246,7 @@ impl DurableObjectDirectory {
             address: address.clone(),
             activation,
             database,
+            known,
             hibernate_after: self.hibernate_after,
             max_queue: self.max_queue,
             max_object_bytes: self.limits.max_object_bytes,
@@ -320,19 +339,21 @@ impl Actor for DurableObjectDirectory {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        match AlarmIndex::open(&self.data_dir.join("do")) {
-            Ok(index) => {
-                match index.all() {
-                    Ok(all) => {
-                        for (address, at, retry) in all {
-                            self.alarms.insert(address, (at, retry));
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot read the alarm index"),
-                }
-                self.alarm_index = Some(index);
+        if self.alarm_index.is_none() {
+            match AlarmIndex::open(&state::names::objects_dir(&self.data_dir)) {
+                Ok(index) => self.alarm_index = Some(index),
+                Err(e) => tracing::error!(error = %e, "cannot open the alarm index"),
             }
-            Err(e) => tracing::error!(error = %e, "cannot open the alarm index"),
+        }
+        if let Some(index) = &self.alarm_index {
+            match index.all() {
+                Ok(all) => {
+                    for (address, at, retry) in all {
+                        self.alarms.insert(address, (at, retry));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the alarm index"),
+            }
         }
         ctx.run_interval(ALARM_TICK, |act, ctx| act.fire_due_alarms(ctx));
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
@@ -435,6 +456,22 @@ impl Handler<Activated> for DurableObjectDirectory {
     type Result = ();
 
     fn handle(&mut self, msg: Activated, _: &mut Self::Context) {
+        if let Some(index) = &self.alarm_index {
+            let outcome = match &msg.result {
+                Ok(_) => index.record_object(&msg.address),
+                Err(InvokeError::Unavailable(m))
+                    if m.starts_with("Durable Object storage is damaged") =>
+                {
+                    tracing::error!(object = %msg.address.id, class = %msg.address.class_name, "{m}; the object refuses events until an operator resets it");
+                    metrics::counter!(DAMAGED).increment(1);
+                    index.mark_damaged(&msg.address)
+                }
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = outcome {
+                tracing::error!(object = %msg.address.id, error = %e, "cannot update the object index");
+            }
+        }
         let last_used = self.last_used.remove(&msg.activation);
         if let (Ok(addr), Some((last_used, version))) = (&msg.result, last_used) {
             self.live.insert(
@@ -499,6 +536,44 @@ impl Handler<WorkerGone> for DurableObjectDirectory {
             }
             Err(e) => tracing::error!(error = %e, "bad storage id in a delete"),
         }
+    }
+}
+
+/// An operator resets an object (after damage, accepting the loss): it stops,
+/// its database goes, and its next event starts it empty.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ForgetObject(pub ObjectAddress);
+
+impl Handler<ForgetObject> for DurableObjectDirectory {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: ForgetObject, _: &mut Self::Context) -> Self::Result {
+        let address = msg.0;
+        if let Some(o) = self.live.remove(&address) {
+            o.addr
+                .do_send(Kill("the object was reset by an operator".into()));
+        }
+        self.alarms.remove(&address);
+        if let Some(index) = &self.alarm_index {
+            index.forget_object(&address).map_err(|e| e.to_string())?;
+        }
+        let path = state::names::object_db(
+            &self.data_dir,
+            &address.storage,
+            &address.class_name,
+            &address.id,
+        )
+        .map_err(|e| e.to_string())?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+                _ => {}
+            }
+        }
+        tracing::warn!(object = %address.id, class = %address.class_name, "object reset by an operator; it starts empty");
+        Ok(())
     }
 }
 

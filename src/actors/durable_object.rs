@@ -276,6 +276,10 @@ impl DurableObjectActor {
                     }
                     act.maybe_commit(ctx);
                 }
+                Ok(Err(e)) if e.is_disk_full() => {
+                    let why = "the node's disk is full; the writes were not stored".to_owned();
+                    act.fail_commit(held, waiters, why, ctx)
+                }
                 Ok(Err(e)) => act.fail_commit(held, waiters, e.to_string(), ctx),
                 Err(e) => act.fail_commit(held, waiters, e.to_string(), ctx),
             }

@@ -56,7 +56,7 @@ pub mod services;
 pub mod supervisor;
 
 pub use deployment::{next_request_id, Deployment};
-pub use directory::{DurableObjectDirectory, Locate, WorkerGone};
+pub use directory::{DurableObjectDirectory, ForgetObject, Locate, WorkerGone};
 pub use durable_object::{DurableObjectActor, ObjectInvoke};
 pub use error::ActorError;
 pub use isolate::{Invoke, IsolateActor, IsolateControl, IsolateExited};

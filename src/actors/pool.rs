@@ -57,6 +57,8 @@ pub struct SpawnObject {
     pub address: ObjectAddress,
     pub activation: u64,
     pub database: std::path::PathBuf,
+    /// The node's index says the object exists: its database must be whole.
+    pub known: bool,
     pub hibernate_after: std::time::Duration,
     pub max_queue: usize,
     pub max_object_bytes: u64,
@@ -258,12 +260,17 @@ impl Handler<SpawnObject> for IsolatePool {
                     made?
                 }
             };
-            let store = ObjectStore::open(&msg.database, msg.max_object_bytes)
+            let store = ObjectStore::open(&msg.database, msg.max_object_bytes, msg.known)
                 .map(Rc::new)
-                .map_err(|e| {
-                    // The details (with host paths) go to the log, not to callers.
-                    tracing::error!(object = %msg.address.id, error = %e, "cannot open object storage");
-                    InvokeError::Unavailable("Durable Object storage could not be opened".into())
+                .map_err(|e| match e {
+                    crate::state::StateError::Damaged(m) => InvokeError::Unavailable(m),
+                    other => {
+                        // The details (with host paths) go to the log, not to callers.
+                        tracing::error!(object = %msg.address.id, error = %other, "cannot open object storage");
+                        InvokeError::Unavailable(
+                            "Durable Object storage could not be opened".into(),
+                        )
+                    }
                 })?;
             let slot = host
                 .activate(

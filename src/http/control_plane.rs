@@ -27,6 +27,7 @@ use crate::state::{names, DeploymentStore};
 
 pub struct ControlPlane {
     pub registry: Addr<WorkerRegistry>,
+    pub directory: Addr<crate::actors::DurableObjectDirectory>,
     pub view: WorkersView,
     pub store: std::sync::Arc<DeploymentStore>,
     pub kv: std::sync::Arc<crate::state::KvService>,
@@ -375,6 +376,40 @@ async fn delete_worker(
     Ok(HttpResponse::Ok().json(json!({ "deleted": name, "storage_kept": query.keep_storage })))
 }
 
+/// `DELETE /v1/workers/{name}/objects/{class}/{id}`: resets one Durable
+/// Object (after damage, accepting the loss): it stops, its database goes, its
+/// next event starts it empty.
+async fn reset_object(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    let principal = authenticate(&req, &plane)?;
+    let (name, class, id) = path.into_inner();
+    check_name(&name)?;
+    visible_worker(&plane, &principal, &name)?;
+    names::check_class(&class).map_err(|e| HttpError::bad_request("invalid_name", e.0))?;
+    names::check_object_id(&id).map_err(|e| HttpError::bad_request("invalid_name", e.0))?;
+    let record = plane
+        .store
+        .worker(&name)?
+        .ok_or_else(|| HttpError::not_found(format!("worker '{name}' not found")))?;
+    let address = crate::js::durable::ObjectAddress {
+        worker: name,
+        storage: record.storage,
+        class_name: class,
+        id: id.clone(),
+        name: None,
+    };
+    plane
+        .directory
+        .send(crate::actors::ForgetObject(address))
+        .await
+        .map_err(|e| HttpError::internal(e.to_string()))?
+        .map_err(HttpError::internal)?;
+    Ok(HttpResponse::Ok().json(json!({ "reset": id })))
+}
+
 async fn rollback_worker(
     req: HttpRequest,
     path: web::Path<String>,
@@ -571,6 +606,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/v1/workers/{name}/rollback",
             web::post().to(rollback_worker),
+        )
+        .route(
+            "/v1/workers/{name}/objects/{class}/{id}",
+            web::delete().to(reset_object),
         )
         .route("/v1/accounts", web::get().to(list_accounts))
         .route("/v1/accounts", web::post().to(create_account))

@@ -86,6 +86,14 @@ impl From<StateError> for HttpError {
             StateError::Forbidden(m) => HttpError::new(StatusCode::FORBIDDEN, "forbidden", m),
             StateError::Conflict(m) => HttpError::new(StatusCode::CONFLICT, "conflict", m),
             StateError::Invalid(m) => HttpError::bad_request("invalid_name", m),
+            full if full.is_disk_full() => {
+                tracing::error!(error = %full, "the data directory's disk is full");
+                HttpError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the node's disk is full: nothing was changed; retry once space is freed",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 HttpError::internal("storage failure; see the node's log")

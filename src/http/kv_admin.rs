@@ -43,6 +43,9 @@ impl From<KvError> for HttpError {
                     .unwrap_or(StatusCode::BAD_REQUEST);
                 HttpError::new(status, "kv_invalid", m)
             }
+            KvError::Unavailable(m) if m.contains(": 507 ") => {
+                HttpError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
+            }
             KvError::Unavailable(m) => {
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "kv_unavailable", m)
             }

@@ -142,6 +142,11 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         tracing::warn!(error = %e, "cannot make the data directory's files private");
     }
     crate::state::durable::adopt_legacy_storage(&config.server.data_dir, store.adopted())?;
+    KvService::check_all(&config.server.data_dir)?;
+    let (object_index, _) = crate::state::alarms::AlarmIndex::open_checked(
+        &crate::state::names::objects_dir(&config.server.data_dir),
+        &store.storage_ids()?,
+    )?;
     let limits = IsolateLimits {
         cpu: config.limits.cpu(),
         startup_cpu: config.limits.startup_cpu(),
@@ -153,7 +158,9 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         (config.kv.cache_mb as usize) << 20,
         std::time::Duration::from_secs(config.kv.cache_ttl_s),
     );
-    kv.spawn_purger(std::time::Duration::from_secs(30));
+    kv.spawn_purger(std::time::Duration::from_secs(
+        config.kv.purge_interval_s.max(1),
+    ));
     let cache: Arc<dyn crate::js::CacheBackend> = Arc::new(crate::state::HttpCache::new(
         (config.cache.size_mb as usize) << 20,
     ));
@@ -182,6 +189,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         std::time::Duration::from_secs(config.durable_objects.hibernate_after_s),
         config.durable_objects.max_queue,
     )
+    .with_index(object_index)
     .with_limits(crate::actors::directory::ObjectLimits {
         max_live: config.durable_objects.max_live.max(1),
         max_object_bytes: config.durable_objects.max_object_mb << 20,
@@ -193,6 +201,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         objects: directory.clone().recipient(),
         cache: Some(cache),
     });
+    let directory_addr = directory.clone();
     durable_objects.set(crate::actors::directory::backend(directory));
     services.set(crate::actors::services::backend(view.clone()));
     crate::actors::cron::CronScheduler::new(view.clone()).start();
@@ -228,6 +237,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
 
     let control = web::Data::new(ControlPlane {
         registry: registry.clone(),
+        directory: directory_addr,
         view: view.clone(),
         store,
         kv,

@@ -77,7 +77,23 @@ impl DeploymentStore {
             source: e,
         })?;
         let key = NodeKey::load_or_create(data_dir)?;
-        let conn = Connection::open(data_dir.join("deployments.db"))?;
+        let path = data_dir.join("deployments.db");
+        // Never an empty start over data: a store that is missing while the
+        // node holds objects or namespaces, or that is damaged, stops the node.
+        if path.exists() {
+            super::durable::check_database(&path, &["versions", "workers"]).map_err(|why| {
+                StateError::Damaged(format!("{} is damaged: {why}", path.display()))
+            })?;
+        } else if ["do", "kv"]
+            .iter()
+            .any(|d| std::fs::read_dir(data_dir.join(d)).is_ok_and(|mut e| e.next().is_some()))
+        {
+            return Err(StateError::Damaged(format!(
+                "{} is missing but the data directory holds Durable Object or KV data: restore it, or move that data away to start empty",
+                path.display()
+            )));
+        }
+        let conn = Connection::open(&path)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
@@ -171,6 +187,14 @@ impl DeploymentStore {
             }
         }
         Ok(adopted)
+    }
+
+    /// Every deployed worker's name and storage id.
+    pub fn storage_ids(&self) -> Result<Vec<(String, String)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, storage FROM workers ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Workers given a storage id when the store was opened (see `open`).

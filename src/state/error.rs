@@ -28,4 +28,26 @@ pub enum StateError {
     /// Sealed secrets cannot be read or written (the node key).
     #[error("{0}")]
     Secrets(String),
+    /// Stored data that should be there is missing or unreadable: it is not
+    /// served as empty.
+    #[error("{0}")]
+    Damaged(String),
+}
+
+impl StateError {
+    /// The disk (or the file system holding the data directory) is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StateError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            StateError::Io { source, .. } => is_enospc(source),
+            _ => false,
+        }
+    }
+}
+
+/// No space left on the device (or over quota).
+pub fn is_enospc(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }

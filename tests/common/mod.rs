@@ -75,8 +75,15 @@ impl TestNode {
     /// Starts a node; `extra_config` is TOML appended to the generated `[server]`
     /// table: plain keys land in it, and a `[table]` header opens another.
     pub fn start_with(extra_config: &str) -> TestNode {
+        Self::start_prepared(extra_config, |_| {})
+    }
+
+    /// [`TestNode::start_with`], after `prepare` has run on the node's
+    /// directory (its data directory will be `<dir>/data`).
+    pub fn start_prepared(extra_config: &str, prepare: impl FnOnce(&Path)) -> TestNode {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
+        prepare(&dir);
         let (child, data, control) = spawn(&dir, extra_config);
         TestNode {
             child: Some(child),

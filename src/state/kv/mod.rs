@@ -32,6 +32,9 @@ pub const MAX_METADATA_BYTES: usize = 1024;
 pub const MIN_EXPIRATION_TTL: u64 = 60;
 pub const MAX_LIST_LIMIT: usize = 1000;
 
+/// How long the per-namespace change log keeps a write (`store.rs`).
+const CHANGES_KEPT_S: u64 = 600;
+
 const OPS: &str = "edged_kv_operations_total";
 const CACHE_HITS: &str = "edged_kv_cache_hits_total";
 const CACHE_MISSES: &str = "edged_kv_cache_misses_total";
@@ -108,6 +111,13 @@ fn expiration(options: &KvPutOptions, now: u64) -> Result<Option<u64>, KvError> 
 
 fn unavailable(e: impl std::fmt::Display) -> KvError {
     tracing::error!(error = %e, "KV store failure");
+    let text = e.to_string();
+    if text.contains("database or disk is full") || text.contains("No space left on device") {
+        return KvError::Unavailable(
+            "KV write failed: 507 Insufficient Storage: the node's disk is full; nothing was written"
+                .into(),
+        );
+    }
     KvError::Unavailable(format!("KV storage failure: {e}"))
 }
 
@@ -149,6 +159,29 @@ impl KvService {
         Ok(store)
     }
 
+    /// Checks every namespace database under `<data_dir>/kv` (at start): a
+    /// damaged one stops the node with its name, rather than being served as
+    /// an empty namespace.
+    pub fn check_all(data_dir: &std::path::Path) -> Result<(), crate::state::StateError> {
+        let Ok(entries) = std::fs::read_dir(data_dir.join("kv")) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "db") {
+                crate::state::durable::check_database(&path, &["kv", "changes"]).map_err(
+                    |why| {
+                        crate::state::StateError::Damaged(format!(
+                            "the KV namespace database {} is damaged: {why}",
+                            path.display()
+                        ))
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets a namespace and removes its database (its account was removed).
     pub fn drop_namespace(&self, namespace: &str) {
         let Ok(path) = super::names::kv_db(&self.dir, namespace) else {
@@ -179,6 +212,9 @@ impl KvService {
         for (name, store) in stores {
             if let Err(e) = store.purge_expired(now) {
                 tracing::warn!(namespace = %name, error = %e, "KV purge failed");
+            }
+            if let Err(e) = store.prune_changes(now, CHANGES_KEPT_S) {
+                tracing::warn!(namespace = %name, error = %e, "KV change-log pruning failed");
             }
             if let Ok(bytes) = store.bytes_stored() {
                 metrics::gauge!(BYTES_STORED, "namespace" => name).set(bytes as f64);

@@ -2,7 +2,10 @@
 //!
 //! Keys are stored as BLOBs, so SQLite orders them by UTF-8 bytes, as Workers
 //! lists them. Every write also appends to `changes` (a monotonic sequence per
-//! namespace), the log a replicator can ship to other nodes. WAL with
+//! namespace), the log a replicator can ship to other nodes; it is pruned to
+//! a short window ([`KvStore::prune_changes`]: the last ten minutes, at most
+//! twice as many rows as live keys plus a thousand), since nothing on one node
+//! reads it back and cross-node replication will keep its own log. WAL with
 //! `synchronous=FULL`: a `put` that returned is on disk. Calls block: run them on
 //! a blocking pool.
 
@@ -29,9 +32,14 @@ pub struct ListedKey {
 impl KvStore {
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let conn = Connection::open(path)?;
+        // Disk stays close to the data: freed pages are returned (incremental
+        // vacuum, for namespaces made from now on) and the WAL is cut back
+        // after each checkpoint.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
+            "PRAGMA auto_vacuum=INCREMENTAL;
+             PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
+             PRAGMA journal_size_limit=65536;
              CREATE TABLE IF NOT EXISTS kv (
                  key BLOB PRIMARY KEY,
                  value BLOB NOT NULL,
@@ -172,6 +180,24 @@ impl KvStore {
             "DELETE FROM kv WHERE expiration IS NOT NULL AND expiration <= ?1",
             params![now as i64],
         )?)
+    }
+
+    /// Keeps the change log to its window: rows older than `keep_s` seconds
+    /// go, and past `2 × live keys + 1000` rows the oldest go; freed pages
+    /// return to the file system. Returns the rows removed.
+    pub fn prune_changes(&self, now: u64, keep_s: u64) -> Result<usize, StateError> {
+        let conn = self.conn();
+        let live: i64 = conn.query_row("SELECT count(*) FROM kv", [], |r| r.get(0))?;
+        let cap = live.saturating_mul(2).saturating_add(1000);
+        let removed = conn.execute(
+            "DELETE FROM changes WHERE at < ?1
+               OR seq <= (SELECT MAX(seq) FROM changes) - ?2",
+            params![now.saturating_sub(keep_s) as i64, cap],
+        )?;
+        if removed > 0 {
+            conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
+        Ok(removed)
     }
 
     /// Bytes of keys and values stored.
