@@ -17,6 +17,13 @@ fn body_json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
 }
 
+/// Deploys `source` as `name`, expecting a 400; returns the error message.
+fn deploy_refused(node: &TestNode, name: &str, source: &str) -> String {
+    let (status, body) = node.deploy(name, source, json!([]), &[]);
+    assert_eq!(status, 400, "{body}");
+    body["error"]["message"].as_str().unwrap_or("").to_owned()
+}
+
 /// The node answers, and so does another tenant.
 fn assert_node_serves(node: &mut TestNode) {
     assert!(node.alive(), "the node died:\n{}", node.log());
@@ -381,19 +388,10 @@ export default {{
 fn the_builtin_that_op_dispatch_relies_on_cannot_be_replaced() {
     let mut node = TestNode::start();
     node.deploy_ok("bystander", BYSTANDER);
-    let (status, body) = node.deploy(
-        "breaker",
-        "Function.prototype.call = function () {};\nexport default { fetch() { return new Response('x'); } }",
-        json!([]),
-        &[],
-    );
-    assert_eq!(status, 400, "{body}");
+    let message = deploy_refused(&node, "breaker", "Function.prototype.call = function () {};\nexport default { fetch() { return new Response('x'); } }");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("TypeError: Cannot assign to read only property 'call'"),
-        "{body}"
+        message.starts_with("TypeError: Cannot assign to read only property 'call'"),
+        "{message}"
     );
     assert_node_serves(&mut node);
 }
@@ -463,19 +461,14 @@ fn atomics_wait_and_global_scope_io_are_refused() {
     assert_eq!(status, 400, "{body}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // Timers and I/O in the global scope: Workers' error, at deploy.
-    let (status, body) = node.deploy(
+    let message = deploy_refused(
+        &node,
         "top-timer",
         "setTimeout(() => {}, 10);\nexport default { fetch() { return new Response('x'); } }",
-        json!([]),
-        &[],
     );
-    assert_eq!(status, 400, "{body}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Disallowed operation called within global scope"),
-        "{body}"
+        message.contains("Disallowed operation called within global scope"),
+        "{message}"
     );
     assert_node_serves(&mut node);
 }

@@ -14,6 +14,22 @@ fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
+/// `GET path` on `worker` from another thread: status, body and how long it took.
+fn get_in_background(
+    node: &TestNode,
+    worker: &str,
+    path: &str,
+) -> std::thread::JoinHandle<(u16, String, Duration)> {
+    let http = node.http.clone();
+    let url = format!("{}{path}", node.data);
+    let host = format!("{worker}.workers.localhost");
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = http.get(url).header("host", host).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap(), started.elapsed())
+    })
+}
+
 #[test]
 fn infinite_loop_is_stopped_by_the_cpu_limit() {
     let node = TestNode::start();
@@ -27,23 +43,7 @@ fn infinite_loop_is_stopped_by_the_cpu_limit() {
     );
 
     // The other worker keeps answering while the loop runs.
-    let spinner = {
-        let http = node.http.clone();
-        let url = format!("{}/loop", node.data);
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let resp = http
-                .get(url)
-                .header("host", "spin.workers.localhost")
-                .send()
-                .unwrap();
-            (
-                resp.status().as_u16(),
-                resp.text().unwrap(),
-                started.elapsed(),
-            )
-        })
-    };
+    let spinner = get_in_background(&node, "spin", "/loop");
     for _ in 0..20 {
         assert_eq!(node.get_worker("steady", "/"), (200, "steady".to_owned()));
     }
@@ -142,6 +142,10 @@ fn array_buffers_count_against_the_memory_limit() {
     let (_, body) = node.get_worker("hoarder", "/many");
     assert!(body.starts_with("RangeError"), "{body}");
     let grown = node.rss_kib().saturating_sub(before);
+    println!(
+        "1.5 GiB and 200 × 16 MiB refused: RSS grew by {} MiB",
+        grown >> 10
+    );
     assert!(grown < 256 << 10, "RSS grew by {} MiB", grown >> 10);
     assert!(node.alive());
     assert_eq!(node.get_worker("steady", "/"), (200, "steady".to_owned()));
@@ -220,6 +224,7 @@ fn abandoned_requests_leave_nothing_behind() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let grown = node.rss_kib().saturating_sub(before);
+    println!("2,000 abandoned requests: RSS grew by {} KiB", grown);
     assert!(grown < 64 << 10, "RSS grew by {} MiB", grown >> 10);
 }
 
@@ -339,6 +344,7 @@ fn cpu_outside_the_handler_is_charged_and_stopped_while_a_neighbour_answers() {
     let (s, b) = node.get_worker("burner", "/pbkdf2-many");
     assert_eq!(s, 503, "{b}");
     assert_eq!(json(&b)["error"]["code"], "cpu_limit_exceeded");
+    println!("1,000 PBKDF2 calls stopped after {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(5));
     let (s, b) = node.get_worker("burner", "/rsa");
     assert_eq!(
@@ -348,19 +354,7 @@ fn cpu_outside_the_handler_is_charged_and_stopped_while_a_neighbour_answers() {
     );
 
     // SQL stops at the CPU limit, and the neighbour on the same thread answers.
-    let sql = {
-        let http = node.http.clone();
-        let url = format!("{}/sql", node.data);
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let r = http
-                .get(url)
-                .header("host", "burner.workers.localhost")
-                .send()
-                .unwrap();
-            (r.status().as_u16(), r.text().unwrap(), started.elapsed())
-        })
-    };
+    let sql = get_in_background(&node, "burner", "/sql");
     let slow = latencies(&node, "steady", 20);
     let (status, body, took) = sql.join().unwrap();
     assert!(
@@ -369,6 +363,9 @@ fn cpu_outside_the_handler_is_charged_and_stopped_while_a_neighbour_answers() {
     );
     assert!(took < Duration::from_secs(3), "the query ran for {took:?}");
     let worst = slow.iter().max().copied().unwrap_or_default();
+    println!(
+        "runaway SQL answered after {took:?}; the neighbour's worst latency meanwhile {worst:?}"
+    );
     assert!(
         worst < Duration::from_millis(100),
         "the neighbour waited {worst:?}"
@@ -386,6 +383,7 @@ fn cpu_outside_the_handler_is_charged_and_stopped_while_a_neighbour_answers() {
             .into_iter()
             .max()
             .unwrap_or_default();
+        println!("{path}: stopped; the neighbour's worst latency after {worst:?}");
         assert!(
             worst < Duration::from_millis(100),
             "{path}: the neighbour waited {worst:?}"
@@ -411,35 +409,13 @@ fn a_waiting_request_is_not_charged_for_its_neighbours_cpu() {
         } }",
     );
     assert_eq!(node.get_worker("shared", "/burn").0, 200, "warm-up");
-    let waiter = {
-        let http = node.http.clone();
-        let url = format!("{}/wait", node.data);
-        std::thread::spawn(move || {
-            let r = http
-                .get(url)
-                .header("host", "shared.workers.localhost")
-                .send()
-                .unwrap();
-            (r.status().as_u16(), r.text().unwrap())
-        })
-    };
+    let waiter = get_in_background(&node, "shared", "/wait");
     std::thread::sleep(Duration::from_millis(50));
     let burners: Vec<_> = (0..8)
-        .map(|_| {
-            let http = node.http.clone();
-            let url = format!("{}/burn", node.data);
-            std::thread::spawn(move || {
-                let r = http
-                    .get(url)
-                    .header("host", "shared.workers.localhost")
-                    .send()
-                    .unwrap();
-                (r.status().as_u16(), r.text().unwrap())
-            })
-        })
+        .map(|_| get_in_background(&node, "shared", "/burn"))
         .collect();
     let results: Vec<_> = burners.into_iter().map(|b| b.join().unwrap()).collect();
-    let (status, body) = waiter.join().unwrap();
+    let (status, body, _) = waiter.join().unwrap();
     assert_eq!(
         (status, body.as_str()),
         (200, "waited"),

@@ -454,6 +454,17 @@ struct NewAccount {
     id: String,
 }
 
+/// A small JSON request body (≤ 64 KiB) of type `T`; `what` names it in the
+/// error.
+async fn read_small_json<T: serde::de::DeserializeOwned>(
+    payload: web::Payload,
+    what: &str,
+) -> Result<T, HttpError> {
+    let body = read_body(payload, 64 << 10).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid {what} JSON: {e}")))
+}
+
 async fn list_accounts(
     req: HttpRequest,
     plane: web::Data<ControlPlane>,
@@ -468,9 +479,7 @@ async fn create_account(
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
     authenticate(&req, &plane)?.operator()?;
-    let body = read_body(payload, 64 << 10).await?;
-    let body: NewAccount = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid account JSON: {e}")))?;
+    let body: NewAccount = read_small_json(payload, "account").await?;
     let account = plane.store.create_account(&body.id)?;
     Ok(HttpResponse::Created().json(account))
 }
@@ -513,9 +522,7 @@ async fn assign_host(
 ) -> Result<HttpResponse, HttpError> {
     authenticate(&req, &plane)?.operator()?;
     let id = path.into_inner();
-    let body = read_body(payload, 64 << 10).await?;
-    let body: NewHost = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid host JSON: {e}")))?;
+    let body: NewHost = read_small_json(payload, "host").await?;
     let pattern = crate::state::hosts::HostPattern::parse(&body.pattern)
         .map_err(|m| HttpError::bad_request("invalid_route", m))?
         .canonical();
@@ -541,9 +548,7 @@ async fn create_token(
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
     authenticate(&req, &plane)?.operator()?;
-    let body = read_body(payload, 64 << 10).await?;
-    let body: NewToken = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid token JSON: {e}")))?;
+    let body: NewToken = read_small_json(payload, "token").await?;
     if body.label.as_ref().is_some_and(|l| l.len() > 200) {
         return Err(HttpError::bad_request(
             "bad_request",

@@ -449,6 +449,23 @@ pub fn op_edged_assert_live(
 /// settled (`true`).
 #[op2(nofast)]
 pub fn op_edged_wait_until(scope: &mut v8::HandleScope, settled: bool) {
+    with_current(scope, |t, id| {
+        if let Some(c) = t.get_mut(id) {
+            if settled {
+                c.wait_until = c.wait_until.saturating_sub(1);
+            } else {
+                c.wait_until += 1;
+            }
+        }
+        if settled {
+            t.end_if_done(id);
+        }
+    });
+}
+
+/// Runs `f` on the context table and the calling request's id, if there
+/// are both.
+fn with_current(scope: &mut v8::HandleScope, f: impl FnOnce(&mut Contexts, RequestId)) {
     let Some(id) = current(scope) else {
         return;
     };
@@ -456,43 +473,27 @@ pub fn op_edged_wait_until(scope: &mut v8::HandleScope, settled: bool) {
     let Some(table) = contexts(&state.borrow()) else {
         return;
     };
-    let mut t = table.borrow_mut();
-    if let Some(c) = t.get_mut(id) {
-        if settled {
-            c.wait_until = c.wait_until.saturating_sub(1);
-        } else {
-            c.wait_until += 1;
-        }
-    }
-    if settled {
-        t.end_if_done(id);
-    }
+    f(&mut table.borrow_mut(), id);
 }
 
 /// The calling request started (`done == false`) or finished writing a
 /// streamed response body.
 #[op2(nofast)]
 pub fn op_edged_response_stream(scope: &mut v8::HandleScope, done: bool) {
-    let Some(id) = current(scope) else {
-        return;
-    };
-    let state = deno_core::JsRuntime::op_state_from(scope);
-    let Some(table) = contexts(&state.borrow()) else {
-        return;
-    };
-    let mut t = table.borrow_mut();
-    let wait = t.limits.wait_until;
-    if let Some(c) = t.get_mut(id) {
-        if done {
-            c.streams = c.streams.saturating_sub(1);
-            c.open_window(wait);
-        } else {
-            c.streams += 1;
+    with_current(scope, |t, id| {
+        let wait = t.limits.wait_until;
+        if let Some(c) = t.get_mut(id) {
+            if done {
+                c.streams = c.streams.saturating_sub(1);
+                c.open_window(wait);
+            } else {
+                c.streams += 1;
+            }
         }
-    }
-    if done {
-        t.end_if_done(id);
-    }
+        if done {
+            t.end_if_done(id);
+        }
+    });
 }
 
 /// A timer was started by the calling request. `false`: no live request owns

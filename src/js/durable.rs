@@ -297,27 +297,14 @@ pub fn op_do_fetch(
             cancel: Default::default(),
             method,
             url,
-            headers: headers
-                .chunks(2)
-                .filter(|p| p.len() == 2)
-                .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
-                .collect(),
+            headers: super::script::headers_from_flat(&headers),
             body,
         };
         let response = backend
             .invoke(address, 0, request)
             .await
             .map_err(remote_error)?;
-        let headers = response
-            .headers
-            .into_iter()
-            .flat_map(|(k, v)| {
-                [
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ]
-            })
-            .collect();
+        let headers = super::script::headers_to_flat(response.headers);
         // A streamed response stays streamed: the caller reads it as it comes.
         let (bytes, rid) = super::body::into_js(&state, response.body);
         Ok((response.status, headers, bytes, rid))

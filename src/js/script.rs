@@ -102,6 +102,27 @@ pub struct InvokeRequest {
     pub cancel: Cancel,
 }
 
+/// Headers as JS hands them to an op (`[name, value, name, value, …]`), as
+/// an [`InvokeRequest`] carries them; an odd trailing name is dropped.
+pub fn headers_from_flat(flat: &[String]) -> Vec<(String, Vec<u8>)> {
+    flat.chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
+        .collect()
+}
+
+/// An [`InvokeResponse`]'s headers flattened for JS (`[name, value, …]`).
+pub fn headers_to_flat(headers: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<String> {
+    headers
+        .into_iter()
+        .flat_map(|(k, v)| {
+            [
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ]
+        })
+        .collect()
+}
+
 /// Lets whoever made a request withdraw it: the caller keeps the guard from
 /// [`Cancel::guard`]; once it is dropped (the client disconnected and the HTTP
 /// layer dropped its handler), the isolate ends the request, freeing what it

@@ -109,11 +109,7 @@ pub fn op_service_fetch(
         let request = InvokeRequest {
             method,
             url,
-            headers: headers
-                .chunks(2)
-                .filter(|p| p.len() == 2)
-                .map(|p| (p[0].clone(), p[1].as_bytes().to_vec()))
-                .collect(),
+            headers: super::script::headers_from_flat(&headers),
             body,
             depth,
             cancel: Default::default(),
@@ -122,16 +118,7 @@ pub fn op_service_fetch(
             .invoke(&account, &service, request)
             .await
             .map_err(|e| failed(&service, e))?;
-        let headers = response
-            .headers
-            .into_iter()
-            .flat_map(|(k, v)| {
-                [
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ]
-            })
-            .collect();
+        let headers = super::script::headers_to_flat(response.headers);
         let (bytes, rid) = super::body::into_js(&state, response.body);
         Ok((response.status, headers, bytes, rid))
     }

@@ -270,13 +270,16 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
     let conn = Connection::open(path)?;
     super::sql_sandbox::harden(&conn)?;
     // Disk stays close to the data: freed pages go back (incremental vacuum,
-    // for databases made from now on) and the WAL is cut back after each
-    // checkpoint instead of staying at its largest.
+    // for databases made from now on) and the WAL is truncated when the
+    // object closes (`Drop`). Not at every checkpoint: a WAL that must grow
+    // again makes each commit's fsync write file metadata too (measured:
+    // -17% increments/s on one object), so the size limit only trims a WAL
+    // that grew past its usual ~4 MiB.
     conn.execute_batch(
         "PRAGMA auto_vacuum=INCREMENTAL;
          PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
-         PRAGMA journal_size_limit=65536;
+         PRAGMA journal_size_limit=16777216;
          CREATE TABLE IF NOT EXISTS _edged_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS _edged_alarm (one INTEGER PRIMARY KEY CHECK (one = 0), at INTEGER NOT NULL);",
     )?;

@@ -33,13 +33,16 @@ impl KvStore {
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let conn = Connection::open(path)?;
         // Disk stays close to the data: freed pages are returned (incremental
-        // vacuum, for namespaces made from now on) and the WAL is cut back
-        // after each checkpoint.
+        // vacuum, for namespaces made from now on) and the purger truncates
+        // the WAL (`prune_changes`). The WAL is not cut back at every
+        // checkpoint: a WAL that has to grow again makes every commit's fsync
+        // also write file metadata (measured: -17% on Durable Object writes),
+        // so the size limit only trims one that grew past its usual size.
         conn.execute_batch(
             "PRAGMA auto_vacuum=INCREMENTAL;
              PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
-             PRAGMA journal_size_limit=65536;
+             PRAGMA journal_size_limit=16777216;
              CREATE TABLE IF NOT EXISTS kv (
                  key BLOB PRIMARY KEY,
                  value BLOB NOT NULL,
@@ -195,8 +198,11 @@ impl KvStore {
             params![now.saturating_sub(keep_s) as i64, cap],
         )?;
         if removed > 0 {
-            conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            conn.execute_batch("PRAGMA incremental_vacuum;")?;
         }
+        // Once per purge: the WAL back to nothing, so an idle namespace takes
+        // about its data's size.
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(removed)
     }
 
