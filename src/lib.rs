@@ -5,13 +5,14 @@
 //!
 //! # Layout
 //!
-//! Dependencies flow one way: `js` → `state` → `actors` → `http`; `main.rs` only
-//! parses the command line.
+//! Dependencies flow one way: `js` → `state` → `cluster` → `actors` → `http`;
+//! `main.rs` only parses the command line.
 //!
 //! | module | concept |
 //! | --- | --- |
 //! | [`js`] | engine glue: isolates, snapshot, limits, the Workers global scope |
 //! | [`state`] | durable node state: the deployment store |
+//! | [`cluster`] | a cluster of PoPs on NATS JetStream: membership, ring, ownership, remote actor messages, deployment records |
 //! | [`actors`] | isolate pool, isolate actors, worker supervisors, the worker registry |
 //! | [`http`] | data plane, control plane, routes, metrics, node start-up |
 //! | [`config`] | configuration types (`config/edged.toml`) |
@@ -19,6 +20,7 @@
 
 pub mod actors;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod js;

@@ -111,6 +111,13 @@ enum Command {
         #[command(flatten)]
         control: ControlFlags,
     },
+    /// Inspect the cluster this node belongs to
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        #[command(flatten)]
+        control: ControlFlags,
+    },
     /// Manage account tokens (operator token)
     Tokens {
         #[command(subcommand)]
@@ -118,6 +125,12 @@ enum Command {
         #[command(flatten)]
         control: ControlFlags,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Members, regions, ring and this node's health (JSON)
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -193,14 +206,42 @@ enum WorkersAction {
     Rollback { name: String },
 }
 
+/// Log lines of a cluster node start with `node=<id>`.
+struct NodeTagged<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for NodeTagged<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(id) = edged::cluster::NODE_ID.get() {
+            write!(writer, "node={id} ")?;
+        }
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .event_format(NodeTagged(tracing_subscriber::fmt::format())),
+        )
         .init();
 }
 
@@ -264,6 +305,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 Some(path) => Config::load(&path).map_err(|e| e.to_string())?,
                 None => Config::default(),
             };
+            if let Some(cluster) = &config.cluster {
+                let _ = edged::cluster::NODE_ID.set(cluster.node_id.clone());
+            }
             edged::http::server::serve_blocking(config).map_err(|e| e.to_string())
         }
         Command::Deploy {
@@ -352,6 +396,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 WorkersAction::Ls => client.list(),
                 WorkersAction::Rm { name, keep_storage } => client.delete(&name, keep_storage),
                 WorkersAction::Rollback { name } => client.rollback(&name),
+            }
+            .map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+        Command::Cluster { action, control } => {
+            let client = ControlClient::new(&control.control, control.token);
+            let out = match action {
+                ClusterAction::Status => client.cluster(),
             }
             .map_err(|e| e.to_string())?;
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

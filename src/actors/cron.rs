@@ -68,6 +68,10 @@ pub async fn run_scheduled(
 
 pub struct CronScheduler {
     view: WorkersView,
+    /// In a cluster, each (worker, minute, trigger) fires on the one node
+    /// that claims it in the engine first; none fires while the engine is
+    /// unreachable (at most once).
+    cluster: Option<crate::cluster::Cluster>,
     last_minute: Option<DateTime<Utc>>,
     parsed: HashMap<String, Option<Cron>>,
 }
@@ -76,9 +80,15 @@ impl CronScheduler {
     pub fn new(view: WorkersView) -> Self {
         CronScheduler {
             view,
+            cluster: None,
             last_minute: None,
             parsed: HashMap::new(),
         }
+    }
+
+    pub fn with_cluster(mut self, cluster: Option<crate::cluster::Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     fn tick(&mut self) {
@@ -92,7 +102,7 @@ impl CronScheduler {
         }
         let published = self.view.current();
         for deployment in published.workers.values() {
-            for expression in &deployment.script.crons {
+            for (index, expression) in deployment.script.crons.iter().enumerate() {
                 let cron = self
                     .parsed
                     .entry(expression.clone())
@@ -104,7 +114,15 @@ impl CronScheduler {
                     let deployment = deployment.clone();
                     let expression = expression.clone();
                     let at = minute.timestamp_millis();
+                    let cluster = self.cluster.clone();
                     actix::spawn(async move {
+                        if let Some(cluster) = cluster {
+                            let key =
+                                format!("c.{}.{}.{index}", deployment.name(), minute.timestamp());
+                            if !cluster.claim_once(key).await {
+                                return;
+                            }
+                        }
                         let _ = run_scheduled(&deployment, &expression, at).await;
                     });
                 }

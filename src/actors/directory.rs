@@ -1,9 +1,12 @@
 //! `DurableObjectDirectory`: object id → live actor, activating objects on
 //! demand so that there is exactly one live actor per object on this node.
 //!
-//! Who owns an id is decided by [`DurableObjectDirectory::owner`] alone: today
-//! every object is local; the cluster will answer from its hash ring there and
-//! forward calls for remote objects to their owner node.
+//! Who owns an id is decided by [`DurableObjectDirectory::owner`] alone: on a
+//! standalone node every object is local; in a cluster it asks the engine's
+//! ownership record (`cluster::Cluster::locate`), and [`DirectoryHandle`] sends
+//! events for objects owned elsewhere to their owner as remote actor messages.
+//! A fenced node (its membership lease lapsed) serves no object events and
+//! drops its live objects.
 //!
 //! An object runs the worker version that was live when it was activated; after
 //! a redeploy it is stopped as soon as it is idle (checked every second), and its
@@ -23,6 +26,8 @@ use super::durable_object::{
 };
 use super::pool::{IsolateThreads, SpawnObject};
 use super::registry::WorkersView;
+use crate::cluster::peer::Outcome;
+use crate::cluster::{Cluster, Placed};
 use crate::js::durable::{DurableObjectBackend, ObjectAddress, ObjectFuture};
 use crate::js::{InvokeError, InvokeRequest};
 use crate::state;
@@ -58,8 +63,15 @@ struct AlarmFinished {
 type Located = Result<Addr<DurableObjectActor>, InvokeError>;
 
 /// Where an object lives.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Owner {
     Local,
+    /// Another node of the cluster: its id, peer address and owner epoch.
+    Remote {
+        node: String,
+        peer: String,
+        epoch: u64,
+    },
 }
 
 /// Find (or activate) the actor of an object.
@@ -119,6 +131,8 @@ pub struct DurableObjectDirectory {
     alarm_index: Option<AlarmIndex>,
     /// Alarms not yet run: address → (time in ms, retry count).
     alarms: HashMap<ObjectAddress, (u64, u32)>,
+    /// Set in a cluster: while the node is fenced, alarms wait.
+    cluster: Option<Cluster>,
 }
 
 impl DurableObjectDirectory {
@@ -142,7 +156,14 @@ impl DurableObjectDirectory {
             next_activation: 1,
             alarm_index: None,
             alarms: HashMap::new(),
+            cluster: None,
         }
+    }
+
+    /// This node is one of a cluster's.
+    pub fn with_cluster(mut self, cluster: Option<Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The node's object index, opened (and checked) by the caller.
@@ -190,9 +211,22 @@ impl DurableObjectDirectory {
         }
     }
 
-    /// The one place that decides which node owns an object.
-    pub fn owner(&self, _address: &ObjectAddress) -> Owner {
-        Owner::Local
+    /// The one place that decides which node owns an object: this node when
+    /// standalone; in a cluster, the owner recorded in the engine (placing a
+    /// new object on its first live ring candidate). `refresh` re-reads the
+    /// record instead of the cached one.
+    pub async fn owner(
+        cluster: Option<&Cluster>,
+        address: &ObjectAddress,
+        refresh: bool,
+    ) -> Result<Owner, InvokeError> {
+        let Some(cluster) = cluster else {
+            return Ok(Owner::Local);
+        };
+        Ok(match cluster.locate(address, refresh).await? {
+            Placed::Local { .. } => Owner::Local,
+            Placed::Remote { node, peer, epoch } => Owner::Remote { node, peer, epoch },
+        })
     }
 
     fn activate(&mut self, address: ObjectAddress, ctx: &mut Context<Self>) {
@@ -279,6 +313,9 @@ impl DurableObjectDirectory {
 
     /// Runs every alarm that is due, each in its object as an event.
     fn fire_due_alarms(&mut self, ctx: &mut Context<Self>) {
+        if self.cluster.as_ref().is_some_and(|c| c.fenced()) {
+            return;
+        }
         let now = now_ms();
         let due: Vec<(ObjectAddress, u32)> = self
             .alarms
@@ -429,9 +466,6 @@ impl Handler<Locate> for DurableObjectDirectory {
 
     fn handle(&mut self, msg: Locate, ctx: &mut Self::Context) -> Self::Result {
         let address = msg.0;
-        match self.owner(&address) {
-            Owner::Local => {}
-        }
         if let Some(o) = self.live.get(&address) {
             if o.addr.connected() {
                 let addr = o.addr.clone();
@@ -591,6 +625,23 @@ impl Handler<ObjectStopped> for DurableObjectDirectory {
     }
 }
 
+/// The node fenced itself: every live object stops (events in flight fail).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FenceAll;
+
+impl Handler<FenceAll> for DurableObjectDirectory {
+    type Result = ();
+
+    fn handle(&mut self, _: FenceAll, _: &mut Self::Context) {
+        for (_, o) in self.live.drain() {
+            o.addr.do_send(Kill(
+                "this node fenced itself off the cluster (its membership lease lapsed)".into(),
+            ));
+        }
+    }
+}
+
 /// The directory as the engine's [`DurableObjectBackend`]. It remembers where
 /// live objects are, so a call to a live object goes straight to its actor
 /// without a hop through the directory's mailbox; the directory is asked only
@@ -598,6 +649,7 @@ impl Handler<ObjectStopped> for DurableObjectDirectory {
 pub struct DirectoryHandle {
     directory: Addr<DurableObjectDirectory>,
     known: Arc<parking_lot::RwLock<HashMap<ObjectAddress, Addr<DurableObjectActor>>>>,
+    cluster: Option<Cluster>,
 }
 
 /// Entries the handle remembers before it forgets the stopped ones.
@@ -610,56 +662,131 @@ impl DurableObjectBackend for DirectoryHandle {
         request_id: u64,
         request: InvokeRequest,
     ) -> ObjectFuture {
-        let directory = self.directory.clone();
-        let known = self.known.clone();
+        let Some(cluster) = self.cluster.clone() else {
+            return Box::pin(self.invoke_local(target, request_id, request));
+        };
+        let local = self.local_parts();
         Box::pin(async move {
-            // An object that hibernated between locate and send is activated again.
-            for attempt in 0..2 {
-                let cached = known.read().get(&target).filter(|a| a.connected()).cloned();
-                let addr = match cached {
-                    Some(addr) => addr,
-                    None => {
-                        let addr = directory
-                            .send(Locate(target.clone()))
-                            .await
-                            .map_err(|e| InvokeError::Unavailable(e.to_string()))??;
-                        let mut k = known.write();
-                        if k.len() >= KNOWN_CAPACITY {
-                            k.retain(|_, a| a.connected());
-                        }
-                        k.insert(target.clone(), addr.clone());
-                        addr
+            let mut refresh = false;
+            for _ in 0..2 {
+                let owner = DurableObjectDirectory::owner(Some(&cluster), &target, refresh).await?;
+                let (node, peer, epoch) = match owner {
+                    Owner::Local => {
+                        return invoke_local(local.0, local.1, target, request_id, request).await
                     }
+                    Owner::Remote { node, peer, epoch } => (node, peer, epoch),
                 };
-                match addr
-                    .send(ObjectInvoke {
-                        request_id,
-                        request: request.clone(),
-                    })
-                    .await
+                match cluster
+                    .call(&node, &peer, &target, epoch, request_id, request.clone())
+                    .await?
                 {
-                    // The actor was stopping and never started the event.
-                    Ok(Err(InvokeError::Stopping)) if attempt == 0 => {
-                        known.write().remove(&target);
-                        continue;
+                    Outcome::Answered(result) => return result,
+                    Outcome::Moved { node: to, epoch } => {
+                        tracing::info!(object = %target.id, from = %node, to = %to, epoch, "object moved");
+                        cluster.forget_owner(&target);
+                        refresh = true;
                     }
-                    Ok(outcome) => return outcome,
-                    Err(_) if attempt == 0 => {
-                        known.write().remove(&target);
-                        continue;
+                    Outcome::Unreachable(why) => {
+                        return Err(InvokeError::Cluster(format!(
+                        "Durable Object unavailable: owner node {node} is down ({why}) (retryable)"
+                    )))
                     }
-                    Err(e) => return Err(InvokeError::Unavailable(e.to_string())),
                 }
             }
-            Err(InvokeError::Unavailable("object unavailable".into()))
+            Err(InvokeError::Cluster(
+                "Durable Object unavailable: its owner keeps moving (retryable)".into(),
+            ))
         })
     }
 }
 
-/// Makes an `Arc<dyn DurableObjectBackend>` from the directory.
-pub fn backend(directory: Addr<DurableObjectDirectory>) -> Arc<dyn DurableObjectBackend> {
+type Known = Arc<parking_lot::RwLock<HashMap<ObjectAddress, Addr<DurableObjectActor>>>>;
+
+impl DirectoryHandle {
+    fn local_parts(&self) -> (Addr<DurableObjectDirectory>, Known) {
+        (self.directory.clone(), self.known.clone())
+    }
+
+    /// Delivers an event to the object's actor on this node (the caller has
+    /// decided this node owns it).
+    pub fn invoke_local(
+        &self,
+        target: ObjectAddress,
+        request_id: u64,
+        request: InvokeRequest,
+    ) -> impl std::future::Future<Output = Result<crate::js::InvokeResponse, InvokeError>> + Send + 'static
+    {
+        invoke_local(
+            self.directory.clone(),
+            self.known.clone(),
+            target,
+            request_id,
+            request,
+        )
+    }
+}
+
+async fn invoke_local(
+    directory: Addr<DurableObjectDirectory>,
+    known: Known,
+    target: ObjectAddress,
+    request_id: u64,
+    request: InvokeRequest,
+) -> Result<crate::js::InvokeResponse, InvokeError> {
+    // An object that hibernated between locate and send is activated again.
+    for attempt in 0..2 {
+        let cached = known.read().get(&target).filter(|a| a.connected()).cloned();
+        let addr = match cached {
+            Some(addr) => addr,
+            None => {
+                let addr = directory
+                    .send(Locate(target.clone()))
+                    .await
+                    .map_err(|e| InvokeError::Unavailable(e.to_string()))??;
+                let mut k = known.write();
+                if k.len() >= KNOWN_CAPACITY {
+                    k.retain(|_, a| a.connected());
+                }
+                k.insert(target.clone(), addr.clone());
+                addr
+            }
+        };
+        match addr
+            .send(ObjectInvoke {
+                request_id,
+                request: request.clone(),
+            })
+            .await
+        {
+            // The actor was stopping and never started the event.
+            Ok(Err(InvokeError::Stopping)) if attempt == 0 => {
+                known.write().remove(&target);
+                continue;
+            }
+            Ok(outcome) => return outcome,
+            Err(_) if attempt == 0 => {
+                known.write().remove(&target);
+                continue;
+            }
+            Err(e) => return Err(InvokeError::Unavailable(e.to_string())),
+        }
+    }
+    Err(InvokeError::Unavailable("object unavailable".into()))
+}
+
+/// The directory's handle (the node's [`DurableObjectBackend`]).
+pub fn handle(
+    directory: Addr<DurableObjectDirectory>,
+    cluster: Option<Cluster>,
+) -> Arc<DirectoryHandle> {
     Arc::new(DirectoryHandle {
         directory,
         known: Arc::default(),
+        cluster,
     })
+}
+
+/// Makes an `Arc<dyn DurableObjectBackend>` from the directory (standalone).
+pub fn backend(directory: Addr<DurableObjectDirectory>) -> Arc<dyn DurableObjectBackend> {
+    handle(directory, None)
 }

@@ -44,6 +44,7 @@
 //! draining), `deployment.rs` (dispatching one request), `registry.rs` (deploys).
 
 pub mod cron;
+pub mod deploy_sync;
 pub mod deployment;
 pub mod directory;
 pub mod durable_object;
@@ -62,7 +63,7 @@ pub use error::ActorError;
 pub use isolate::{Invoke, IsolateActor, IsolateControl, IsolateExited};
 pub use pool::{IsolatePool, IsolateThreads, PoolLevel, Spawn};
 pub use registry::{
-    Activated, Cleanup, Delete, DeleteAccount, Deploy, Restore, Rollback, WorkerRegistry,
-    WorkersView,
+    Activated, Apply, Check, Cleanup, Delete, DeleteAccount, Deploy, Restore, Rollback,
+    WorkerRegistry, WorkersView,
 };
 pub use supervisor::{Acquire, DispatchTable, Drain, Grow, Slot, WorkerSupervisor};

@@ -78,6 +78,27 @@ pub struct Deploy {
     pub hosts: Vec<String>,
 }
 
+/// Checks that a script starts, without making it live or storing it (a
+/// cluster deploy validates before it records the version in the engine).
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Check {
+    pub script: WorkerScript,
+    pub routes: Vec<String>,
+}
+
+/// Makes live a version the cluster decided (its `version` and `storage` are
+/// set): already live → nothing; stored here → activated; else stored and made
+/// live. A local worker of the same name with another storage id was deleted
+/// elsewhere and is forgotten first.
+#[derive(Message)]
+#[rtype(result = "Result<Activated, ActorError>")]
+pub struct Apply {
+    pub script: WorkerScript,
+    pub routes: Vec<String>,
+    pub hosts: Vec<String>,
+}
+
 /// Make the previous stored version live again.
 #[derive(Message)]
 #[rtype(result = "Result<Activated, ActorError>")]
@@ -295,6 +316,84 @@ impl Handler<Deploy> for WorkerRegistry {
             move |store| store.insert_active(&script, &routes, &hosts).map(|_| ()),
             ctx,
         )
+    }
+}
+
+impl Handler<Check> for WorkerRegistry {
+    type Result = ResponseActFuture<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, msg: Check, _: &mut Self::Context) -> Self::Result {
+        if let Some((route, other)) = self.route_conflict(&msg.script.name, &msg.routes) {
+            return Box::pin(fut::ready(Err(ActorError::RouteConflict { route, other })));
+        }
+        let starting = self.start_version(Arc::new(msg.script), msg.routes);
+        Box::pin(fut::wrap_future(async move {
+            let started = starting.await?;
+            started.supervisor.do_send(Drain);
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<Apply> for WorkerRegistry {
+    type Result = ResponseActFuture<Self, Result<Activated, ActorError>>;
+
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) -> Self::Result {
+        let Apply {
+            script,
+            routes,
+            hosts,
+        } = msg;
+        let name = script.name.clone();
+        if let Some(live) = self.live.get(&name) {
+            if live.version() == script.version && live.script.storage == script.storage {
+                return Box::pin(fut::ready(Ok(Activated {
+                    name,
+                    version: script.version,
+                    routes: live.routes.clone(),
+                })));
+            }
+        }
+        let prepare = |act: &mut Self| -> Result<Option<crate::state::StoredVersion>, ActorError> {
+            if let Some(record) = act.store.worker(&name)? {
+                if record.storage != script.storage {
+                    if let Some(deleted) = act.store.delete(&name, false)? {
+                        act.forget(&name, &deleted.storage, deleted.kept);
+                    }
+                }
+            }
+            Ok(act
+                .store
+                .version(&name, script.version)?
+                .filter(|v| v.script.storage == script.storage))
+        };
+        let stored = match prepare(self) {
+            Ok(s) => s,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        if let Some((route, other)) = self.route_conflict(&name, &routes) {
+            return Box::pin(fut::ready(Err(ActorError::RouteConflict { route, other })));
+        }
+        match stored {
+            Some(stored) => {
+                let starting =
+                    self.start_version(Arc::new(stored.script.clone()), stored.routes.clone());
+                self.go_live_when_started(
+                    starting,
+                    move |store| store.activate(&stored.script.name, stored.script.version),
+                    ctx,
+                )
+            }
+            None => {
+                let script = Arc::new(script);
+                let starting = self.start_version(script.clone(), routes.clone());
+                self.go_live_when_started(
+                    starting,
+                    move |store| store.insert_active(&script, &routes, &hosts).map(|_| ()),
+                    ctx,
+                )
+            }
+        }
     }
 }
 

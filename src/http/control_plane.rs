@@ -36,6 +36,8 @@ pub struct ControlPlane {
     /// `/metrics` needs the operator's token.
     pub metrics_token: bool,
     pub body_limit: usize,
+    /// In a cluster: deploys, rollbacks and deletes go through the engine.
+    pub cluster: Option<crate::actors::deploy_sync::ClusterDeploys>,
 }
 
 /// The deploy request body.
@@ -267,11 +269,14 @@ async fn put_worker(
             }
         }
     }
-    let activated = plane
-        .registry
-        .send(deploy)
-        .await
-        .map_err(|e| HttpError::internal(e.to_string()))??;
+    let activated = match &plane.cluster {
+        Some(cluster) => cluster.deploy(deploy).await?,
+        None => plane
+            .registry
+            .send(deploy)
+            .await
+            .map_err(|e| HttpError::internal(e.to_string()))??,
+    };
     Ok(HttpResponse::Ok().json(json!({
         "name": activated.name,
         "version": activated.version,
@@ -365,14 +370,17 @@ async fn delete_worker(
     let name = path.into_inner();
     check_name(&name)?;
     visible_worker(&plane, &principal, &name)?;
-    plane
-        .registry
-        .send(Delete {
-            name: name.clone(),
-            keep_storage: query.keep_storage,
-        })
-        .await
-        .map_err(|e| HttpError::internal(e.to_string()))??;
+    match &plane.cluster {
+        Some(cluster) => cluster.delete(&name, query.keep_storage).await?,
+        None => plane
+            .registry
+            .send(Delete {
+                name: name.clone(),
+                keep_storage: query.keep_storage,
+            })
+            .await
+            .map_err(|e| HttpError::internal(e.to_string()))??,
+    }
     Ok(HttpResponse::Ok().json(json!({ "deleted": name, "storage_kept": query.keep_storage })))
 }
 
@@ -419,11 +427,14 @@ async fn rollback_worker(
     let name = path.into_inner();
     check_name(&name)?;
     visible_worker(&plane, &principal, &name)?;
-    let activated = plane
-        .registry
-        .send(Rollback { name })
-        .await
-        .map_err(|e| HttpError::internal(e.to_string()))??;
+    let activated = match &plane.cluster {
+        Some(cluster) => cluster.rollback(&name).await?,
+        None => plane
+            .registry
+            .send(Rollback { name })
+            .await
+            .map_err(|e| HttpError::internal(e.to_string()))??,
+    };
     Ok(HttpResponse::Ok().json(json!({
         "name": activated.name,
         "version": activated.version,
@@ -431,8 +442,38 @@ async fn rollback_worker(
     })))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// `/healthz`: the node serves; in a cluster also whether the engine is
+/// reachable and whether the node has fenced itself (its data plane serves its
+/// deployments either way).
+async fn healthz(plane: web::Data<ControlPlane>) -> HttpResponse {
+    match &plane.cluster {
+        None => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        Some(c) => {
+            let status = c.cluster.status();
+            let degraded = status["engine"] != "connected" || status["fenced"] == true;
+            HttpResponse::Ok().json(json!({
+                "status": if degraded { "degraded" } else { "ok" },
+                "cluster": {
+                    "node": status["node"],
+                    "engine": status["engine"],
+                    "fenced": status["fenced"],
+                    "members": status["members"].as_array().map(|m| m.len()).unwrap_or(0),
+                },
+            }))
+        }
+    }
+}
+
+/// `GET /v1/cluster`: members, regions, ring and this node's health.
+async fn cluster_status(
+    req: HttpRequest,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    authenticate(&req, &plane)?;
+    match &plane.cluster {
+        Some(c) => Ok(HttpResponse::Ok().json(c.cluster.status())),
+        None => Ok(HttpResponse::Ok().json(json!({ "node": null, "standalone": true }))),
+    }
 }
 
 async fn metrics_text(
@@ -600,6 +641,7 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics_text))
+        .route("/v1/cluster", web::get().to(cluster_status))
         .route("/v1/workers", web::get().to(list_workers))
         .route("/v1/workers/{name}", web::put().to(put_worker))
         .route("/v1/workers/{name}", web::get().to(get_worker))

@@ -276,7 +276,9 @@ fn to_http(
                 &e.to_string(),
             )
         }
-        Err(e @ (InvokeError::Unavailable(_) | InvokeError::Stopping)) => {
+        Err(
+            e @ (InvokeError::Unavailable(_) | InvokeError::Stopping | InvokeError::Cluster(_)),
+        ) => {
             tracing::warn!(worker, request_id, error = %e, "worker unavailable");
             error_body(
                 StatusCode::SERVICE_UNAVAILABLE,

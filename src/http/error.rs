@@ -79,6 +79,26 @@ impl From<ActorError> for HttpError {
     }
 }
 
+impl From<crate::actors::deploy_sync::SyncError> for HttpError {
+    fn from(e: crate::actors::deploy_sync::SyncError) -> Self {
+        use crate::actors::deploy_sync::SyncError;
+        match e {
+            SyncError::Actor(a) => a.into(),
+            SyncError::Unavailable(_) => {
+                tracing::warn!(error = %e, "deployment refused: the cluster engine is unreachable");
+                HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    e.to_string(),
+                )
+            }
+            SyncError::Conflict(_) => {
+                HttpError::new(StatusCode::CONFLICT, "deploy_conflict", e.to_string())
+            }
+        }
+    }
+}
+
 impl From<StateError> for HttpError {
     fn from(e: StateError) -> Self {
         match e {

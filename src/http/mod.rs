@@ -5,7 +5,8 @@
 //! (`control_plane.rs`: deploy API, accounts and tokens, `/healthz`, `/metrics`;
 //! `kv_admin.rs`: the KV API; `auth.rs`: who the caller is and what it may
 //! see), started by
-//! `server.rs`. Route matching is `routes.rs`; Prometheus is `metrics.rs`.
+//! `server.rs`; in a cluster a third, the peer listener (`peer.rs`), takes
+//! remote actor messages from other nodes. Route matching is `routes.rs`; Prometheus is `metrics.rs`.
 //!
 //! Invariants:
 //! - Every error leaves as `{"error":{"code","message"}}` (`error.rs`); stacks
@@ -21,6 +22,7 @@ pub mod data_plane;
 pub mod error;
 pub mod kv_admin;
 pub mod metrics;
+pub mod peer;
 pub mod routes;
 pub mod server;
 

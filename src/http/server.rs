@@ -10,7 +10,9 @@ use actix_web::{web, App, HttpServer};
 
 use super::control_plane::{self, ControlPlane};
 use super::data_plane::{self, DataPlane};
+use super::peer::PeerPlane;
 use crate::actors::{DurableObjectDirectory, IsolateThreads, Restore, WorkerRegistry, WorkersView};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::js::{HostServices, IsolateLimits};
 use crate::state::{DeploymentStore, KvService};
@@ -35,26 +37,54 @@ pub enum ServeError {
 pub struct Node {
     pub data_addr: SocketAddr,
     pub control_addr: SocketAddr,
+    /// The peer listener, in a cluster.
+    pub peer_addr: Option<SocketAddr>,
     pub view: WorkersView,
     pub registry: actix::Addr<WorkerRegistry>,
     data: actix_web::dev::Server,
     control: actix_web::dev::Server,
+    peer: Option<actix_web::dev::Server>,
 }
 
 impl Node {
-    /// Serves until either listener stops (signal or error).
+    /// Serves until any listener stops (signal or error).
     pub async fn run(self) -> std::io::Result<()> {
-        let Node { data, control, .. } = self;
+        let Node {
+            data,
+            control,
+            peer,
+            ..
+        } = self;
         let data_handle = data.handle();
         let control_handle = control.handle();
+        let peer_handle = peer.as_ref().map(|p| p.handle());
+        let peer_run = async move {
+            match peer {
+                Some(p) => p.await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             r = data => r,
             r = control => r,
+            r = peer_run => r,
         };
         data_handle.stop(true).await;
         control_handle.stop(true).await;
+        if let Some(p) = peer_handle {
+            p.stop(true).await;
+        }
         result
     }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn local(l: &std::net::TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    l.local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 fn ensure_token(config: &Config) -> Result<Option<String>, ServeError> {
@@ -180,6 +210,27 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         host,
     );
     let threads_for_objects = threads.clone();
+    // Listeners first: a cluster node tells the others where they are.
+    let data_listener = bind(config.server.listen)?;
+    let data_addr = local(&data_listener, config.server.listen)?;
+    let control_listener = bind(config.server.control_listen)?;
+    let control_addr = local(&control_listener, config.server.control_listen)?;
+    let (cluster, peer_listener) = match &config.cluster {
+        None => (None, None),
+        Some(c) => {
+            let listener = bind(c.peer_listen)?;
+            let peer_addr = local(&listener, c.peer_listen)?;
+            let cluster = Cluster::start(
+                c.clone(),
+                data_addr.to_string(),
+                control_addr.to_string(),
+                peer_addr.to_string(),
+            )
+            .await
+            .map_err(ServeError::Other)?;
+            (Some(cluster), Some((listener, peer_addr)))
+        }
+    };
     let registry = WorkerRegistry::new(store.clone(), threads, config.isolates.clone());
     let view = registry.view();
     let directory = DurableObjectDirectory::new(
@@ -194,6 +245,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         max_live: config.durable_objects.max_live.max(1),
         max_object_bytes: config.durable_objects.max_object_mb << 20,
     })
+    .with_cluster(cluster.clone())
     .start();
     metrics::gauge!(crate::state::durable::STORAGE_BYTES)
         .set(crate::state::durable::stored_bytes(&config.server.data_dir.join("do")) as f64);
@@ -202,9 +254,12 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         cache: Some(cache),
     });
     let directory_addr = directory.clone();
-    durable_objects.set(crate::actors::directory::backend(directory));
+    let objects = crate::actors::directory::handle(directory.clone(), cluster.clone());
+    durable_objects.set(objects.clone());
     services.set(crate::actors::services::backend(view.clone()));
-    crate::actors::cron::CronScheduler::new(view.clone()).start();
+    crate::actors::cron::CronScheduler::new(view.clone())
+        .with_cluster(cluster.clone())
+        .start();
     let registry = registry.start();
     let failed = registry
         .send(Restore)
@@ -212,6 +267,20 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         .map_err(|e| ServeError::Other(e.to_string()))?;
     for (name, e) in failed {
         tracing::error!(worker = %name, error = %e, "worker not restored");
+    }
+    if let Some(cluster) = &cluster {
+        let fence_to = directory.clone();
+        cluster.on_fence(move |fenced| {
+            if fenced {
+                fence_to.do_send(crate::actors::directory::FenceAll);
+            }
+        });
+        crate::actors::deploy_sync::spawn_watcher(
+            cluster.clone(),
+            registry.clone(),
+            view.clone(),
+            store.clone(),
+        );
     }
 
     let body_limit = config.body_limit();
@@ -228,22 +297,28 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     // A client that closes its side is gone: its request is dropped (and the
     // isolate ends it) instead of running on for nobody.
     .h1_allow_half_closed(false)
-    .bind(config.server.listen)
+    .listen(data_listener)
     .map_err(|source| ServeError::Bind {
         addr: config.server.listen,
         source,
     })?;
-    let data_addr = data_server.addrs()[0];
 
     let control = web::Data::new(ControlPlane {
         registry: registry.clone(),
         directory: directory_addr,
         view: view.clone(),
-        store,
+        store: store.clone(),
         kv,
         token,
         metrics_token: config.server.metrics_token,
         body_limit,
+        cluster: cluster
+            .clone()
+            .map(|cluster| crate::actors::deploy_sync::ClusterDeploys {
+                cluster,
+                registry: registry.clone(),
+                store: store.clone(),
+            }),
     });
     let control_server = HttpServer::new(move || {
         App::new()
@@ -251,30 +326,51 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             .configure(control_plane::configure)
     })
     .workers(1)
-    .bind(config.server.control_listen)
+    .listen(control_listener)
     .map_err(|source| ServeError::Bind {
         addr: config.server.control_listen,
         source,
     })?;
-    let control_addr = control_server.addrs()[0];
+
+    let (peer, peer_addr) = match (cluster, peer_listener) {
+        (Some(cluster), Some((listener, addr))) => {
+            let plane = web::Data::new(PeerPlane { cluster, objects });
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(plane.clone())
+                    .app_data(web::PayloadConfig::new(usize::MAX))
+                    .configure(super::peer::configure)
+            })
+            .workers(http_workers)
+            .listen(listener)
+            .map_err(|source| ServeError::Bind { addr, source })?;
+            (Some(server.run()), Some(addr))
+        }
+        _ => (None, None),
+    };
 
     Ok(Node {
         data_addr,
         control_addr,
+        peer_addr,
         view,
         registry,
         data: data_server.run(),
         control: control_server.run(),
+        peer,
     })
 }
 
 fn announce(node: &Node) {
-    // Tests and scripts read these two lines to find the ports.
+    // Tests and scripts read these lines to find the ports.
     println!("edged: data plane listening on http://{}", node.data_addr);
     println!(
         "edged: control plane listening on http://{}",
         node.control_addr
     );
+    if let Some(peer) = node.peer_addr {
+        println!("edged: peer listener on http://{peer}");
+    }
 }
 
 /// `edged serve`: runs a node until it is stopped.

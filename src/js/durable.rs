@@ -268,6 +268,7 @@ fn remote_error(e: InvokeError) -> DoError {
             DoError::Failed(format!("Durable Object is overloaded: {e}; it was reset"))
         }
         InvokeError::Unavailable(m) if m.contains("overloaded") => DoError::Failed(m),
+        InvokeError::Cluster(m) => DoError::Failed(m),
         other => DoError::Failed(format!("Durable Object unavailable: {other}")),
     }
 }

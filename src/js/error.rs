@@ -46,6 +46,11 @@ pub enum InvokeError {
     /// The handler did not produce its response within the node's limit.
     #[error("the worker did not respond within {0} s")]
     Timeout(u64),
+    /// A call to an object on another node failed in the cluster (owner down,
+    /// peer timeout, fenced node); the text is the whole message the caller
+    /// sees, ending in "(retryable)" when trying again can succeed.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl From<EngineError> for InvokeError {

@@ -53,6 +53,21 @@ impl NodeKey {
         Ok(NodeKey { cipher })
     }
 
+    /// A key derived from a secret shared by several nodes, for one purpose
+    /// (the cluster's deployment bundles).
+    pub fn derived(secret: &str, purpose: &str) -> NodeKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"edged key\0");
+        h.update(purpose.as_bytes());
+        h.update([0u8]);
+        h.update(secret.as_bytes());
+        let key = h.finalize();
+        NodeKey {
+            cipher: Aes256Gcm::new(&key),
+        }
+    }
+
     /// `base64(nonce || ciphertext)`.
     pub fn seal(&self, plaintext: &str) -> Result<String, StateError> {
         let nonce_bytes = rand::random::<[u8; 12]>();

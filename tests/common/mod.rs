@@ -2,6 +2,7 @@
 //! loopback ports, with its own data directory, and a small blocking HTTP client.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod origin;
 
 use std::io::{BufRead, BufReader};

@@ -127,6 +127,11 @@ export function fromRemote(e) {
   if (typeof message === "string" && StringPrototypeIncludes(message, "overloaded")) {
     ObjectDefineProperty(err, "overloaded", writable(true));
   }
+  // Cluster failures that can succeed when tried again (an owner node that is
+  // down or a peer that timed out), as Workers marks them.
+  if (typeof message === "string" && StringPrototypeIncludes(message, "(retryable)")) {
+    ObjectDefineProperty(err, "retryable", writable(true));
+  }
   return err;
 }
 

@@ -1,0 +1,336 @@
+//! The engine: the one interface between edged and NATS JetStream. Nothing
+//! else in edged names a bucket, a subject or an async-nats type.
+//!
+//! Buckets (all with the configured replicas, file storage):
+//! - `edged_nodes`: membership, `n.<node>` → [`super::NodeInfo`] JSON, history 1,
+//!   `max_age` = the lease, so a node that stops renewing vanishes by itself;
+//! - `edged_owners`: Durable Object ownership, `o.<digest>` → owner record;
+//!   written only with `create` (compare-and-set on absence), so of two nodes
+//!   racing to place one id exactly one wins; the revision is the owner's epoch;
+//! - `edged_deploys`: `w.<worker>` → the worker's current deployment record,
+//!   history 8, written with compare-and-set on the revision read before;
+//! - `edged_cron`: `c.<worker>.<minute>.<n>` claims (`create`), `max_age` 10 min;
+//! - object store `edged_bundles`: deployment bundles by SHA-256 (sealed with
+//!   the cluster key, `deploys.rs`).
+//!
+//! Every call is bounded in time (the client's request timeout), so a core that
+//! is down makes callers fail fast with [`EngineError::Unreachable`].
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+const NODES: &str = "edged_nodes";
+const OWNERS: &str = "edged_owners";
+const DEPLOYS: &str = "edged_deploys";
+const CRON: &str = "edged_cron";
+const BUNDLES: &str = "edged_bundles";
+
+/// How long one engine call may take before it counts as unreachable.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error("the cluster engine (NATS JetStream) is unreachable: {0}")]
+    Unreachable(String),
+    /// A compare-and-set lost: someone else wrote first.
+    #[error("the record was changed by another node meanwhile")]
+    Conflict,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unreachable(e.to_string())
+}
+
+/// One change seen by a watch.
+pub struct Change {
+    pub key: String,
+    /// `None`: the key was deleted or purged.
+    pub value: Option<Bytes>,
+    pub revision: u64,
+    /// When the engine stored it.
+    pub created: std::time::SystemTime,
+}
+
+/// A stream of changes; ends when the connection to the engine is lost.
+pub type Changes = futures::stream::BoxStream<'static, Change>;
+
+/// The client connection (it reconnects by itself).
+#[derive(Clone)]
+pub struct Engine {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+/// The buckets, once the core has a JetStream quorum to create or open them.
+#[derive(Clone)]
+pub struct Buckets {
+    nodes: kv::Store,
+    owners: kv::Store,
+    deploys: kv::Store,
+    cron: kv::Store,
+    bundles: object_store::ObjectStore,
+}
+
+impl Engine {
+    /// Connects in the background: a core that is down at start is retried
+    /// for ever, and the node serves meanwhile.
+    pub async fn connect(urls: &[String], name: &str) -> Result<Engine, EngineError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(1))
+            .request_timeout(Some(CALL_TIMEOUT))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(1000)))
+            .connect(urls.to_vec())
+            .await
+            .map_err(unreachable)?;
+        let js = jetstream::new(client.clone());
+        Ok(Engine { client, js })
+    }
+
+    pub fn connected(&self) -> bool {
+        matches!(
+            self.client.connection_state(),
+            async_nats::connection::State::Connected
+        )
+    }
+
+    async fn bucket(&self, config: kv::Config) -> Result<kv::Store, EngineError> {
+        let name = config.bucket.clone();
+        match self.js.create_key_value(config).await {
+            Ok(store) => Ok(store),
+            // Made by another node with what it considered the same config.
+            Err(create) => self
+                .js
+                .get_key_value(&name)
+                .await
+                .map_err(|e| unreachable(format!("bucket {name}: {create}; {e}"))),
+        }
+    }
+
+    /// Creates (or opens) every bucket.
+    pub async fn open(&self, replicas: usize, lease: Duration) -> Result<Buckets, EngineError> {
+        let file = jetstream::stream::StorageType::File;
+        let nodes = self
+            .bucket(kv::Config {
+                bucket: NODES.into(),
+                history: 1,
+                max_age: lease,
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
+        let owners = self
+            .bucket(kv::Config {
+                bucket: OWNERS.into(),
+                history: 1,
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
+        let deploys = self
+            .bucket(kv::Config {
+                bucket: DEPLOYS.into(),
+                history: 8,
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
+        let cron = self
+            .bucket(kv::Config {
+                bucket: CRON.into(),
+                history: 1,
+                max_age: Duration::from_secs(600),
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
+        let bundles = match self
+            .js
+            .create_object_store(object_store::Config {
+                bucket: BUNDLES.into(),
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(s) => s,
+            Err(create) => self
+                .js
+                .get_object_store(BUNDLES)
+                .await
+                .map_err(|e| unreachable(format!("object store {BUNDLES}: {create}; {e}")))?,
+        };
+        Ok(Buckets {
+            nodes,
+            owners,
+            deploys,
+            cron,
+            bundles,
+        })
+    }
+}
+
+fn changes(watch: kv::Watch) -> Changes {
+    watch
+        .take_while(|e| futures::future::ready(e.is_ok()))
+        .filter_map(|e| async move {
+            let e = e.ok()?;
+            Some(Change {
+                key: e.key,
+                value: (e.operation == kv::Operation::Put).then_some(e.value),
+                revision: e.revision,
+                created: e.created.into(),
+            })
+        })
+        .boxed()
+}
+
+/// The latest value of `key`, read from the stream's leader: the KV API's
+/// reads go to any replica (direct get), which can lag behind a write another
+/// node just made, and ownership and deployment records must not.
+async fn entry(store: &kv::Store, key: String) -> Result<Option<(Bytes, u64)>, EngineError> {
+    let subject = format!("{}{key}", store.prefix);
+    match store.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => {
+            let deleted = m
+                .headers
+                .get("KV-Operation")
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            Ok((!deleted).then_some((m.payload, m.sequence)))
+        }
+        Err(e)
+            if e.kind()
+                == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(unreachable(e)),
+    }
+}
+
+/// A write that lost its compare-and-set (the client reports some of those
+/// as other errors: "wrong last sequence", JetStream error 10071/10164).
+fn lost_race(e: &impl std::fmt::Display) -> bool {
+    e.to_string().contains("wrong last sequence")
+}
+
+impl Buckets {
+    /// Renews this node's membership; `Ok` once the core has stored it.
+    pub async fn announce(&self, node: &str, info: Bytes) -> Result<u64, EngineError> {
+        self.nodes
+            .put(format!("n.{node}"), info)
+            .await
+            .map_err(unreachable)
+    }
+
+    /// Every live member's record, then every change.
+    pub async fn watch_members(&self) -> Result<Changes, EngineError> {
+        let w = self
+            .nodes
+            .watch_with_history(">")
+            .await
+            .map_err(unreachable)?;
+        Ok(changes(w))
+    }
+
+    /// The owner record of an object, with its revision (the epoch).
+    pub async fn owner(&self, key: &str) -> Result<Option<(Bytes, u64)>, EngineError> {
+        entry(&self.owners, format!("o.{key}")).await
+    }
+
+    /// Records an owner if the object has none yet; `Conflict` if it has.
+    pub async fn claim_owner(&self, key: &str, record: Bytes) -> Result<u64, EngineError> {
+        match self.owners.create(format!("o.{key}"), record).await {
+            Ok(rev) => Ok(rev),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => {
+                Err(EngineError::Conflict)
+            }
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// A worker's deployment record and its revision.
+    pub async fn deployment(&self, worker: &str) -> Result<Option<(Bytes, u64)>, EngineError> {
+        entry(&self.deploys, format!("w.{worker}")).await
+    }
+
+    /// Writes a worker's deployment record if its revision is still
+    /// `expected` (`None`: if it has none).
+    pub async fn set_deployment(
+        &self,
+        worker: &str,
+        record: Bytes,
+        expected: Option<u64>,
+    ) -> Result<u64, EngineError> {
+        let key = format!("w.{worker}");
+        match expected {
+            None => match self.deploys.create(key, record).await {
+                Ok(rev) => Ok(rev),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => {
+                    Err(EngineError::Conflict)
+                }
+                Err(e) => Err(unreachable(e)),
+            },
+            Some(rev) => match self.deploys.update(key, record, rev).await {
+                Ok(rev) => Ok(rev),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision || lost_race(&e) => {
+                    Err(EngineError::Conflict)
+                }
+                Err(e) => Err(unreachable(e)),
+            },
+        }
+    }
+
+    /// The latest deployment record of every worker, then every change.
+    pub async fn watch_deployments(&self) -> Result<Changes, EngineError> {
+        let w = self
+            .deploys
+            .watch_with_history(">")
+            .await
+            .map_err(unreachable)?;
+        Ok(changes(w))
+    }
+
+    pub async fn put_bundle(&self, name: &str, data: Bytes) -> Result<(), EngineError> {
+        let mut reader: &[u8] = &data;
+        self.bundles
+            .put(name, &mut reader)
+            .await
+            .map(|_| ())
+            .map_err(unreachable)
+    }
+
+    pub async fn bundle(&self, name: &str, limit: usize) -> Result<Bytes, EngineError> {
+        let object = self.bundles.get(name).await.map_err(unreachable)?;
+        let mut buf = Vec::new();
+        object
+            .take(limit as u64 + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(unreachable)?;
+        if buf.len() > limit {
+            return Err(unreachable(format!("bundle {name} is over {limit} bytes")));
+        }
+        Ok(buf.into())
+    }
+
+    /// `true` for the one caller that claims `key` first (once per cluster).
+    pub async fn claim_once(&self, key: &str) -> Result<bool, EngineError> {
+        match self.cron.create(key, Bytes::from_static(b"1")).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => Ok(false),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+}

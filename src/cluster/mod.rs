@@ -1,0 +1,601 @@
+//! The cluster: N edged processes (PoPs) as one network on NATS JetStream.
+//!
+//! Present only when the config has a `[cluster]` section; without it nothing
+//! here runs and the node is standalone. Parts:
+//! - [`engine`]: the one interface to NATS JetStream (buckets, CAS, watches);
+//! - membership (here): each node renews `n.<id>` in `edged_nodes` every
+//!   heartbeat and watches the bucket; a member is live while its last renewal
+//!   is younger than the lease. The live set feeds the [`ring`].
+//! - self-fencing (here): a node whose own renewal has not been acknowledged for
+//!   longer than the lease (measured from the send time of the last acknowledged
+//!   renewal, on the monotonic clock) stops serving Durable Object events and
+//!   drops its live objects until a renewal succeeds again;
+//! - ownership ([`Cluster::locate`]): the owner of an object is the node named by
+//!   its record in `edged_owners`; the first caller that finds none records the
+//!   first live ring candidate with `create`, so two racing nodes get one owner.
+//!   Ownership is sticky: joins and leaves do not move objects (their storage is
+//!   on the owner's disk), and an owner that is down makes calls fail fast with
+//!   a retryable error until it is back. The record's revision is the epoch.
+//!   `actors::DurableObjectDirectory::owner` asks here and is the one place
+//!   callers learn who owns an id.
+//! - remote actor messages ([`peer`]): a call to an object owned by another node
+//!   is sent to that node's peer listener and answered the same way;
+//! - deployments everywhere ([`deploys`]) and once-per-cluster claims (cron).
+//!
+//! All engine and peer I/O runs on the cluster's own runtime thread, so the
+//! isolate threads never block on the network and every call is bounded in
+//! time.
+
+pub mod deploys;
+pub mod engine;
+pub mod peer;
+pub mod ring;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ClusterConfig;
+use crate::js::durable::ObjectAddress;
+use crate::js::{InvokeError, InvokeRequest};
+use crate::state::secrets::NodeKey;
+use engine::{Buckets, Engine, EngineError};
+use peer::{Outcome, PeerClient};
+use ring::Placement;
+
+/// This node's id, once it is known, for log lines (set by `edged serve`).
+pub static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub const MEMBERS: &str = "edged_cluster_members";
+pub const RING_CHANGES: &str = "edged_cluster_ring_changes_total";
+pub const FENCED: &str = "edged_cluster_fenced";
+pub const FENCE_EVENTS: &str = "edged_cluster_fence_events_total";
+pub const ENGINE_UP: &str = "edged_cluster_engine_up";
+pub const CLAIMS: &str = "edged_cluster_ownership_claims_total";
+pub const REMOTE_CALLS: &str = "edged_cluster_remote_calls_total";
+pub const REMOTE_SECONDS: &str = "edged_cluster_remote_call_seconds";
+pub const FORWARDED_BYTES: &str = "edged_cluster_forwarded_bytes_total";
+pub const PEER_REFUSED: &str = "edged_cluster_peer_refused_total";
+pub const DEPLOYS_APPLIED: &str = "edged_cluster_deploys_applied_total";
+pub const DEPLOY_PROPAGATION: &str = "edged_cluster_deploy_propagation_seconds";
+
+/// What a node tells the others about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub region: String,
+    /// host:port of its peer listener.
+    pub peer: String,
+    pub data: String,
+    pub control: String,
+    /// Changes at every start.
+    pub boot: String,
+}
+
+/// Where an object lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placed {
+    Local {
+        epoch: u64,
+    },
+    Remote {
+        node: String,
+        peer: String,
+        epoch: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OwnerRecord {
+    node: String,
+    #[serde(default)]
+    worker: String,
+    #[serde(default)]
+    class: String,
+}
+
+#[derive(Clone, Debug)]
+struct Owned {
+    node: String,
+    epoch: u64,
+}
+
+struct Members {
+    seen: BTreeMap<String, (NodeInfo, Instant)>,
+    placement: Arc<Placement>,
+}
+
+struct Health {
+    /// Send time of the last renewal the engine acknowledged.
+    last_ack: Option<Instant>,
+    fenced: bool,
+    ring_changes: u64,
+}
+
+type FenceListener = Box<dyn Fn(bool) + Send + Sync>;
+
+struct Inner {
+    config: ClusterConfig,
+    me: NodeInfo,
+    lease: Duration,
+    handle: tokio::runtime::Handle,
+    engine: Engine,
+    buckets: RwLock<Option<Buckets>>,
+    members: RwLock<Members>,
+    health: Mutex<Health>,
+    owners: RwLock<HashMap<String, Owned>>,
+    peers: PeerClient,
+    key: NodeKey,
+    on_fence: Mutex<Vec<FenceListener>>,
+}
+
+/// This node's handle on the cluster (cheap to clone).
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+/// Owner records are keyed by a digest of the object's identity.
+fn owner_key(a: &ObjectAddress) -> String {
+    format!(
+        "{:016x}{:016x}",
+        ring::digest(&[&a.storage, &a.class_name, &a.id]),
+        ring::digest(&[&a.id, &a.class_name, &a.storage])
+    )
+}
+
+fn unavailable(why: impl std::fmt::Display) -> InvokeError {
+    InvokeError::Cluster(format!("Durable Object unavailable: {why} (retryable)"))
+}
+
+impl Cluster {
+    /// Joins the cluster: connects to the engine in the background (a core that
+    /// is down is retried for ever; the node serves its local deployments
+    /// meanwhile), renews membership and watches the other members.
+    pub async fn start(
+        config: ClusterConfig,
+        data: String,
+        control: String,
+        peer: String,
+    ) -> Result<Cluster, String> {
+        // The cluster's runtime lives as long as the process.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("edged-cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the cluster runtime: {e}"))?;
+        let handle = runtime.handle().clone();
+        std::mem::forget(runtime);
+        let name = format!("edged-{}", config.node_id);
+        let urls = config.nats.clone();
+        let engine = handle
+            .spawn(async move { Engine::connect(&urls, &name).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let me = NodeInfo {
+            id: config.node_id.clone(),
+            region: config.region.clone(),
+            peer: if config.peer_advertise.is_empty() {
+                peer
+            } else {
+                config.peer_advertise.clone()
+            },
+            data,
+            control,
+            boot: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let secret = config.secret();
+        let mut seen = BTreeMap::new();
+        seen.insert(me.id.clone(), (me.clone(), Instant::now()));
+        let placement = Arc::new(Placement::new(
+            [(me.id.clone(), me.region.clone())].into(),
+            config.vnodes,
+        ));
+        let inner = Arc::new(Inner {
+            lease: Duration::from_millis(config.lease_ms),
+            peers: PeerClient::new(
+                secret.clone(),
+                me.id.clone(),
+                Duration::from_secs(config.peer_timeout_s),
+            ),
+            key: NodeKey::derived(&secret, "deployment bundles"),
+            me,
+            config,
+            handle: handle.clone(),
+            engine,
+            buckets: RwLock::new(None),
+            members: RwLock::new(Members { seen, placement }),
+            health: Mutex::new(Health {
+                last_ack: None,
+                fenced: false,
+                ring_changes: 0,
+            }),
+            owners: RwLock::new(HashMap::new()),
+            on_fence: Mutex::new(Vec::new()),
+        });
+        let cluster = Cluster { inner };
+        handle.spawn(cluster.clone().open_buckets());
+        handle.spawn(cluster.clone().renew_membership());
+        handle.spawn(cluster.clone().watch_members());
+        handle.spawn(cluster.clone().check_lease());
+        tracing::info!(node = %cluster.inner.me.id, region = %cluster.inner.me.region, "joining the cluster");
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.me.id
+    }
+
+    pub fn secret_matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let secret = self.inner.config.secret();
+        secret.len() == given.len() && bool::from(secret.as_bytes().ct_eq(given))
+    }
+
+    pub fn bundle_key(&self) -> &NodeKey {
+        &self.inner.key
+    }
+
+    /// Runs `f` on the cluster's runtime.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, String> {
+        self.inner
+            .handle
+            .spawn(f)
+            .await
+            .map_err(|e| format!("cluster task failed: {e}"))
+    }
+
+    /// The buckets, once the engine has them open.
+    pub fn buckets(&self) -> Result<Buckets, EngineError> {
+        self.inner.buckets.read().clone().ok_or_else(|| {
+            EngineError::Unreachable("the buckets are not open yet (no JetStream quorum)".into())
+        })
+    }
+
+    pub fn fenced(&self) -> bool {
+        self.inner.health.lock().fenced
+    }
+
+    /// `f(true)` when this node fences itself, `f(false)` when it recovers.
+    pub fn on_fence(&self, f: impl Fn(bool) + Send + Sync + 'static) {
+        self.inner.on_fence.lock().push(Box::new(f));
+    }
+
+    async fn open_buckets(self) {
+        let mut logged = false;
+        loop {
+            match self
+                .inner
+                .engine
+                .open(self.inner.config.replicas, self.inner.lease)
+                .await
+            {
+                Ok(b) => {
+                    *self.inner.buckets.write() = Some(b);
+                    tracing::info!("cluster engine ready");
+                    return;
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(error = %e, "the cluster engine is not reachable yet; serving local deployments meanwhile");
+                        logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn renew_membership(self) {
+        let info = bytes::Bytes::from(serde_json::to_vec(&self.inner.me).unwrap_or_default());
+        let every = Duration::from_millis(self.inner.config.heartbeat_ms);
+        loop {
+            let sent = Instant::now();
+            if let Ok(b) = self.buckets() {
+                let put = tokio::time::timeout(every, b.announce(&self.inner.me.id, info.clone()));
+                match put.await {
+                    Ok(Ok(_)) => {
+                        self.inner.health.lock().last_ack = Some(sent);
+                        metrics::gauge!(ENGINE_UP).set(1.0);
+                    }
+                    Ok(Err(e)) => {
+                        metrics::gauge!(ENGINE_UP).set(0.0);
+                        tracing::debug!(error = %e, "membership renewal failed");
+                    }
+                    Err(_) => metrics::gauge!(ENGINE_UP).set(0.0),
+                }
+            }
+            let elapsed = sent.elapsed();
+            if elapsed < every {
+                tokio::time::sleep(every - elapsed).await;
+            }
+        }
+    }
+
+    async fn watch_members(self) {
+        loop {
+            let changes = match self.buckets() {
+                Ok(b) => b.watch_members().await,
+                Err(e) => Err(e),
+            };
+            let mut changes = match changes {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            while let Some(change) = changes.next().await {
+                let Some(id) = change.key.strip_prefix("n.") else {
+                    continue;
+                };
+                let mut m = self.inner.members.write();
+                match change
+                    .value
+                    .and_then(|v| serde_json::from_slice::<NodeInfo>(&v).ok())
+                {
+                    Some(info) if info.id == id => {
+                        m.seen.insert(id.to_owned(), (info, Instant::now()));
+                    }
+                    _ => {
+                        m.seen.remove(id);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every 100 ms: members whose lease ran out leave the ring; this node
+    /// fences itself when its own lease ran out.
+    async fn check_lease(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let lease = self.inner.lease;
+            {
+                let mut m = self.inner.members.write();
+                let me = self.inner.me.id.clone();
+                let live: BTreeMap<String, String> = m
+                    .seen
+                    .iter()
+                    .filter(|(id, (_, at))| **id == me || at.elapsed() <= lease)
+                    .map(|(id, (info, _))| (id.clone(), info.region.clone()))
+                    .collect();
+                if &live != m.placement.members() {
+                    tracing::info!(members = ?live.keys().collect::<Vec<_>>(), "ring changed");
+                    metrics::counter!(RING_CHANGES).increment(1);
+                    metrics::gauge!(MEMBERS).set(live.len() as f64);
+                    m.placement = Arc::new(Placement::new(live, self.inner.config.vnodes));
+                    self.inner.health.lock().ring_changes += 1;
+                }
+            }
+            let change = {
+                let mut h = self.inner.health.lock();
+                let expired = h.last_ack.is_none_or(|t| t.elapsed() > lease);
+                // Before the first renewal the node owns nothing yet.
+                let fenced = expired && h.last_ack.is_some();
+                (fenced != h.fenced).then(|| {
+                    h.fenced = fenced;
+                    fenced
+                })
+            };
+            if let Some(fenced) = change {
+                metrics::gauge!(FENCED).set(if fenced { 1.0 } else { 0.0 });
+                if fenced {
+                    metrics::counter!(FENCE_EVENTS).increment(1);
+                    tracing::error!(lease_ms = lease.as_millis() as u64, "membership not renewed within the lease: this node fences itself and stops serving Durable Object events");
+                } else {
+                    tracing::warn!("membership renewed again: serving Durable Object events");
+                }
+                for f in self.inner.on_fence.lock().iter() {
+                    f(fenced);
+                }
+            }
+        }
+    }
+
+    fn placement(&self) -> Arc<Placement> {
+        self.inner.members.read().placement.clone()
+    }
+
+    fn live_peer(&self, node: &str) -> Option<String> {
+        let m = self.inner.members.read();
+        m.placement.members().get(node)?;
+        m.seen.get(node).map(|(info, _)| info.peer.clone())
+    }
+
+    fn classify(&self, owned: &Owned) -> Result<Placed, InvokeError> {
+        if owned.node == self.inner.me.id {
+            return Ok(Placed::Local { epoch: owned.epoch });
+        }
+        match self.live_peer(&owned.node) {
+            Some(peer) => Ok(Placed::Remote {
+                node: owned.node.clone(),
+                peer,
+                epoch: owned.epoch,
+            }),
+            None => Err(unavailable(format_args!(
+                "owner node {} is down",
+                owned.node
+            ))),
+        }
+    }
+
+    /// Who owns `address`: the cached owner, else the engine's record, else
+    /// the first live ring candidate, recorded with compare-and-set
+    /// (`refresh` skips the cache).
+    pub async fn locate(
+        &self,
+        address: &ObjectAddress,
+        refresh: bool,
+    ) -> Result<Placed, InvokeError> {
+        if self.fenced() {
+            return Err(unavailable(format_args!(
+                "node {} is fenced off the cluster (its membership lease lapsed)",
+                self.inner.me.id
+            )));
+        }
+        let key = owner_key(address);
+        if !refresh {
+            if let Some(owned) = self.inner.owners.read().get(&key) {
+                return self.classify(owned);
+            }
+        }
+        let buckets = self
+            .buckets()
+            .map_err(|e| unavailable(format_args!("{e}")))?;
+        let placement = self.placement();
+        let candidate = placement
+            .first(
+                ring::digest(&[&address.storage, &address.class_name, &address.id]),
+                None,
+            )
+            .unwrap_or(&self.inner.me.id)
+            .to_owned();
+        let record = OwnerRecord {
+            node: candidate,
+            worker: address.worker.clone(),
+            class: address.class_name.clone(),
+        };
+        let k = key.clone();
+        let owned = self
+            .run(async move {
+                // A create that lost to one still being committed (the leader
+                // checks against writes in flight) can read nothing for a
+                // moment: read again shortly.
+                for attempt in 0..20u64 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis((5 * attempt).min(100))).await;
+                    }
+                    if let Some((value, epoch)) = buckets.owner(&k).await? {
+                        let r: OwnerRecord = serde_json::from_slice(&value).map_err(|e| {
+                            EngineError::Unreachable(format!("malformed owner record: {e}"))
+                        })?;
+                        return Ok(Owned {
+                            node: r.node,
+                            epoch,
+                        });
+                    }
+                    let value = bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+                    match buckets.claim_owner(&k, value).await {
+                        Ok(epoch) => {
+                            metrics::counter!(CLAIMS, "outcome" => "won").increment(1);
+                            return Ok(Owned {
+                                node: record.node.clone(),
+                                epoch,
+                            });
+                        }
+                        Err(EngineError::Conflict) => {
+                            metrics::counter!(CLAIMS, "outcome" => "conflict").increment(1);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(EngineError::Unreachable(
+                    "the owner record keeps changing".into(),
+                ))
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| unavailable(format_args!("{e}")))?;
+        self.inner.owners.write().insert(key, owned.clone());
+        self.classify(&owned)
+    }
+
+    /// Forgets the cached owner of `address` (after a "moved" answer).
+    pub fn forget_owner(&self, address: &ObjectAddress) {
+        self.inner.owners.write().remove(&owner_key(address));
+    }
+
+    /// Sends one event to the node that owns `address`.
+    pub async fn call(
+        &self,
+        node: &str,
+        peer: &str,
+        address: &ObjectAddress,
+        epoch: u64,
+        request_id: u64,
+        request: InvokeRequest,
+    ) -> Result<Outcome, InvokeError> {
+        let client = self.inner.peers.clone();
+        let (peer_owned, address_owned) = (peer.to_owned(), address.clone());
+        let started = Instant::now();
+        let outcome = self
+            .run(async move {
+                client
+                    .call(&peer_owned, &address_owned, epoch, request_id, request)
+                    .await
+            })
+            .await
+            .map_err(unavailable)?;
+        let label = match &outcome {
+            Outcome::Answered(Ok(_)) => "ok",
+            Outcome::Answered(Err(_)) => "error",
+            Outcome::Moved { .. } => "moved",
+            Outcome::Unreachable(_) => "unreachable",
+        };
+        metrics::counter!(REMOTE_CALLS, "outcome" => label).increment(1);
+        metrics::histogram!(REMOTE_SECONDS).record(started.elapsed().as_secs_f64());
+        if let Outcome::Unreachable(why) = &outcome {
+            tracing::warn!(owner = node, error = %why, "remote call failed");
+        }
+        Ok(outcome)
+    }
+
+    /// `true` for exactly one node of the cluster per `key` (cron minutes);
+    /// `false` also when the engine cannot be asked (at most once).
+    pub async fn claim_once(&self, key: String) -> bool {
+        let Ok(b) = self.buckets() else {
+            return false;
+        };
+        matches!(
+            self.run(async move { b.claim_once(&key).await }).await,
+            Ok(Ok(true))
+        )
+    }
+
+    /// Members, ring and health, for `GET /v1/cluster` and `/healthz`.
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.inner.members.read();
+        let h = self.inner.health.lock();
+        let shares = m.placement.shares(4096);
+        let members: Vec<serde_json::Value> = m
+            .placement
+            .members()
+            .keys()
+            .filter_map(|id| m.seen.get(id))
+            .map(|(info, at)| {
+                serde_json::json!({
+                    "id": info.id,
+                    "region": info.region,
+                    "peer": info.peer,
+                    "data": info.data,
+                    "control": info.control,
+                    "last_seen_ms": at.elapsed().as_millis() as u64,
+                    "ring_share": shares.get(&info.id).copied().unwrap_or(0) as f64 / 4096.0,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node": self.inner.me.id,
+            "region": self.inner.me.region,
+            "engine": if self.inner.buckets.read().is_some() && self.inner.engine.connected() { "connected" } else { "unreachable" },
+            "fenced": h.fenced,
+            "lease_ms": self.inner.lease.as_millis() as u64,
+            "last_renewal_ms": h.last_ack.map(|t| t.elapsed().as_millis() as u64),
+            "ring": { "vnodes": self.inner.config.vnodes, "changes": h.ring_changes },
+            "members": members,
+        })
+    }
+}

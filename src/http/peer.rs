@@ -1,0 +1,175 @@
+//! The peer listener: where other nodes of the cluster deliver remote actor
+//! messages for the Durable Objects this node owns (`cluster/peer.rs` has the
+//! wire format and the client).
+//!
+//! Every request must carry the cluster secret (compared in constant time) or
+//! it is refused with 401, logged and counted. The head is parsed with a size
+//! bound and every name in it is validated before anything is looked up; a
+//! malformed message is a 400, never a panic. The owner decides here, through
+//! `DurableObjectDirectory::owner`, whether it still owns the object: if not it
+//! answers "moved" with the owner it knows and the caller refreshes.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::error::HttpError;
+use crate::actors::directory::{DirectoryHandle, Owner};
+use crate::actors::DurableObjectDirectory;
+use crate::cluster::peer::{
+    body_stream, decode_headers, encode_headers, error_to_wire, frame, read_head, CallHead,
+    ReplyHead, PATH, SECRET_HEADER,
+};
+use crate::cluster::{Cluster, FORWARDED_BYTES, PEER_REFUSED};
+use crate::js::durable::ObjectAddress;
+use crate::js::{body_channel, Body, InvokeRequest, StreamSlot};
+use crate::state::names;
+
+pub struct PeerPlane {
+    pub cluster: Cluster,
+    pub objects: Arc<DirectoryHandle>,
+}
+
+fn refused(reason: &'static str, status: StatusCode, message: String) -> HttpResponse {
+    metrics::counter!(PEER_REFUSED, "reason" => reason).increment(1);
+    tracing::warn!(reason, "peer message refused: {message}");
+    let code = if status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        "bad_message"
+    };
+    HttpError::new(status, code, message).error_response()
+}
+
+fn check(head: &CallHead) -> Result<(), String> {
+    let o = &head.object;
+    names::check_worker(&o.worker).map_err(|e| e.0)?;
+    names::check_storage_id(&o.storage).map_err(|e| e.0)?;
+    names::check_class(&o.class_name).map_err(|e| e.0)?;
+    names::check_object_id(&o.id).map_err(|e| e.0)?;
+    Ok(())
+}
+
+/// The event's body: what followed the head, then the rest of the request.
+async fn body_after(first: Bytes, mut payload: web::Payload) -> Option<Body> {
+    let mut head = BytesMut::from(&first[..]);
+    while head.len() <= 64 << 10 {
+        match payload.next().await {
+            None => return Some(Body::Bytes(head.freeze())),
+            Some(Ok(c)) => head.extend_from_slice(&c),
+            Some(Err(e)) => {
+                let (sink, stream) = body_channel();
+                sink.fail(format!("the body was cut off: {e}"));
+                return Some(Body::Stream(StreamSlot::new(stream)));
+            }
+        }
+    }
+    let (sink, stream) = body_channel();
+    actix_web::rt::spawn(async move {
+        if !sink.send(head.freeze()).await {
+            return;
+        }
+        while let Some(chunk) = payload.next().await {
+            match chunk {
+                Ok(c) => {
+                    if !sink.send(c).await {
+                        return;
+                    }
+                }
+                Err(e) => return sink.fail(format!("the body was cut off: {e}")),
+            }
+        }
+        sink.finish();
+    });
+    Some(Body::Stream(StreamSlot::new(stream)))
+}
+
+async fn object(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    plane: web::Data<PeerPlane>,
+) -> HttpResponse {
+    let given = req
+        .headers()
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !plane.cluster.secret_matches(given) {
+        return refused(
+            "secret",
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "wrong or missing cluster secret from {}",
+                req.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+            ),
+        );
+    }
+    let (head, rest): (CallHead, Bytes) = match read_head(&mut payload).await {
+        Ok(h) => h,
+        Err(m) => return refused("malformed", StatusCode::BAD_REQUEST, m),
+    };
+    if let Err(m) = check(&head) {
+        return refused("malformed", StatusCode::BAD_REQUEST, m);
+    }
+    let headers = match decode_headers(head.headers) {
+        Ok(h) => h,
+        Err(m) => return refused("malformed", StatusCode::BAD_REQUEST, m),
+    };
+    metrics::counter!(FORWARDED_BYTES, "direction" => "in").increment(rest.len() as u64);
+    let body = if head.body {
+        body_after(rest, payload).await
+    } else {
+        None
+    };
+    let address: ObjectAddress = head.object.into();
+    let request = InvokeRequest {
+        method: head.method,
+        url: head.url,
+        headers,
+        body,
+        depth: head.depth,
+        cancel: Default::default(),
+    };
+    let (reply, body) =
+        match DurableObjectDirectory::owner(Some(&plane.cluster), &address, false).await {
+            Ok(Owner::Local) => match plane
+                .objects
+                .invoke_local(address, head.request_id, request)
+                .await
+            {
+                Ok(r) => (
+                    ReplyHead::Response {
+                        status: r.status,
+                        headers: encode_headers(&r.headers),
+                        body: r.body.is_some(),
+                    },
+                    r.body,
+                ),
+                Err(e) => {
+                    let (kind, message) = error_to_wire(&e);
+                    (ReplyHead::Failed { kind, message }, None)
+                }
+            },
+            Ok(Owner::Remote { node, epoch, .. }) => (ReplyHead::Moved { node, epoch }, None),
+            Err(e) => {
+                let (kind, message) = error_to_wire(&e);
+                (ReplyHead::Failed { kind, message }, None)
+            }
+        };
+    let stream = futures::stream::once(async move { Ok::<_, String>(frame(&reply)) })
+        .chain(body_stream(body))
+        .map(|c| c.map_err(std::io::Error::other));
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .streaming(stream)
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(PATH, web::post().to(object))
+        .default_service(web::to(|| async {
+            HttpError::not_found("no such peer endpoint".to_owned()).error_response()
+        }));
+}
