@@ -32,6 +32,16 @@ export class Counter extends DurableObject {
         pull(c) { if (sent++ < mib) c.enqueue(chunk); else c.close(); },
       }));
     }
+    if (url.pathname === "/upload") {
+      let total = 0;
+      const reader = request.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        total += value.byteLength;
+      }
+      return new Response(String(total));
+    }
     if (url.pathname === "/tick") {
       const key = "t" + url.searchParams.get("at");
       await this.ctx.storage.put(key, ((await this.ctx.storage.get(key)) ?? 0) + 1);
@@ -264,6 +274,34 @@ fn a_cluster_of_three_pops() {
     );
     assert_eq!(total, 50 << 20);
     assert!(grew < 64 << 10, "caller RSS grew {grew} KiB");
+    // … and 50 MiB uploaded through one, streamed to the object as it comes.
+    let (caller_before, owner_before) = (caller.rss_kib(), nodes[owner].rss_kib());
+    let started = Instant::now();
+    let resp = caller
+        .http
+        .post(format!("{}/upload?name=big", caller.data))
+        .header("host", "count.workers.localhost")
+        .body(vec![7u8; 50 << 20])
+        .send()
+        .expect("upload");
+    let code = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(text, (50u64 << 20).to_string());
+    let grew = (
+        caller.rss_kib().saturating_sub(caller_before),
+        nodes[owner].rss_kib().saturating_sub(owner_before),
+    );
+    eprintln!(
+        "50 MiB uploaded through a remote call in {:?}; RSS grew {} KiB (caller), {} KiB (owner)",
+        started.elapsed(),
+        grew.0,
+        grew.1
+    );
+    assert!(
+        grew.0 < 64 << 10 && grew.1 < 64 << 10,
+        "RSS grew {grew:?} KiB"
+    );
 
     // Peers refuse a wrong secret and malformed messages.
     let peer = status(&a)["members"]
@@ -566,4 +604,19 @@ fn owners_die_and_return_nodes_join_and_a_cut_off_node_fences_itself() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A second process started with pop-c's id: both fence themselves rather
+    // than both serving pop-c's objects.
+    let twin = start_node(&core, "pop-c", "ap");
+    let started = Instant::now();
+    while !(status(&c)["fenced"] == true && status(&twin)["fenced"] == true) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "duplicate node ids not fenced: {} / {}",
+            status(&c),
+            status(&twin)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.log().contains("node ids must be unique"));
 }

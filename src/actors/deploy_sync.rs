@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use actix::Addr;
 use futures::StreamExt;
 
-use super::registry::{Activated, Apply, Check, Delete, Deploy, WorkerRegistry, WorkersView};
+use super::registry::{Activated, Apply, Check, DeleteAt, Deploy, WorkerRegistry, WorkersView};
 use super::ActorError;
 use crate::cluster::deploys::{self, Bundle, DeployOp, DeployRecord, MAX_BUNDLE};
 use crate::cluster::engine::EngineError;
@@ -88,7 +88,7 @@ impl ClusterDeploys {
         bundle: Option<&Bundle>,
         mut record: DeployRecord,
         expected: Option<u64>,
-    ) -> Result<(), SyncError> {
+    ) -> Result<u64, SyncError> {
         let buckets = self.cluster.buckets()?;
         let worker = worker.to_owned();
         let sealed = match bundle {
@@ -108,10 +108,7 @@ impl ClusterDeploys {
                     if let Some((digest, bytes)) = sealed {
                         buckets.put_bundle(&digest, bytes).await?;
                     }
-                    buckets
-                        .set_deployment(&w, value, expected)
-                        .await
-                        .map(|_| ())
+                    buckets.set_deployment(&w, value, expected).await
                 })
                 .await,
         )
@@ -132,10 +129,9 @@ impl ClusterDeploys {
         let local_next = self.store.next_version(&name).map_err(ActorError::from)?;
         let version = current
             .as_ref()
-            .map(|(r, _)| r.version)
-            .unwrap_or(0)
-            .max(local_next.saturating_sub(1))
-            + 1;
+            .map(|(r, _)| r.next_version())
+            .unwrap_or(1)
+            .max(local_next);
         let storage =
             match &current {
                 Some((r, _)) if r.op == DeployOp::Deploy => {
@@ -169,6 +165,7 @@ impl ClusterDeploys {
             .send(Check {
                 script: script.clone(),
                 routes: routes.clone(),
+                hosts: hosts.clone(),
             })
             .await
             .map_err(mailbox)??;
@@ -180,15 +177,17 @@ impl ClusterDeploys {
             bundle: String::new(),
             keep_storage: false,
             origin: self.cluster.node_id().to_owned(),
+            max_version: version,
         };
         let bundle = Bundle {
             script,
             routes,
             hosts,
         };
-        self.publish(&name, Some(&bundle), record, current.map(|(_, rev)| rev))
+        let revision = self
+            .publish(&name, Some(&bundle), record, current.map(|(_, rev)| rev))
             .await?;
-        apply(&self.registry, bundle).await
+        apply(&self.registry, bundle, revision).await
     }
 
     /// Makes the version before the live one live again, everywhere.
@@ -216,14 +215,15 @@ impl ClusterDeploys {
             bundle: String::new(),
             keep_storage: false,
             origin: self.cluster.node_id().to_owned(),
+            max_version: current.next_version() - 1,
         };
         let bundle = Bundle {
             script: stored.script,
             routes: stored.routes,
             hosts,
         };
-        self.publish(name, Some(&bundle), record, Some(rev)).await?;
-        apply(&self.registry, bundle).await
+        let revision = self.publish(name, Some(&bundle), record, Some(rev)).await?;
+        apply(&self.registry, bundle, revision).await
     }
 
     pub async fn delete(&self, name: &str, keep_storage: bool) -> Result<(), SyncError> {
@@ -234,18 +234,20 @@ impl ClusterDeploys {
         let record = DeployRecord {
             op: DeployOp::Delete,
             version: current.version,
-            storage: current.storage,
-            account: current.account,
+            storage: current.storage.clone(),
+            account: current.account.clone(),
             bundle: String::new(),
             keep_storage,
             origin: self.cluster.node_id().to_owned(),
+            max_version: current.next_version() - 1,
         };
-        self.publish(name, None, record, Some(rev)).await?;
+        let revision = self.publish(name, None, record, Some(rev)).await?;
         match self
             .registry
-            .send(Delete {
+            .send(DeleteAt {
                 name: name.to_owned(),
                 keep_storage,
+                revision,
             })
             .await
             .map_err(mailbox)?
@@ -264,12 +266,17 @@ fn hosts_of(routes: &[String]) -> Vec<String> {
         .collect()
 }
 
-async fn apply(registry: &Addr<WorkerRegistry>, bundle: Bundle) -> Result<Activated, SyncError> {
+async fn apply(
+    registry: &Addr<WorkerRegistry>,
+    bundle: Bundle,
+    revision: u64,
+) -> Result<Activated, SyncError> {
     Ok(registry
         .send(Apply {
             script: bundle.script,
             routes: bundle.routes,
             hosts: bundle.hosts,
+            revision,
         })
         .await
         .map_err(mailbox)??)
@@ -283,7 +290,7 @@ pub fn spawn_watcher(
     store: Arc<DeploymentStore>,
 ) {
     actix::spawn(async move {
-        let mut pending: HashMap<String, (DeployRecord, SystemTime)> = HashMap::new();
+        let mut pending: HashMap<String, (DeployRecord, u64, SystemTime)> = HashMap::new();
         loop {
             let watch = match cluster.buckets() {
                 Ok(b) => {
@@ -313,7 +320,10 @@ pub fn spawn_watcher(
                         };
                         match DeployRecord::parse(&value) {
                             Ok(record) => {
-                                pending.insert(name.to_owned(), (record, change.created));
+                                pending.insert(
+                                    name.to_owned(),
+                                    (record, change.revision, change.created),
+                                );
                             }
                             Err(e) => {
                                 tracing::error!(worker = name, error = %e, "ignoring a deployment record")
@@ -335,14 +345,14 @@ async fn retry(
     registry: &Addr<WorkerRegistry>,
     view: &WorkersView,
     store: &Arc<DeploymentStore>,
-    pending: &mut HashMap<String, (DeployRecord, SystemTime)>,
+    pending: &mut HashMap<String, (DeployRecord, u64, SystemTime)>,
 ) {
     let names: Vec<String> = pending.keys().cloned().collect();
     for name in names {
-        let Some((record, created)) = pending.get(&name).cloned() else {
+        let Some((record, revision, created)) = pending.get(&name).cloned() else {
             continue;
         };
-        match apply_record(cluster, registry, view, store, &name, &record).await {
+        match apply_record(cluster, registry, view, store, &name, &record, revision).await {
             Ok(applied) => {
                 pending.remove(&name);
                 if applied {
@@ -367,6 +377,7 @@ async fn apply_record(
     store: &Arc<DeploymentStore>,
     name: &str,
     record: &DeployRecord,
+    revision: u64,
 ) -> Result<bool, SyncError> {
     match record.op {
         DeployOp::Deploy => {
@@ -393,7 +404,7 @@ async fn apply_record(
             bundle.script.version = record.version;
             bundle.script.storage = record.storage.clone();
             bundle.script.account = record.account.clone();
-            let activated = apply(registry, bundle).await?;
+            let activated = apply(registry, bundle, revision).await?;
             tracing::info!(worker = name, version = activated.version, origin = %record.origin, "deployment applied from the cluster");
             Ok(true)
         }
@@ -406,9 +417,10 @@ async fn apply_record(
                 return Ok(false);
             }
             match registry
-                .send(Delete {
+                .send(DeleteAt {
                     name: name.to_owned(),
                     keep_storage: record.keep_storage,
+                    revision,
                 })
                 .await
                 .map_err(mailbox)?

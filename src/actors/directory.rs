@@ -466,6 +466,16 @@ impl Handler<Locate> for DurableObjectDirectory {
 
     fn handle(&mut self, msg: Locate, ctx: &mut Self::Context) -> Self::Result {
         let address = msg.0;
+        // Events already past the ownership check when the node fenced itself
+        // do not bring objects back.
+        if self.cluster.as_ref().is_some_and(|c| c.fenced()) {
+            return Box::pin(async {
+                Err(InvokeError::Cluster(
+                    "Durable Object unavailable: this node is fenced off the cluster (retryable)"
+                        .into(),
+                ))
+            });
+        }
         if let Some(o) = self.live.get(&address) {
             if o.addr.connected() {
                 let addr = o.addr.clone();
@@ -686,10 +696,21 @@ impl DurableObjectBackend for DirectoryHandle {
                         cluster.forget_owner(&target);
                         refresh = true;
                     }
-                    Outcome::Unreachable(why) => {
+                    Outcome::NotDelivered(why) => {
                         return Err(InvokeError::Cluster(format!(
-                        "Durable Object unavailable: owner node {node} is down ({why}) (retryable)"
-                    )))
+                            "Durable Object unavailable: owner node {node} is down ({why}) (retryable)"
+                        )))
+                    }
+                    // The event may have run: not marked retryable.
+                    Outcome::Lost(why) => {
+                        return Err(InvokeError::Cluster(format!(
+                            "Durable Object unavailable: owner node {node} did not answer: {why}"
+                        )))
+                    }
+                    Outcome::Refused(why) => {
+                        return Err(InvokeError::Cluster(format!(
+                            "Durable Object unavailable: owner node {node} refused the call ({why}); are the cluster secrets the same?"
+                        )))
                     }
                 }
             }

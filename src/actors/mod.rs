@@ -63,7 +63,7 @@ pub use error::ActorError;
 pub use isolate::{Invoke, IsolateActor, IsolateControl, IsolateExited};
 pub use pool::{IsolatePool, IsolateThreads, PoolLevel, Spawn};
 pub use registry::{
-    Activated, Apply, Check, Cleanup, Delete, DeleteAccount, Deploy, Restore, Rollback,
+    Activated, Apply, Check, Cleanup, Delete, DeleteAccount, DeleteAt, Deploy, Restore, Rollback,
     WorkerRegistry, WorkersView,
 };
 pub use supervisor::{Acquire, DispatchTable, Drain, Grow, Slot, WorkerSupervisor};

@@ -85,6 +85,7 @@ pub struct Deploy {
 pub struct Check {
     pub script: WorkerScript,
     pub routes: Vec<String>,
+    pub hosts: Vec<String>,
 }
 
 /// Makes live a version the cluster decided (its `version` and `storage` are
@@ -97,6 +98,19 @@ pub struct Apply {
     pub script: WorkerScript,
     pub routes: Vec<String>,
     pub hosts: Vec<String>,
+    /// The engine revision of the record this comes from: an older one than
+    /// already applied for the worker is ignored (a deploy's own apply can
+    /// arrive after the watcher applied a newer record).
+    pub revision: u64,
+}
+
+/// A delete decided by the cluster, at an engine revision (see [`Apply`]).
+#[derive(Message)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct DeleteAt {
+    pub name: String,
+    pub keep_storage: bool,
+    pub revision: u64,
 }
 
 /// Make the previous stored version live again.
@@ -142,6 +156,8 @@ pub struct WorkerRegistry {
     view: WorkersView,
     live: HashMap<String, Arc<Deployment>>,
     cleanup: Option<Cleanup>,
+    /// In a cluster: the newest engine revision applied per worker.
+    applied: HashMap<String, u64>,
 }
 
 impl WorkerRegistry {
@@ -157,6 +173,7 @@ impl WorkerRegistry {
             view: WorkersView::default(),
             live: HashMap::new(),
             cleanup: None,
+            applied: HashMap::new(),
         }
     }
 
@@ -164,6 +181,16 @@ impl WorkerRegistry {
     pub fn with_cleanup(mut self, cleanup: Cleanup) -> Self {
         self.cleanup = Some(cleanup);
         self
+    }
+
+    /// Records `revision` for `name`; `false` if a newer one was applied.
+    fn newest(&mut self, name: &str, revision: u64) -> bool {
+        let seen = self.applied.entry(name.to_owned()).or_insert(0);
+        if *seen > revision {
+            return false;
+        }
+        *seen = revision;
+        true
     }
 
     /// Stops serving `name` (if live) and cleans up after it.
@@ -326,6 +353,9 @@ impl Handler<Check> for WorkerRegistry {
         if let Some((route, other)) = self.route_conflict(&msg.script.name, &msg.routes) {
             return Box::pin(fut::ready(Err(ActorError::RouteConflict { route, other })));
         }
+        if let Err(e) = self.store.check_claims(&msg.script, &msg.hosts) {
+            return Box::pin(fut::ready(Err(e.into())));
+        }
         let starting = self.start_version(Arc::new(msg.script), msg.routes);
         Box::pin(fut::wrap_future(async move {
             let started = starting.await?;
@@ -343,8 +373,17 @@ impl Handler<Apply> for WorkerRegistry {
             script,
             routes,
             hosts,
+            revision,
         } = msg;
         let name = script.name.clone();
+        if !self.newest(&name, revision) {
+            tracing::info!(worker = %name, revision, "a newer deployment was applied meanwhile");
+            return Box::pin(fut::ready(Ok(Activated {
+                name,
+                version: script.version,
+                routes,
+            })));
+        }
         if let Some(live) = self.live.get(&name) {
             if live.version() == script.version && live.script.storage == script.storage {
                 return Box::pin(fut::ready(Ok(Activated {
@@ -439,6 +478,24 @@ impl Handler<Delete> for WorkerRegistry {
         };
         self.forget(&msg.name, &deleted.storage, deleted.kept);
         Ok(())
+    }
+}
+
+impl Handler<DeleteAt> for WorkerRegistry {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, msg: DeleteAt, ctx: &mut Self::Context) -> Self::Result {
+        if !self.newest(&msg.name, msg.revision) {
+            return Ok(());
+        }
+        <Self as Handler<Delete>>::handle(
+            self,
+            Delete {
+                name: msg.name,
+                keep_storage: msg.keep_storage,
+            },
+            ctx,
+        )
     }
 }
 

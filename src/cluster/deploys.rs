@@ -46,9 +46,18 @@ pub struct DeployRecord {
     pub keep_storage: bool,
     /// The node whose control plane made the change.
     pub origin: String,
+    /// The highest version number ever given to the worker: after a rollback
+    /// the next deploy still gets a new number.
+    #[serde(default)]
+    pub max_version: u64,
 }
 
 impl DeployRecord {
+    /// The number the worker's next new version gets.
+    pub fn next_version(&self) -> u64 {
+        self.version.max(self.max_version) + 1
+    }
+
     pub fn to_bytes(&self) -> Bytes {
         serde_json::to_vec(self).unwrap_or_default().into()
     }

@@ -29,6 +29,9 @@ const DEPLOYS: &str = "edged_deploys";
 const CRON: &str = "edged_cron";
 const BUNDLES: &str = "edged_bundles";
 
+/// The ownership bucket's size bound (about 5 million objects).
+const OWNERS_MAX_BYTES: i64 = 1 << 30;
+
 /// How long one engine call may take before it counts as unreachable.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -130,6 +133,9 @@ impl Engine {
             .bucket(kv::Config {
                 bucket: OWNERS.into(),
                 history: 1,
+                // Bounded: past it new objects cannot be placed (a clear
+                // error), while membership and everything else keep working.
+                max_bytes: OWNERS_MAX_BYTES,
                 storage: file,
                 num_replicas: replicas,
                 ..Default::default()

@@ -64,6 +64,9 @@ pub const PEER_REFUSED: &str = "edged_cluster_peer_refused_total";
 pub const DEPLOYS_APPLIED: &str = "edged_cluster_deploys_applied_total";
 pub const DEPLOY_PROPAGATION: &str = "edged_cluster_deploy_propagation_seconds";
 
+/// Owner records cached per node at most.
+const OWNER_CACHE: usize = 200_000;
+
 /// What a node tells the others about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeInfo {
@@ -115,6 +118,11 @@ struct Health {
     last_ack: Option<Instant>,
     fenced: bool,
     ring_changes: u64,
+    /// Revision of this node's first acknowledged renewal.
+    first_revision: Option<u64>,
+    /// Another live process renews this node's id (a configuration error):
+    /// this one fences itself for good.
+    duplicate: Option<String>,
 }
 
 type FenceListener = Box<dyn Fn(bool) + Send + Sync>;
@@ -124,6 +132,7 @@ struct Inner {
     me: NodeInfo,
     lease: Duration,
     handle: tokio::runtime::Handle,
+    peer_handle: tokio::runtime::Handle,
     engine: Engine,
     buckets: RwLock<Option<Buckets>>,
     members: RwLock<Members>,
@@ -162,16 +171,26 @@ impl Cluster {
         data: String,
         control: String,
         peer: String,
+        answer_timeout: Duration,
     ) -> Result<Cluster, String> {
-        // The cluster's runtime lives as long as the process.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("edged-cluster")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the cluster runtime: {e}"))?;
-        let handle = runtime.handle().clone();
-        std::mem::forget(runtime);
+        // Two runtimes that live as long as the process: one for the engine
+        // (membership renewals must not queue behind data), one for remote
+        // calls and their bodies.
+        let runtime = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .map(|rt| {
+                    let handle = rt.handle().clone();
+                    std::mem::forget(rt);
+                    handle
+                })
+                .map_err(|e| format!("cannot start the cluster runtime: {e}"))
+        };
+        let handle = runtime("edged-cluster")?;
+        let peer_handle = runtime("edged-peer")?;
         let name = format!("edged-{}", config.node_id);
         let urls = config.nats.clone();
         let engine = handle
@@ -204,7 +223,9 @@ impl Cluster {
                 secret.clone(),
                 me.id.clone(),
                 Duration::from_secs(config.peer_timeout_s),
+                answer_timeout,
             ),
+            peer_handle,
             key: NodeKey::derived(&secret, "deployment bundles"),
             me,
             config,
@@ -214,12 +235,15 @@ impl Cluster {
             members: RwLock::new(Members { seen, placement }),
             health: Mutex::new(Health {
                 last_ack: None,
-                fenced: false,
+                fenced: true,
                 ring_changes: 0,
+                first_revision: None,
+                duplicate: None,
             }),
             owners: RwLock::new(HashMap::new()),
             on_fence: Mutex::new(Vec::new()),
         });
+        metrics::gauge!(FENCED).set(1.0);
         let cluster = Cluster { inner };
         handle.spawn(cluster.clone().open_buckets());
         handle.spawn(cluster.clone().renew_membership());
@@ -304,8 +328,11 @@ impl Cluster {
             if let Ok(b) = self.buckets() {
                 let put = tokio::time::timeout(every, b.announce(&self.inner.me.id, info.clone()));
                 match put.await {
-                    Ok(Ok(_)) => {
-                        self.inner.health.lock().last_ack = Some(sent);
+                    Ok(Ok(revision)) => {
+                        let mut h = self.inner.health.lock();
+                        h.last_ack = Some(sent);
+                        h.first_revision.get_or_insert(revision);
+                        drop(h);
                         metrics::gauge!(ENGINE_UP).set(1.0);
                     }
                     Ok(Err(e)) => {
@@ -339,13 +366,29 @@ impl Cluster {
                 let Some(id) = change.key.strip_prefix("n.") else {
                     continue;
                 };
+                // A replayed entry is as old as the engine says, not new.
+                let age = std::time::SystemTime::now()
+                    .duration_since(change.created)
+                    .unwrap_or_default();
+                let seen_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
                 let mut m = self.inner.members.write();
                 match change
                     .value
                     .and_then(|v| serde_json::from_slice::<NodeInfo>(&v).ok())
                 {
+                    Some(info) if info.id == id && id == self.inner.me.id => {
+                        // Our own id renewed by another process after we joined.
+                        if info.boot != self.inner.me.boot {
+                            let mut h = self.inner.health.lock();
+                            let after_us = h.first_revision.is_some_and(|r| change.revision > r);
+                            if after_us && h.duplicate.is_none() {
+                                tracing::error!(peer = %info.peer, "another process renews this node's id: node ids must be unique; this node fences itself");
+                                h.duplicate = Some(info.peer.clone());
+                            }
+                        }
+                    }
                     Some(info) if info.id == id => {
-                        m.seen.insert(id.to_owned(), (info, Instant::now()));
+                        m.seen.insert(id.to_owned(), (info, seen_at));
                     }
                     _ => {
                         m.seen.remove(id);
@@ -382,9 +425,10 @@ impl Cluster {
             }
             let change = {
                 let mut h = self.inner.health.lock();
+                // Before its first renewal the node is not a member yet: it
+                // serves no objects either.
                 let expired = h.last_ack.is_none_or(|t| t.elapsed() > lease);
-                // Before the first renewal the node owns nothing yet.
-                let fenced = expired && h.last_ack.is_some();
+                let fenced = expired || h.duplicate.is_some();
                 (fenced != h.fenced).then(|| {
                     h.fenced = fenced;
                     fenced
@@ -396,7 +440,7 @@ impl Cluster {
                     metrics::counter!(FENCE_EVENTS).increment(1);
                     tracing::error!(lease_ms = lease.as_millis() as u64, "membership not renewed within the lease: this node fences itself and stops serving Durable Object events");
                 } else {
-                    tracing::warn!("membership renewed again: serving Durable Object events");
+                    tracing::warn!("membership renewed: serving Durable Object events");
                 }
                 for f in self.inner.on_fence.lock().iter() {
                     f(fenced);
@@ -441,8 +485,16 @@ impl Cluster {
         refresh: bool,
     ) -> Result<Placed, InvokeError> {
         if self.fenced() {
+            let h = self.inner.health.lock();
+            let why = if h.duplicate.is_some() {
+                "another process uses its node id"
+            } else if h.first_revision.is_none() {
+                "it has not joined the cluster yet"
+            } else {
+                "its membership lease lapsed"
+            };
             return Err(unavailable(format_args!(
-                "node {} is fenced off the cluster (its membership lease lapsed)",
+                "node {} is fenced off the cluster ({why})",
                 self.inner.me.id
             )));
         }
@@ -509,7 +561,15 @@ impl Cluster {
             .await
             .map_err(unavailable)?
             .map_err(|e| unavailable(format_args!("{e}")))?;
-        self.inner.owners.write().insert(key, owned.clone());
+        {
+            let mut owners = self.inner.owners.write();
+            // Bounded: past the cap the cache starts again (records stay in
+            // the engine; a miss costs one read).
+            if owners.len() >= OWNER_CACHE {
+                owners.clear();
+            }
+            owners.insert(key, owned.clone());
+        }
         self.classify(&owned)
     }
 
@@ -532,7 +592,9 @@ impl Cluster {
         let (peer_owned, address_owned) = (peer.to_owned(), address.clone());
         let started = Instant::now();
         let outcome = self
-            .run(async move {
+            .inner
+            .peer_handle
+            .spawn(async move {
                 client
                     .call(&peer_owned, &address_owned, epoch, request_id, request)
                     .await
@@ -543,11 +605,13 @@ impl Cluster {
             Outcome::Answered(Ok(_)) => "ok",
             Outcome::Answered(Err(_)) => "error",
             Outcome::Moved { .. } => "moved",
-            Outcome::Unreachable(_) => "unreachable",
+            Outcome::NotDelivered(_) => "not_delivered",
+            Outcome::Lost(_) => "lost",
+            Outcome::Refused(_) => "refused",
         };
         metrics::counter!(REMOTE_CALLS, "outcome" => label).increment(1);
         metrics::histogram!(REMOTE_SECONDS).record(started.elapsed().as_secs_f64());
-        if let Outcome::Unreachable(why) = &outcome {
+        if let Outcome::NotDelivered(why) | Outcome::Lost(why) | Outcome::Refused(why) = &outcome {
             tracing::warn!(owner = node, error = %why, "remote call failed");
         }
         Ok(outcome)

@@ -263,8 +263,38 @@ pub enum Outcome {
         node: String,
         epoch: u64,
     },
-    /// The peer could not be reached or did not answer in time.
-    Unreachable(String),
+    /// The event never reached the peer (no connection): safe to retry.
+    NotDelivered(String),
+    /// The peer took the event but its answer did not come (in time, or at
+    /// all): the event may have run.
+    Lost(String),
+    /// The peer refused the message (secret mismatch, malformed): a
+    /// configuration error, not worth retrying.
+    Refused(String),
+}
+
+/// A body stream that fails when no chunk arrives for `idle`.
+fn with_idle_timeout<S, E>(
+    stream: S,
+    idle: Duration,
+) -> futures::stream::BoxStream<'static, Result<Bytes, String>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+    E: std::fmt::Display + Send,
+{
+    futures::stream::unfold(Some(stream), move |state| async move {
+        let mut s = state?;
+        match tokio::time::timeout(idle, s.next()).await {
+            Err(_) => Some((
+                Err(format!("no data from the owner for {} s", idle.as_secs())),
+                None,
+            )),
+            Ok(None) => None,
+            Ok(Some(Ok(c))) => Some((Ok(c), Some(s))),
+            Ok(Some(Err(e))) => Some((Err(e.to_string()), None)),
+        }
+    })
+    .boxed()
 }
 
 /// The pooled client for calls to other nodes.
@@ -273,11 +303,19 @@ pub struct PeerClient {
     http: reqwest::Client,
     secret: String,
     me: String,
+    /// Bounds reaching the peer and every gap in a body.
     timeout: Duration,
+    /// Bounds the owner's run of the event (as a local call's response timeout).
+    answer_timeout: Duration,
 }
 
 impl PeerClient {
-    pub fn new(secret: String, me: String, timeout: Duration) -> PeerClient {
+    pub fn new(
+        secret: String,
+        me: String,
+        timeout: Duration,
+        answer_timeout: Duration,
+    ) -> PeerClient {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_max_idle_per_host(64)
@@ -291,6 +329,7 @@ impl PeerClient {
             secret,
             me,
             timeout,
+            answer_timeout,
         }
     }
 
@@ -327,29 +366,25 @@ impl PeerClient {
             .send();
         let response = match tokio::time::timeout(self.timeout, send).await {
             Err(_) => {
-                return Outcome::Unreachable(format!(
-                    "no answer within {} s",
+                return Outcome::Lost(format!(
+                    "it did not take the call within {} s",
                     self.timeout.as_secs()
                 ))
             }
-            Ok(Err(e)) => return Outcome::Unreachable(e.to_string()),
+            Ok(Err(e)) if e.is_connect() => return Outcome::NotDelivered(e.to_string()),
+            Ok(Err(e)) => return Outcome::Lost(e.to_string()),
             Ok(Ok(r)) => r,
         };
         if !response.status().is_success() {
-            return Outcome::Unreachable(format!(
-                "the peer refused the call: {}",
-                response.status()
-            ));
+            return Outcome::Refused(format!("it refused the call: {}", response.status()));
         }
-        let mut stream = response.bytes_stream().boxed();
-        let (reply, rest) =
-            match tokio::time::timeout(self.timeout, read_head::<ReplyHead, _, _>(&mut stream))
-                .await
-            {
-                Err(_) => return Outcome::Unreachable("the answer did not arrive in time".into()),
-                Ok(Err(e)) => return Outcome::Unreachable(e),
-                Ok(Ok(r)) => r,
-            };
+        // The peer has the event; its answer comes when the object has run it.
+        let mut stream = with_idle_timeout(response.bytes_stream(), self.answer_timeout);
+        let (reply, rest) = match read_head::<ReplyHead, _, _>(&mut stream).await {
+            Err(e) => return Outcome::Lost(e),
+            Ok(r) => r,
+        };
+        let stream = with_idle_timeout(stream, self.timeout);
         match reply {
             ReplyHead::Moved { node, epoch } => Outcome::Moved { node, epoch },
             ReplyHead::Failed { kind, message } => {
@@ -362,7 +397,7 @@ impl PeerClient {
             } => {
                 let headers = match decode_headers(headers) {
                     Ok(h) => h,
-                    Err(e) => return Outcome::Unreachable(e),
+                    Err(e) => return Outcome::Lost(e),
                 };
                 let body = if body {
                     body_after(rest, stream).await

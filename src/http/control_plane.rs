@@ -464,12 +464,13 @@ async fn healthz(plane: web::Data<ControlPlane>) -> HttpResponse {
     }
 }
 
-/// `GET /v1/cluster`: members, regions, ring and this node's health.
+/// `GET /v1/cluster` (operator): members, regions, ring and this node's health.
 async fn cluster_status(
     req: HttpRequest,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    authenticate(&req, &plane)?;
+    // Node addresses are the operator's business, not a tenant's.
+    authenticate(&req, &plane)?.operator()?;
     match &plane.cluster {
         Some(c) => Ok(HttpResponse::Ok().json(c.cluster.status())),
         None => Ok(HttpResponse::Ok().json(json!({ "node": null, "standalone": true }))),

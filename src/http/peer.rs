@@ -133,13 +133,16 @@ async fn object(
         depth: head.depth,
         cancel: Default::default(),
     };
-    let (reply, body) =
-        match DurableObjectDirectory::owner(Some(&plane.cluster), &address, false).await {
-            Ok(Owner::Local) => match plane
-                .objects
-                .invoke_local(address, head.request_id, request)
-                .await
-            {
+    // The HTTP head goes out at once (the caller then knows the event was
+    // delivered); the reply frame follows when the object has run it.
+    let cluster = plane.cluster.clone();
+    let objects = plane.objects.clone();
+    let request_id = head.request_id;
+    let answer = async move {
+        let (reply, body) = match DurableObjectDirectory::owner(Some(&cluster), &address, false)
+            .await
+        {
+            Ok(Owner::Local) => match objects.invoke_local(address, request_id, request).await {
                 Ok(r) => (
                     ReplyHead::Response {
                         status: r.status,
@@ -159,8 +162,11 @@ async fn object(
                 (ReplyHead::Failed { kind, message }, None)
             }
         };
-    let stream = futures::stream::once(async move { Ok::<_, String>(frame(&reply)) })
-        .chain(body_stream(body))
+        futures::stream::once(async move { Ok::<_, String>(frame(&reply)) })
+            .chain(body_stream(body))
+    };
+    let stream = futures::stream::once(answer)
+        .flatten()
         .map(|c| c.map_err(std::io::Error::other));
     HttpResponse::Ok()
         .content_type("application/octet-stream")

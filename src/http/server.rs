@@ -225,6 +225,10 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
                 data_addr.to_string(),
                 control_addr.to_string(),
                 peer_addr.to_string(),
+                config
+                    .limits
+                    .response_timeout()
+                    .unwrap_or(std::time::Duration::from_secs(3600)),
             )
             .await
             .map_err(ServeError::Other)?;
@@ -260,6 +264,14 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     crate::actors::cron::CronScheduler::new(view.clone())
         .with_cluster(cluster.clone())
         .start();
+    if let Some(cluster) = &cluster {
+        let fence_to = directory.clone();
+        cluster.on_fence(move |fenced| {
+            if fenced {
+                fence_to.do_send(crate::actors::directory::FenceAll);
+            }
+        });
+    }
     let registry = registry.start();
     let failed = registry
         .send(Restore)
@@ -269,12 +281,6 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         tracing::error!(worker = %name, error = %e, "worker not restored");
     }
     if let Some(cluster) = &cluster {
-        let fence_to = directory.clone();
-        cluster.on_fence(move |fenced| {
-            if fenced {
-                fence_to.do_send(crate::actors::directory::FenceAll);
-            }
-        });
         crate::actors::deploy_sync::spawn_watcher(
             cluster.clone(),
             registry.clone(),

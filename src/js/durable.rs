@@ -287,10 +287,18 @@ pub fn op_do_fetch(
     #[string] url: String,
     #[serde] headers: Vec<String>,
     #[buffer] body: Option<JsBuffer>,
+    #[smi] source: i32,
 ) -> impl Future<Output = Result<FetchResult, DoError>> {
     let target = target(scope, &binding, id, name, "Durable Object fetch()");
     let state = deno_core::JsRuntime::op_state_from(scope);
-    let body = body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b)));
+    // An untouched stream from Rust (a client's upload) goes on as a stream.
+    let streamed = u32::try_from(source)
+        .ok()
+        .and_then(|rid| super::body::take_source(&mut state.borrow_mut(), rid));
+    let body = match streamed {
+        Some(stream) => Some(Body::Stream(super::body::StreamSlot::new(stream))),
+        None => body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b))),
+    };
     async move {
         let (backend, address, depth) = target?;
         let request = InvokeRequest {

@@ -271,6 +271,17 @@ impl DeploymentStore {
         Ok(stored)
     }
 
+    /// Whether [`DeploymentStore::insert_active`] would accept the worker's
+    /// name and claims (hosts, KV namespaces), without storing anything.
+    pub fn check_claims(&self, script: &WorkerScript, hosts: &[String]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        super::accounts::check_worker_name(&tx, &script.name, &script.account)?;
+        super::accounts::claim_in(&tx, &script.account, hosts, &kv_namespaces(script))?;
+        tx.rollback()?;
+        Ok(())
+    }
+
     /// Points `name` at an already stored version.
     pub fn activate(&self, name: &str, version: u64) -> Result<(), StateError> {
         let n = self.conn().execute(

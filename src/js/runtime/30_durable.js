@@ -37,7 +37,7 @@ import {
   op_edged_log,
 } from "ext:core/ops";
 import { beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
-import { bytesOf, readableFromRid } from "ext:edged/05_body.js";
+import { bytesOf, readableFromRid, takeStreamRid } from "ext:edged/05_body.js";
 import { Request } from "ext:deno_fetch/23_request.js";
 import { Response } from "ext:deno_fetch/23_response.js";
 
@@ -77,7 +77,7 @@ const MAX_BATCH = 128;
 async function objectFetch(args) {
   await beforeOutgoing();
   try {
-    return await op_do_fetch(args[0], args[1], args[2], args[3], args[4], args[5], args[6]);
+    return await op_do_fetch(args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7]);
   } catch (e) {
     throw fromRemote(e);
   }
@@ -116,9 +116,14 @@ export class DurableObjectId {
 const hexOf = DurableObjectId.hexOf;
 delete DurableObjectId.hexOf;
 
-async function bodyBytes(request) {
-  if (request.body === null) return null;
-  return new Uint8Array(await request.arrayBuffer());
+// A request body as the op takes it: [bytes, -1], or [null, rid] when it is a
+// stream from Rust that nobody has read (a client's upload passed on), which
+// then goes on as a stream with bounded memory, whatever its size.
+async function bodyArgs(request) {
+  if (request.body === null) return [null, -1];
+  const rid = takeStreamRid(request.body);
+  if (rid !== null) return [null, rid];
+  return [new Uint8Array(await request.arrayBuffer()), -1];
 }
 
 function flatten(headers) {
@@ -152,7 +157,22 @@ class DurableObjectStub {
     return this.#id.name;
   }
   async fetch(input, init) {
-    const request = new Request(input, init);
+    // A Request passed on with its body untouched (`stub.fetch(request)`):
+    // its stream from Rust goes to the object as it is (new Request() would
+    // put a JS pipe in between).
+    let source = null;
+    if (
+      ObjectPrototypeIsPrototypeOf(Request.prototype, input) &&
+      (init === undefined || init === null || init.body === undefined) &&
+      input.body !== null && !input.bodyUsed
+    ) {
+      source = takeStreamRid(input.body);
+    }
+    const request = source === null ? new Request(input, init) : new Request(input.url, {
+      method: init?.method ?? input.method,
+      headers: init?.headers ?? input.headers,
+    });
+    const sent = source === null ? await bodyArgs(request) : [null, source];
     const result = await objectFetch([
       this.#binding,
       hexOf(this.#id),
@@ -160,7 +180,8 @@ class DurableObjectStub {
       request.method,
       request.url,
       flatten(request.headers),
-      await bodyBytes(request),
+      sent[0],
+      sent[1],
     ]);
     const status = result[0];
     const flatHeaders = result[1];
