@@ -62,7 +62,9 @@ export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     const name = url.searchParams.get("name") ?? "main";
-    const stub = env.COUNTER.get(env.COUNTER.idFromName(name));
+    const hint = url.searchParams.get("hint");
+    const id = env.COUNTER.idFromName(name);
+    const stub = hint ? env.COUNTER.get(id, { locationHint: hint }) : env.COUNTER.get(id);
     try {
       if (url.pathname === "/rpc") return Response.json(await stub.add(2, 3));
       if (url.pathname === "/boom") { await stub.boom(); return new Response("no error"); }
@@ -540,6 +542,17 @@ fn owners_die_and_return_nodes_join_and_a_cut_off_node_fences_itself() {
     assert!(
         placed >= 3.0,
         "only {placed} of 40 new objects on the new node"
+    );
+    // A location hint places new objects among that region's nodes.
+    let c_before = activations_on(&c);
+    for i in 0..10 {
+        let (code, body) = a.get_worker("count", &format!("/?name=hinted-{i}&hint=ap"));
+        assert_eq!(code, 200, "{body}");
+    }
+    assert_eq!(
+        activations_on(&c) - c_before,
+        10.0,
+        "hinted objects not in region ap"
     );
     let on_d = (0..40)
         .map(|i| format!("/?name=new-{i}"))

@@ -213,17 +213,19 @@ impl DurableObjectDirectory {
 
     /// The one place that decides which node owns an object: this node when
     /// standalone; in a cluster, the owner recorded in the engine (placing a
-    /// new object on its first live ring candidate). `refresh` re-reads the
-    /// record instead of the cached one.
+    /// new object on its first live ring candidate, in the hinted region when
+    /// it has live nodes). `refresh` re-reads the record instead of the
+    /// cached one.
     pub async fn owner(
         cluster: Option<&Cluster>,
         address: &ObjectAddress,
+        hint: Option<&str>,
         refresh: bool,
     ) -> Result<Owner, InvokeError> {
         let Some(cluster) = cluster else {
             return Ok(Owner::Local);
         };
-        Ok(match cluster.locate(address, refresh).await? {
+        Ok(match cluster.locate(address, hint, refresh).await? {
             Placed::Local { .. } => Owner::Local,
             Placed::Remote { node, peer, epoch } => Owner::Remote { node, peer, epoch },
         })
@@ -672,6 +674,16 @@ impl DurableObjectBackend for DirectoryHandle {
         request_id: u64,
         request: InvokeRequest,
     ) -> ObjectFuture {
+        self.invoke_hinted(target, None, request_id, request)
+    }
+
+    fn invoke_hinted(
+        &self,
+        target: ObjectAddress,
+        hint: Option<String>,
+        request_id: u64,
+        request: InvokeRequest,
+    ) -> ObjectFuture {
         let Some(cluster) = self.cluster.clone() else {
             return Box::pin(self.invoke_local(target, request_id, request));
         };
@@ -679,7 +691,13 @@ impl DurableObjectBackend for DirectoryHandle {
         Box::pin(async move {
             let mut refresh = false;
             for _ in 0..2 {
-                let owner = DurableObjectDirectory::owner(Some(&cluster), &target, refresh).await?;
+                let owner = DurableObjectDirectory::owner(
+                    Some(&cluster),
+                    &target,
+                    hint.as_deref(),
+                    refresh,
+                )
+                .await?;
                 let (node, peer, epoch) = match owner {
                     Owner::Local => {
                         return invoke_local(local.0, local.1, target, request_id, request).await

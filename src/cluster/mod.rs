@@ -477,11 +477,12 @@ impl Cluster {
     }
 
     /// Who owns `address`: the cached owner, else the engine's record, else
-    /// the first live ring candidate, recorded with compare-and-set
-    /// (`refresh` skips the cache).
+    /// the first live ring candidate (among the nodes of region `hint` when
+    /// it has any), recorded with compare-and-set (`refresh` skips the cache).
     pub async fn locate(
         &self,
         address: &ObjectAddress,
+        hint: Option<&str>,
         refresh: bool,
     ) -> Result<Placed, InvokeError> {
         if self.fenced() {
@@ -511,7 +512,7 @@ impl Cluster {
         let candidate = placement
             .first(
                 ring::digest(&[&address.storage, &address.class_name, &address.id]),
-                None,
+                hint,
             )
             .unwrap_or(&self.inner.me.id)
             .to_owned();

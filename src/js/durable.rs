@@ -50,6 +50,28 @@ pub trait DurableObjectBackend: Send + Sync + 'static {
         request_id: u64,
         request: InvokeRequest,
     ) -> ObjectFuture;
+
+    /// [`DurableObjectBackend::invoke`] with a location hint: the region a
+    /// new object should be placed in (`get(id, { locationHint })`).
+    fn invoke_hinted(
+        &self,
+        target: ObjectAddress,
+        _hint: Option<String>,
+        request_id: u64,
+        request: InvokeRequest,
+    ) -> ObjectFuture {
+        self.invoke(target, request_id, request)
+    }
+}
+
+/// A location hint as JS gave it: a region name (1–32 of `a-z 0-9 -`), else none.
+fn hint_of(hint: String) -> Option<String> {
+    let ok = !hint.is_empty()
+        && hint.len() <= 32
+        && hint
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok.then_some(hint)
 }
 
 /// The directory, set once it is built (after the isolate threads).
@@ -283,12 +305,13 @@ pub fn op_do_fetch(
     #[string] binding: String,
     #[string] id: String,
     #[string] name: String,
-    #[string] method: String,
-    #[string] url: String,
-    #[serde] headers: Vec<String>,
+    #[string] hint: String,
+    // (method, url, flat headers): one argument, as async ops take at most 8.
+    #[serde] head: (String, String, Vec<String>),
     #[buffer] body: Option<JsBuffer>,
     #[smi] source: i32,
 ) -> impl Future<Output = Result<FetchResult, DoError>> {
+    let (method, url, headers) = head;
     let target = target(scope, &binding, id, name, "Durable Object fetch()");
     let state = deno_core::JsRuntime::op_state_from(scope);
     // An untouched stream from Rust (a client's upload) goes on as a stream.
@@ -310,7 +333,7 @@ pub fn op_do_fetch(
             body,
         };
         let response = backend
-            .invoke(address, 0, request)
+            .invoke_hinted(address, hint_of(hint), 0, request)
             .await
             .map_err(remote_error)?;
         let headers = super::script::headers_to_flat(response.headers);
@@ -329,6 +352,7 @@ pub fn op_do_rpc(
     #[string] name: String,
     #[string] method: String,
     #[buffer] args: JsBuffer,
+    #[string] hint: String,
 ) -> impl Future<Output = Result<ToJsBuffer, DoError>> {
     let target = if method.starts_with("__edged") {
         Err(DoError::Invalid(format!(
@@ -349,7 +373,7 @@ pub fn op_do_rpc(
             body: Some(Body::Bytes(args)),
         };
         let response = backend
-            .invoke(address, 0, request)
+            .invoke_hinted(address, hint_of(hint), 0, request)
             .await
             .map_err(remote_error)?;
         Ok(ToJsBuffer::from(

@@ -77,16 +77,19 @@ const MAX_BATCH = 128;
 async function objectFetch(args) {
   await beforeOutgoing();
   try {
-    return await op_do_fetch(args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7]);
+    // binding, id, name, hint, [method, url, headers], bytes, stream rid
+    return await op_do_fetch(
+      args[0], args[1], args[2], args[8], [args[3], args[4], args[5]], args[6], args[7],
+    );
   } catch (e) {
     throw fromRemote(e);
   }
 }
 
-async function objectRpc(binding, id, name, method, bytes) {
+async function objectRpc(binding, id, name, method, bytes, hint) {
   await beforeOutgoing();
   try {
-    return await op_do_rpc(binding, id, name, method, bytes);
+    return await op_do_rpc(binding, id, name, method, bytes, hint);
   } catch (e) {
     throw fromRemote(e);
   }
@@ -135,9 +138,12 @@ function flatten(headers) {
 class DurableObjectStub {
   #binding;
   #id;
-  constructor(binding, id) {
+  #hint;
+  constructor(binding, id, hint) {
     this.#binding = binding;
     this.#id = id;
+    // Where a new object should be placed (a region of the cluster).
+    this.#hint = hint;
     // Unknown properties are RPC methods: stub.increment(5).
     return new Proxy(this, {
       get(target, prop, receiver) {
@@ -182,6 +188,7 @@ class DurableObjectStub {
       flatten(request.headers),
       sent[0],
       sent[1],
+      this.#hint,
     ]);
     const status = result[0];
     const flatHeaders = result[1];
@@ -205,6 +212,7 @@ class DurableObjectStub {
       this.#id.name ?? "",
       String(method),
       core.serialize(args, { forStorage: true }),
+      this.#hint,
     );
     return core.deserialize(out, { forStorage: true });
   }
@@ -228,14 +236,22 @@ export class DurableObjectNamespace {
     }
     return new DurableObjectId(hex, undefined);
   }
-  get(id) {
+  get(id, options) {
     if (!ObjectPrototypeIsPrototypeOf(DurableObjectId.prototype, id)) {
       throw new TypeError("DurableObjectNamespace.get() expects a DurableObjectId");
     }
-    return new DurableObjectStub(this.#binding, id);
+    let hint = "";
+    if (options !== undefined && options !== null) {
+      const h = options.locationHint;
+      if (h !== undefined) {
+        if (typeof h !== "string") throw new TypeError("locationHint must be a string");
+        hint = h;
+      }
+    }
+    return new DurableObjectStub(this.#binding, id, hint);
   }
-  getByName(name) {
-    return this.get(this.idFromName(name));
+  getByName(name, options) {
+    return this.get(this.idFromName(name), options);
   }
 }
 
