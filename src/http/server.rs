@@ -347,6 +347,14 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
                     .app_data(web::PayloadConfig::new(usize::MAX))
                     .configure(super::peer::configure)
             })
+            // The reply's HTTP head and its frame leave in separate writes;
+            // without this, Nagle holds the frame for the caller's delayed ACK
+            // (40 ms a call).
+            .on_connect(|conn, _| {
+                if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                    let _ = tcp.set_nodelay(true);
+                }
+            })
             .workers(http_workers)
             .listen(listener)
             .map_err(|source| ServeError::Bind { addr, source })?;
