@@ -622,14 +622,20 @@ fn owners_die_and_return_nodes_join_and_a_cut_off_node_fences_itself() {
     // than both serving pop-c's objects.
     let twin = start_node(&core, "pop-c", "ap");
     let started = Instant::now();
-    while !(status(&c)["fenced"] == true && status(&twin)["fenced"] == true) {
+    let said = |n: &TestNode| n.log().contains("node ids must be unique");
+    while !(status(&c)["fenced"] == true
+        && status(&twin)["fenced"] == true
+        && said(&c)
+        && said(&twin))
+    {
         assert!(
             started.elapsed() < Duration::from_secs(15),
-            "duplicate node ids not fenced: {} / {}",
+            "duplicate node ids not fenced: {} ({}) / {} ({})",
             status(&c),
-            status(&twin)
+            said(&c),
+            status(&twin),
+            said(&twin)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(c.log().contains("node ids must be unique"));
 }

@@ -308,7 +308,11 @@ pub fn spawn_watcher(
                     continue;
                 }
             };
-            loop {
+            // A watch can stall without ending when the core server holding
+            // its consumer goes away: it is made again every 30 s (applying
+            // is idempotent; what is live already is skipped).
+            let made = std::time::Instant::now();
+            while made.elapsed() < Duration::from_secs(30) {
                 let next = tokio::time::timeout(Duration::from_secs(1), changes.next()).await;
                 match next {
                     Ok(Some(change)) => {

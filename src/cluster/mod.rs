@@ -362,7 +362,12 @@ impl Cluster {
                     continue;
                 }
             };
-            while let Some(change) = changes.next().await {
+            // This node's own renewals pass through the watch every
+            // heartbeat; silence for longer means the watch's consumer was
+            // lost with a core server (it does not always end by itself), so
+            // it is made again.
+            let stalled = Duration::from_millis(self.inner.config.heartbeat_ms * 3);
+            while let Ok(Some(change)) = tokio::time::timeout(stalled, changes.next()).await {
                 let Some(id) = change.key.strip_prefix("n.") else {
                     continue;
                 };
