@@ -639,3 +639,40 @@ fn owners_die_and_return_nodes_join_and_a_cut_off_node_fences_itself() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_node_whose_core_is_unreachable_at_start_serves_and_says_so() {
+    // A NATS URL nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut node = TestNode::start_with(&cluster_config(
+        &[format!("nats://127.0.0.1:{port}")],
+        "pop-x",
+        "eu",
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(node.alive(), "the node must not exit");
+    let health: Value = node
+        .http
+        .get(format!("{}/healthz", node.control))
+        .send()
+        .expect("healthz")
+        .json()
+        .expect("healthz json");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["cluster"]["engine"], "unreachable", "{health}");
+    let (code, body) = deploy(&node, "count", WORKER, &[]);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+    let started = Instant::now();
+    while !node.log().contains("not reachable yet") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the log says so"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(node.alive());
+}
