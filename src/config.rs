@@ -157,12 +157,7 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        let ok_name = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 32
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        };
+        let ok_name = crate::js::durable::is_cluster_name;
         if !ok_name(&self.node_id) {
             return bad("cluster.node_id must be 1-32 of a-z, 0-9, '-'".into());
         }

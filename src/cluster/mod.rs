@@ -635,7 +635,17 @@ impl Cluster {
         )
     }
 
-    /// Members, ring and health, for `GET /v1/cluster` and `/healthz`.
+    /// Whether the engine's buckets are open and its connection is up.
+    pub fn engine_connected(&self) -> bool {
+        self.inner.buckets.read().is_some() && self.inner.engine.connected()
+    }
+
+    /// Live members, as the ring has them.
+    pub fn live_members(&self) -> usize {
+        self.inner.members.read().placement.members().len()
+    }
+
+    /// Members, ring and health, for `GET /v1/cluster`.
     pub fn status(&self) -> serde_json::Value {
         let m = self.inner.members.read();
         let h = self.inner.health.lock();
@@ -660,7 +670,7 @@ impl Cluster {
         serde_json::json!({
             "node": self.inner.me.id,
             "region": self.inner.me.region,
-            "engine": if self.inner.buckets.read().is_some() && self.inner.engine.connected() { "connected" } else { "unreachable" },
+            "engine": if self.engine_connected() { "connected" } else { "unreachable" },
             "fenced": h.fenced,
             "lease_ms": self.inner.lease.as_millis() as u64,
             "last_renewal_ms": h.last_ack.map(|t| t.elapsed().as_millis() as u64),

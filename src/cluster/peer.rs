@@ -19,7 +19,9 @@ use futures::{Stream, StreamExt};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::js::durable::ObjectAddress;
-use crate::js::{body_channel, Body, InvokeError, InvokeRequest, InvokeResponse, StreamSlot};
+use crate::js::{
+    body_channel, Body, BodySink, InvokeError, InvokeRequest, InvokeResponse, StreamSlot,
+};
 
 /// The path of the peer endpoint.
 pub const PATH: &str = "/peer/v1/object";
@@ -198,42 +200,70 @@ where
     }
 }
 
+/// How a body that follows a head begins.
+pub enum BodyStart {
+    /// It was short and has all arrived (or it failed): the whole body.
+    Whole(Body),
+    /// It goes on: what has arrived so far, to stream on with [`feed`].
+    Streaming(Bytes),
+}
+
+/// Reads what follows `first` on `rest` up to [`INLINE_UP_TO`] bytes.
+pub async fn start_body<S, E>(first: Bytes, rest: &mut S) -> BodyStart
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut head = BytesMut::from(&first[..]);
+    while head.len() <= INLINE_UP_TO {
+        match rest.next().await {
+            None => return BodyStart::Whole(Body::Bytes(head.freeze())),
+            Some(Ok(c)) => head.extend_from_slice(&c),
+            Some(Err(e)) => {
+                let (sink, stream) = body_channel();
+                sink.fail(format!("the body was cut off: {e}"));
+                return BodyStart::Whole(Body::Stream(StreamSlot::new(stream)));
+            }
+        }
+    }
+    BodyStart::Streaming(head.freeze())
+}
+
+/// Writes `head`, then the rest of `rest`, into `sink` (run as a task).
+pub async fn feed<S, E>(head: Bytes, mut rest: S, sink: BodySink)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    if !sink.send(head).await {
+        return;
+    }
+    while let Some(chunk) = rest.next().await {
+        match chunk {
+            Ok(c) => {
+                if !sink.send(c).await {
+                    return;
+                }
+            }
+            Err(e) => return sink.fail(format!("the body was cut off: {e}")),
+        }
+    }
+    sink.finish();
+}
+
 /// A body that continues a stream after `first`: bytes when it is short and
 /// complete, else a [`Body::Stream`] fed by a task (bounded channel).
 pub async fn body_after<S, E>(first: Bytes, mut rest: S) -> Option<Body>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
-    E: std::fmt::Display + Send,
+    E: std::fmt::Display + Send + 'static,
 {
-    let mut head = BytesMut::from(&first[..]);
-    while head.len() <= INLINE_UP_TO {
-        match rest.next().await {
-            None => return Some(Body::Bytes(head.freeze())),
-            Some(Ok(c)) => head.extend_from_slice(&c),
-            Some(Err(e)) => {
-                let (sink, stream) = body_channel();
-                sink.fail(format!("the body was cut off: {e}"));
-                return Some(Body::Stream(StreamSlot::new(stream)));
-            }
-        }
-    }
+    let head = match start_body(first, &mut rest).await {
+        BodyStart::Whole(body) => return Some(body),
+        BodyStart::Streaming(head) => head,
+    };
     let (sink, stream) = body_channel();
-    tokio::spawn(async move {
-        if !sink.send(head.freeze()).await {
-            return;
-        }
-        while let Some(chunk) = rest.next().await {
-            match chunk {
-                Ok(c) => {
-                    if !sink.send(c).await {
-                        return;
-                    }
-                }
-                Err(e) => return sink.fail(format!("the body was cut off: {e}")),
-            }
-        }
-        sink.finish();
-    });
+    tokio::spawn(feed(head, rest, sink));
     Some(Body::Stream(StreamSlot::new(stream)))
 }
 

@@ -449,15 +449,15 @@ async fn healthz(plane: web::Data<ControlPlane>) -> HttpResponse {
     match &plane.cluster {
         None => HttpResponse::Ok().json(json!({ "status": "ok" })),
         Some(c) => {
-            let status = c.cluster.status();
-            let degraded = status["engine"] != "connected" || status["fenced"] == true;
+            let (cluster, connected) = (&c.cluster, c.cluster.engine_connected());
+            let fenced = cluster.fenced();
             HttpResponse::Ok().json(json!({
-                "status": if degraded { "degraded" } else { "ok" },
+                "status": if connected && !fenced { "ok" } else { "degraded" },
                 "cluster": {
-                    "node": status["node"],
-                    "engine": status["engine"],
-                    "fenced": status["fenced"],
-                    "members": status["members"].as_array().map(|m| m.len()).unwrap_or(0),
+                    "node": cluster.node_id(),
+                    "engine": if connected { "connected" } else { "unreachable" },
+                    "fenced": fenced,
+                    "members": cluster.live_members(),
                 },
             }))
         }

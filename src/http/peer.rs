@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::error::HttpError;
 use crate::actors::directory::{DirectoryHandle, Owner};
 use crate::actors::DurableObjectDirectory;
 use crate::cluster::peer::{
-    body_stream, decode_headers, encode_headers, error_to_wire, frame, read_head, CallHead,
-    ReplyHead, PATH, SECRET_HEADER,
+    body_stream, decode_headers, encode_headers, error_to_wire, feed, frame, read_head, start_body,
+    BodyStart, CallHead, ReplyHead, PATH, SECRET_HEADER,
 };
 use crate::cluster::{Cluster, FORWARDED_BYTES, PEER_REFUSED};
 use crate::js::durable::ObjectAddress;
@@ -53,37 +53,15 @@ fn check(head: &CallHead) -> Result<(), String> {
     Ok(())
 }
 
-/// The event's body: what followed the head, then the rest of the request.
+/// The event's body: what followed the head, then the rest of the request
+/// (streamed by a task on this worker, as actix's payload stays on it).
 async fn body_after(first: Bytes, mut payload: web::Payload) -> Option<Body> {
-    let mut head = BytesMut::from(&first[..]);
-    while head.len() <= 64 << 10 {
-        match payload.next().await {
-            None => return Some(Body::Bytes(head.freeze())),
-            Some(Ok(c)) => head.extend_from_slice(&c),
-            Some(Err(e)) => {
-                let (sink, stream) = body_channel();
-                sink.fail(format!("the body was cut off: {e}"));
-                return Some(Body::Stream(StreamSlot::new(stream)));
-            }
-        }
-    }
+    let head = match start_body(first, &mut payload).await {
+        BodyStart::Whole(body) => return Some(body),
+        BodyStart::Streaming(head) => head,
+    };
     let (sink, stream) = body_channel();
-    actix_web::rt::spawn(async move {
-        if !sink.send(head.freeze()).await {
-            return;
-        }
-        while let Some(chunk) = payload.next().await {
-            match chunk {
-                Ok(c) => {
-                    if !sink.send(c).await {
-                        return;
-                    }
-                }
-                Err(e) => return sink.fail(format!("the body was cut off: {e}")),
-            }
-        }
-        sink.finish();
-    });
+    actix_web::rt::spawn(feed(head, payload, sink));
     Some(Body::Stream(StreamSlot::new(stream)))
 }
 

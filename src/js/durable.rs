@@ -64,14 +64,18 @@ pub trait DurableObjectBackend: Send + Sync + 'static {
     }
 }
 
-/// A location hint as JS gave it: a region name (1–32 of `a-z 0-9 -`), else none.
-fn hint_of(hint: String) -> Option<String> {
-    let ok = !hint.is_empty()
-        && hint.len() <= 32
-        && hint
+/// A cluster name (node id, region): 1–32 of `a-z 0-9 -`.
+pub fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    ok.then_some(hint)
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A location hint as JS gave it: a region name, else none.
+fn hint_of(hint: String) -> Option<String> {
+    is_cluster_name(&hint).then_some(hint)
 }
 
 /// The directory, set once it is built (after the isolate threads).
