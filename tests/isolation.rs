@@ -407,8 +407,9 @@ fn time_stands_still_while_code_runs_and_moves_across_io() {
             const f = new Intl.DateTimeFormat("en", { timeStyle: "medium", timeZone: "UTC" });
             const fa = f.format();
             let x = 0; const until = a + 30;
-            // A busy loop long enough for a real clock to move.
-            for (let i = 0; i < 3e7; i++) x += i;
+            // A busy loop long enough for a real clock to move (several ms), and
+            // short enough to stay well inside the 50 ms CPU limit on a loaded CI box.
+            for (let i = 0; i < 4e6; i++) x += i;
             const b = Date.now(), q = performance.now();
             await scheduler.wait(20);
             const c = Date.now();
