@@ -289,9 +289,34 @@ impl DurableObjectDirectory {
             last_used,
             directory: ctx.address().recipient(),
             alarms: ctx.address().recipient(),
+            replica: None,
         };
         let me = ctx.address();
+        let cluster = self.cluster.clone();
         actix::spawn(async move {
+            let mut msg = msg;
+            // In a cluster the object's log is the truth: its database is
+            // brought up to the log (the local file may be stale or absent)
+            // and this owner's epoch is appended before it runs.
+            if let Some(cluster) = cluster {
+                match cluster
+                    .begin_object(&msg.address, msg.database.clone())
+                    .await
+                {
+                    Ok(replica) => {
+                        msg.known = false;
+                        msg.replica = Some(replica);
+                    }
+                    Err(e) => {
+                        me.do_send(Activated {
+                            address,
+                            activation,
+                            result: Err(e),
+                        });
+                        return;
+                    }
+                }
+            }
             let result = match pool.send(msg).await {
                 Ok(r) => r,
                 Err(e) => Err(InvokeError::Unavailable(e.to_string())),
@@ -689,18 +714,58 @@ impl DurableObjectBackend for DirectoryHandle {
         };
         let local = self.local_parts();
         Box::pin(async move {
+            // An owner that is down is taken over once its lease has run out
+            // (`Cluster::locate`): until then calls wait and retry, within
+            // FAILOVER_WAIT, instead of failing.
+            let deadline = std::time::Instant::now() + FAILOVER_WAIT;
             let mut refresh = false;
-            for _ in 0..2 {
-                let owner = DurableObjectDirectory::owner(
+            let mut moves = 0;
+            loop {
+                let retry = |e: InvokeError| {
+                    let retryable =
+                        matches!(&e, InvokeError::Cluster(m) if m.ends_with("(retryable)"));
+                    if retryable && !cluster.fenced() && std::time::Instant::now() < deadline {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                };
+                let owner = match DurableObjectDirectory::owner(
                     Some(&cluster),
                     &target,
                     hint.as_deref(),
                     refresh,
                 )
-                .await?;
+                .await
+                {
+                    Ok(o) => o,
+                    Err(e) => {
+                        retry(e)?;
+                        tokio::time::sleep(FAILOVER_POLL).await;
+                        refresh = true;
+                        continue;
+                    }
+                };
                 let (node, peer, epoch) = match owner {
                     Owner::Local => {
-                        return invoke_local(local.0, local.1, target, request_id, request).await
+                        match invoke_local(
+                            local.0.clone(),
+                            local.1.clone(),
+                            target.clone(),
+                            request_id,
+                            request.clone(),
+                        )
+                        .await
+                        {
+                            // Fenced or not yet begun here: the event never ran.
+                            Err(e @ InvokeError::Cluster(_)) => {
+                                retry(e)?;
+                                tokio::time::sleep(FAILOVER_POLL).await;
+                                refresh = true;
+                                continue;
+                            }
+                            other => return other,
+                        }
                     }
                     Owner::Remote { node, peer, epoch } => (node, peer, epoch),
                 };
@@ -713,11 +778,22 @@ impl DurableObjectBackend for DirectoryHandle {
                         tracing::info!(object = %target.id, from = %node, to = %to, epoch, "object moved");
                         cluster.forget_owner(&target);
                         refresh = true;
+                        moves += 1;
+                        if moves > 3 {
+                            return Err(InvokeError::Cluster(
+                                "Durable Object unavailable: its owner keeps moving (retryable)"
+                                    .into(),
+                            ));
+                        }
                     }
                     Outcome::NotDelivered(why) => {
-                        return Err(InvokeError::Cluster(format!(
+                        let e = InvokeError::Cluster(format!(
                             "Durable Object unavailable: owner node {node} is down ({why}) (retryable)"
-                        )))
+                        ));
+                        retry(e)?;
+                        cluster.forget_owner(&target);
+                        tokio::time::sleep(FAILOVER_POLL).await;
+                        refresh = true;
                     }
                     // The event may have run: not marked retryable.
                     Outcome::Lost(why) => {
@@ -732,12 +808,13 @@ impl DurableObjectBackend for DirectoryHandle {
                     }
                 }
             }
-            Err(InvokeError::Cluster(
-                "Durable Object unavailable: its owner keeps moving (retryable)".into(),
-            ))
         })
     }
 }
+
+/// How long a call waits for a failed owner to be replaced before it fails.
+const FAILOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const FAILOVER_POLL: std::time::Duration = std::time::Duration::from_millis(150);
 
 type Known = Arc<parking_lot::RwLock<HashMap<ObjectAddress, Addr<DurableObjectActor>>>>;
 

@@ -32,9 +32,11 @@ use actix::prelude::*;
 use futures::channel::oneshot;
 
 use super::object_host::ObjectHost;
+use crate::cluster::replication::ObjectLog;
 use crate::js::durable::ObjectAddress;
 use crate::js::{EngineError, InvokeError, InvokeRequest, InvokeResponse};
 use crate::state::durable::{commit, ObjectStore};
+use std::sync::Arc;
 
 pub(crate) const LIVE_OBJECTS: &str = "edged_do_live_objects";
 const HIBERNATIONS: &str = "edged_do_hibernations_total";
@@ -130,6 +132,9 @@ pub struct DurableObjectActor {
     held: Vec<(Outcome, Reply, Instant)>,
     committing: bool,
     last_active: Instant,
+    /// In a cluster: the object's log (commits are released on its
+    /// acknowledgement, and nothing is released without the node's lease).
+    log: Option<Arc<ObjectLog>>,
 }
 
 impl DurableObjectActor {
@@ -159,6 +164,24 @@ impl DurableObjectActor {
             held: Vec::new(),
             committing: false,
             last_active: Instant::now(),
+            log: None,
+        }
+    }
+
+    /// In a cluster: commits go to the object's log before release.
+    pub fn replicated(mut self, log: Option<Arc<ObjectLog>>) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Why held responses may not be released now (the node's lease lapsed:
+    /// another node may own the object already).
+    fn gate_shut(&self) -> Option<String> {
+        match &self.log {
+            Some(log) if !log.lease_valid() => Some(
+                "this node's cluster membership lease lapsed; the object may have moved".into(),
+            ),
+            _ => None,
         }
     }
 
@@ -245,6 +268,9 @@ impl DurableObjectActor {
         let held = std::mem::take(&mut self.held);
         if batch.is_empty() {
             self.store.commit_done();
+            if let Some(why) = self.gate_shut() {
+                return self.fail_commit(held, waiters, why, ctx);
+            }
             release(held);
             for w in waiters {
                 let _ = w.send(Ok(()));
@@ -256,14 +282,37 @@ impl DurableObjectActor {
         self.committing = true;
         let writer = self.store.writer();
         let handoff = self.store.sql_handoff();
+        let shipper = self.store.shipper();
+        let log = self.log.clone();
+        // Started now, not when the future is first polled: SQL on this
+        // thread waits for the commit to take the writer's open transaction
+        // (`sql_handoff`), and this thread could run that SQL before it polls
+        // the future again.
+        let local = tokio::task::spawn_blocking(move || {
+            commit(&writer, &batch, &handoff, shipper.as_deref())
+        });
         let fut = async move {
-            tokio::task::spawn_blocking(move || commit(&writer, &batch, &handoff)).await
+            let local = local.await;
+            match local {
+                Ok(Ok(Some(pages))) => match log {
+                    Some(log) => log.append(pages).await.map_err(CommitFailure::Log),
+                    None => Ok(()),
+                },
+                Ok(Ok(None)) => Ok(()),
+                Ok(Err(e)) if e.is_disk_full() => Err(CommitFailure::DiskFull),
+                Ok(Err(e)) => Err(CommitFailure::Local(e.to_string())),
+                Err(e) => Err(CommitFailure::Local(e.to_string())),
+            }
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.committing = false;
             act.store.commit_done();
+            let result = result.and_then(|()| match act.gate_shut() {
+                Some(why) => Err(CommitFailure::Log(why)),
+                None => Ok(()),
+            });
             match result {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     if let (Some(at_ms), Some(alarms)) = (alarm_change, &act.alarms) {
                         alarms.do_send(AlarmChanged {
                             address: act.address.clone(),
@@ -276,12 +325,17 @@ impl DurableObjectActor {
                     }
                     act.maybe_commit(ctx);
                 }
-                Ok(Err(e)) if e.is_disk_full() => {
+                Err(CommitFailure::DiskFull) => {
                     let why = "the node's disk is full; the writes were not stored".to_owned();
                     act.fail_commit(held, waiters, why, ctx)
                 }
-                Ok(Err(e)) => act.fail_commit(held, waiters, e.to_string(), ctx),
-                Err(e) => act.fail_commit(held, waiters, e.to_string(), ctx),
+                Err(CommitFailure::Local(why)) => act.fail_commit(held, waiters, why, ctx),
+                Err(CommitFailure::Log(why)) => act.fail_commit(
+                    held,
+                    waiters,
+                    format!("the commit was not replicated: {why}"),
+                    ctx,
+                ),
             }
         }));
     }
@@ -295,6 +349,10 @@ impl DurableObjectActor {
         ctx: &mut Context<Self>,
     ) {
         tracing::error!(object = %self.address.id, %error, "Durable Object commit failed; resetting the object");
+        if let Some(log) = &self.log {
+            // The local database may hold what the log does not.
+            log.invalidate();
+        }
         for (_, reply, _) in held {
             let _ = reply.send(Err(InvokeError::Unavailable(format!(
                 "storage commit failed: {error}"
@@ -332,6 +390,13 @@ impl DurableObjectActor {
             && !self.committing
             && !self.store.has_pending()
     }
+}
+
+/// Why a commit did not become durable.
+enum CommitFailure {
+    DiskFull,
+    Local(String),
+    Log(String),
 }
 
 fn release(held: Vec<(Outcome, Reply, Instant)>) {

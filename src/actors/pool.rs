@@ -65,6 +65,9 @@ pub struct SpawnObject {
     pub last_used: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub directory: Recipient<ObjectStopped>,
     pub alarms: Recipient<AlarmChanged>,
+    /// In a cluster: the object's log (its database has just been brought up
+    /// to it) and whether the log holds a base image.
+    pub replica: Option<(std::sync::Arc<crate::cluster::replication::ObjectLog>, bool)>,
 }
 
 /// Create one blank isolate if the pool is below its target.
@@ -260,7 +263,8 @@ impl Handler<SpawnObject> for IsolatePool {
                     made?
                 }
             };
-            let store = ObjectStore::open(&msg.database, msg.max_object_bytes, msg.known)
+            let has_base = msg.replica.as_ref().map(|r| r.1);
+            let store = ObjectStore::open(&msg.database, msg.max_object_bytes, msg.known, has_base)
                 .map(Rc::new)
                 .map_err(|e| match e {
                     crate::state::StateError::Damaged(m) => InvokeError::Unavailable(m),
@@ -294,7 +298,8 @@ impl Handler<SpawnObject> for IsolatePool {
                 settings,
                 Some(msg.directory),
                 Some(msg.alarms),
-            );
+            )
+            .replicated(msg.replica.map(|r| r.0));
             Ok(actor.start())
         };
         Box::pin(fut.into_actor(self).map(move |result, _act, ctx| {

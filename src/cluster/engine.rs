@@ -11,7 +11,12 @@
 //!   history 8, written with compare-and-set on the revision read before;
 //! - `edged_cron`: `c.<worker>.<minute>.<n>` claims (`create`), `max_age` 10 min;
 //! - object store `edged_bundles`: deployment bundles by SHA-256 (sealed with
-//!   the cluster key, `deploys.rs`).
+//!   the cluster key, `deploys.rs`);
+//! - stream `EDGED_DOLOG`: each Durable Object's commit log on its own subject
+//!   `dolog.<digest>` (`state::replica` records), appended only with
+//!   `Nats-Expected-Last-Subject-Sequence`, so one owner at a time can append
+//!   and a stale owner's append is refused; the subject's messages before its
+//!   latest image are purged.
 //!
 //! Every call is bounded in time (the client's request timeout), so a core that
 //! is down makes callers fail fast with [`EngineError::Unreachable`].
@@ -28,6 +33,7 @@ const OWNERS: &str = "edged_owners";
 const DEPLOYS: &str = "edged_deploys";
 const CRON: &str = "edged_cron";
 const BUNDLES: &str = "edged_bundles";
+const DOLOG: &str = "EDGED_DOLOG";
 
 /// The ownership bucket's size bound (about 5 million objects).
 const OWNERS_MAX_BYTES: i64 = 1 << 30;
@@ -76,6 +82,8 @@ pub struct Buckets {
     deploys: kv::Store,
     cron: kv::Store,
     bundles: object_store::ObjectStore,
+    js: jetstream::Context,
+    log: jetstream::stream::Stream,
 }
 
 impl Engine {
@@ -177,12 +185,25 @@ impl Engine {
                 .await
                 .map_err(|e| unreachable(format!("object store {BUNDLES}: {create}; {e}")))?,
         };
+        let log = self
+            .js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: DOLOG.into(),
+                subjects: vec!["dolog.>".into()],
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unreachable(format!("stream {DOLOG}: {e}")))?;
         Ok(Buckets {
             nodes,
             owners,
             deploys,
             cron,
             bundles,
+            js: self.js.clone(),
+            log,
         })
     }
 }
@@ -338,5 +359,133 @@ impl Buckets {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => Ok(false),
             Err(e) => Err(unreachable(e)),
         }
+    }
+
+    /// Whether `node`'s membership record is still in the engine (read from
+    /// the stream's leader: it expires there a lease after its last renewal,
+    /// by which time the node has fenced itself).
+    pub async fn member_present(&self, node: &str) -> Result<bool, EngineError> {
+        Ok(entry(&self.nodes, format!("n.{node}")).await?.is_some())
+    }
+
+    /// Moves an object's ownership if its record is still at `expected`.
+    pub async fn take_owner(
+        &self,
+        key: &str,
+        record: Bytes,
+        expected: u64,
+    ) -> Result<u64, EngineError> {
+        match self
+            .owners
+            .update(format!("o.{key}"), record, expected)
+            .await
+        {
+            Ok(rev) => Ok(rev),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision || lost_race(&e) => {
+                Err(EngineError::Conflict)
+            }
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// The sequence of the last record in an object's log (0: none).
+    pub async fn log_last(&self, key: &str) -> Result<u64, EngineError> {
+        match self
+            .log
+            .get_last_raw_message_by_subject(&format!("dolog.{key}"))
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// Appends one record to an object's log if its last record is still
+    /// `expected` (0: the log is empty); the record's sequence once the core
+    /// has it on a quorum's disks. `Conflict`: another owner appended first.
+    pub async fn log_append(
+        &self,
+        key: &str,
+        record: Bytes,
+        expected: u64,
+    ) -> Result<u64, EngineError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.to_string().as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(format!("dolog.{key}"), headers, record)
+            .await
+            .map_err(unreachable)?
+            .await;
+        match ack {
+            Ok(a) => Ok(a.sequence),
+            Err(e)
+                if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+                    || lost_race(&e) =>
+            {
+                Err(EngineError::Conflict)
+            }
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// Every record of an object's log up to sequence `until`, in order.
+    pub async fn log_read(
+        &self,
+        key: &str,
+        until: u64,
+        mut each: impl FnMut(u64, Bytes) -> Result<(), String>,
+    ) -> Result<(), EngineError> {
+        if until == 0 {
+            return Ok(());
+        }
+        let consumer = self
+            .log
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("dolog.{key}"),
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(unreachable)?;
+        let mut messages = consumer.messages().await.map_err(unreachable)?;
+        loop {
+            let next = tokio::time::timeout(CALL_TIMEOUT, messages.next())
+                .await
+                .map_err(|_| unreachable("the object's log stopped arriving"))?;
+            let m = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Err(unreachable(e)),
+                None => return Err(unreachable("the object's log ended early")),
+            };
+            let seq = m.info().map_err(unreachable)?.stream_sequence;
+            if seq > until {
+                return Ok(());
+            }
+            each(seq, m.payload.clone()).map_err(EngineError::Unreachable)?;
+            if seq == until {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops an object's records before `seq` (the first record of an image).
+    pub async fn log_purge_before(&self, key: &str, seq: u64) -> Result<(), EngineError> {
+        self.log
+            .purge()
+            .filter(format!("dolog.{key}"))
+            .sequence(seq)
+            .await
+            .map(|_| ())
+            .map_err(unreachable)
     }
 }

@@ -13,9 +13,14 @@
 //! - ownership ([`Cluster::locate`]): the owner of an object is the node named by
 //!   its record in `edged_owners`; the first caller that finds none records the
 //!   first live ring candidate with `create`, so two racing nodes get one owner.
-//!   Ownership is sticky: joins and leaves do not move objects (their storage is
-//!   on the owner's disk), and an owner that is down makes calls fail fast with
-//!   a retryable error until it is back. The record's revision is the epoch.
+//!   Joins do not move objects. An owner that is gone (out of the ring, and its
+//!   membership record expired in the engine, so it has fenced itself) is
+//!   replaced by the first live candidate with compare-and-set on the record
+//!   (takeover); until then calls get a retryable error. The record's revision
+//!   is the epoch.
+//! - replication ([`replication`]): every commit of an object owned here is in
+//!   its log in the engine before the object releases what depends on it; a new
+//!   owner rebuilds the object from that log.
 //!   `actors::DurableObjectDirectory::owner` asks here and is the one place
 //!   callers learn who owns an id.
 //! - remote actor messages ([`peer`]): a call to an object owned by another node
@@ -29,6 +34,7 @@
 pub mod deploys;
 pub mod engine;
 pub mod peer;
+pub mod replication;
 pub mod ring;
 
 use std::collections::{BTreeMap, HashMap};
@@ -138,6 +144,8 @@ struct Inner {
     members: RwLock<Members>,
     health: Mutex<Health>,
     owners: RwLock<HashMap<String, Owned>>,
+    /// Objects whose local database is exactly their log's state.
+    applied: Mutex<HashMap<String, replication::Applied>>,
     peers: PeerClient,
     key: NodeKey,
     on_fence: Mutex<Vec<FenceListener>>,
@@ -241,6 +249,7 @@ impl Cluster {
                 duplicate: None,
             }),
             owners: RwLock::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
             on_fence: Mutex::new(Vec::new()),
         });
         metrics::gauge!(FENCED).set(1.0);
@@ -442,6 +451,11 @@ impl Cluster {
             if let Some(fenced) = change {
                 metrics::gauge!(FENCED).set(if fenced { 1.0 } else { 0.0 });
                 if fenced {
+                    // Another node may take this node's objects over meanwhile:
+                    // forget who owns what, and which local databases are
+                    // current (each is rebuilt from its log when next used).
+                    self.inner.owners.write().clear();
+                    self.inner.applied.lock().clear();
                     metrics::counter!(FENCE_EVENTS).increment(1);
                     tracing::error!(lease_ms = lease.as_millis() as u64, "membership not renewed within the lease: this node fences itself and stops serving Durable Object events");
                 } else {
@@ -506,8 +520,13 @@ impl Cluster {
         }
         let key = owner_key(address);
         if !refresh {
-            if let Some(owned) = self.inner.owners.read().get(&key) {
-                return self.classify(owned);
+            let cached = self.inner.owners.read().get(&key).cloned();
+            // A cached owner that left the ring is read again (and maybe
+            // taken over).
+            if let Some(owned) =
+                cached.filter(|o| o.node == self.inner.me.id || self.live_peer(&o.node).is_some())
+            {
+                return self.classify(&owned);
             }
         }
         let buckets = self
@@ -527,6 +546,7 @@ impl Cluster {
             class: address.class_name.clone(),
         };
         let k = key.clone();
+        let live = placement.members().clone();
         let owned = self
             .run(async move {
                 // A create that lost to one still being committed (the leader
@@ -540,6 +560,29 @@ impl Cluster {
                         let r: OwnerRecord = serde_json::from_slice(&value).map_err(|e| {
                             EngineError::Unreachable(format!("malformed owner record: {e}"))
                         })?;
+                        // Takeover: the owner is out of the ring and its
+                        // membership record has expired in the engine (it has
+                        // fenced itself by then), so the first live candidate
+                        // takes the object with compare-and-set on the record.
+                        if r.node != record.node
+                            && !live.contains_key(&r.node)
+                            && !buckets.member_present(&r.node).await?
+                        {
+                            let value =
+                                bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+                            match buckets.take_owner(&k, value, epoch).await {
+                                Ok(epoch) => {
+                                    metrics::counter!(replication::TAKEOVERS).increment(1);
+                                    tracing::warn!(from = %r.node, to = %record.node, epoch, "Durable Object taken over from a node that is gone");
+                                    return Ok(Owned {
+                                        node: record.node.clone(),
+                                        epoch,
+                                    });
+                                }
+                                Err(EngineError::Conflict) => continue,
+                                Err(e) => return Err(e),
+                            }
+                        }
                         return Ok(Owned {
                             node: r.node,
                             epoch,
@@ -597,16 +640,30 @@ impl Cluster {
         let client = self.inner.peers.clone();
         let (peer_owned, address_owned) = (peer.to_owned(), address.clone());
         let started = Instant::now();
-        let outcome = self
-            .inner
-            .peer_handle
-            .spawn(async move {
-                client
-                    .call(&peer_owned, &address_owned, epoch, request_id, request)
-                    .await
-            })
-            .await
-            .map_err(unavailable)?;
+        let mut task = self.inner.peer_handle.spawn(async move {
+            client
+                .call(&peer_owned, &address_owned, epoch, request_id, request)
+                .await
+        });
+        // An owner that leaves the ring while the call is in flight (its lease
+        // ran out: it is dead or paused, and the object may be taken over)
+        // does not hold the caller until the peer timeout. The event may have
+        // run there, so the outcome is unknown: `Lost`, never retried.
+        let left = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if self.live_peer(node).is_none() {
+                    return;
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            joined = &mut task => joined.map_err(unavailable)?,
+            () = left => {
+                task.abort();
+                Outcome::Lost(format!("owner node {node} left the cluster while the call was in flight"))
+            }
+        };
         let label = match &outcome {
             Outcome::Answered(Ok(_)) => "ok",
             Outcome::Answered(Err(_)) => "error",

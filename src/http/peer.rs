@@ -117,30 +117,34 @@ async fn object(
     let objects = plane.objects.clone();
     let request_id = head.request_id;
     let answer = async move {
-        let (reply, body) =
-            match DurableObjectDirectory::owner(Some(&cluster), &address, None, false).await {
-                Ok(Owner::Local) => {
-                    match objects.invoke_local(address, request_id, request).await {
-                        Ok(r) => (
-                            ReplyHead::Response {
-                                status: r.status,
-                                headers: encode_headers(&r.headers),
-                                body: r.body.is_some(),
-                            },
-                            r.body,
-                        ),
-                        Err(e) => {
-                            let (kind, message) = error_to_wire(&e);
-                            (ReplyHead::Failed { kind, message }, None)
-                        }
-                    }
-                }
-                Ok(Owner::Remote { node, epoch, .. }) => (ReplyHead::Moved { node, epoch }, None),
+        // The caller found this node in the engine's record: a cached record
+        // that says otherwise is read again before answering "moved".
+        let owner = match DurableObjectDirectory::owner(Some(&cluster), &address, None, false).await
+        {
+            Ok(Owner::Local) => Ok(Owner::Local),
+            _ => DurableObjectDirectory::owner(Some(&cluster), &address, None, true).await,
+        };
+        let (reply, body) = match owner {
+            Ok(Owner::Local) => match objects.invoke_local(address, request_id, request).await {
+                Ok(r) => (
+                    ReplyHead::Response {
+                        status: r.status,
+                        headers: encode_headers(&r.headers),
+                        body: r.body.is_some(),
+                    },
+                    r.body,
+                ),
                 Err(e) => {
                     let (kind, message) = error_to_wire(&e);
                     (ReplyHead::Failed { kind, message }, None)
                 }
-            };
+            },
+            Ok(Owner::Remote { node, epoch, .. }) => (ReplyHead::Moved { node, epoch }, None),
+            Err(e) => {
+                let (kind, message) = error_to_wire(&e);
+                (ReplyHead::Failed { kind, message }, None)
+            }
+        };
         futures::stream::once(async move { Ok::<_, String>(frame(&reply)) })
             .chain(body_stream(body))
     };

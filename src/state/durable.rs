@@ -76,11 +76,13 @@ pub struct Commit {
     /// SQL statements wrote inside the writer's open transaction; the commit
     /// ends that transaction along with the key-value writes.
     pub sql: bool,
+    /// Replicated: the log needs a shipment (its base image) even without writes.
+    pub ship: bool,
 }
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.alarm.is_none() && !self.sql
+        self.writes.is_empty() && self.alarm.is_none() && !self.sql && !self.ship
     }
 }
 
@@ -111,6 +113,8 @@ pub struct ObjectStore {
     reset: RefCell<Option<String>>,
     /// Why the SQL sandbox refused the last tenant statement.
     refusal: super::sql_sandbox::Refusal,
+    /// In a cluster: captures each commit for the object's log.
+    shipper: Option<Arc<Mutex<super::replica::Shipper>>>,
 }
 
 /// Told when the writes it waits for are durable, or why they are not.
@@ -182,14 +186,20 @@ impl Drop for ObjectStore {
         // database whole and its WAL empty: checkpointed and truncated, off the
         // isolate thread.
         let writer = self.writer.clone();
+        // A replicated database changes only by shipped commits: no vacuum
+        // (its pages would be in no record), only the checkpoint.
+        let vacuum = if self.shipper.is_some() {
+            ""
+        } else {
+            "PRAGMA incremental_vacuum;"
+        };
         let checkpoint = move || {
             let conn = match writer.lock() {
                 Ok(c) => c,
                 Err(p) => p.into_inner(),
             };
             if conn.is_autocommit() {
-                let _ = conn
-                    .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);");
+                let _ = conn.execute_batch(&format!("{vacuum} PRAGMA wal_checkpoint(TRUNCATE);"));
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -294,8 +304,16 @@ fn failed(e: impl std::fmt::Display) -> DoError {
 impl ObjectStore {
     /// Opens (or creates) the object's database, capped at `max_bytes`.
     /// `known`: the node's object index says the object exists, so its
-    /// database must be whole (see [`check_existing`]).
-    pub fn open(path: &Path, max_bytes: u64, known: bool) -> Result<Self, StateError> {
+    /// database must be whole (see [`check_existing`]). `replicated`: in a
+    /// cluster, whether the object's log holds a base image of this database
+    /// (`Some(false)`: the first commit ships one); each commit then captures
+    /// what it wrote ([`super::replica::Shipper`]).
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        known: bool,
+        replicated: Option<bool>,
+    ) -> Result<Self, StateError> {
         if known {
             check_existing(path)?;
         }
@@ -314,11 +332,23 @@ impl ObjectStore {
         writer.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |_| {
             Ok(())
         })?;
+        let shipper = match replicated {
+            Some(has_base) => Some(Arc::new(Mutex::new(super::replica::Shipper::new(
+                path, &writer, has_base,
+            )?))),
+            None => None,
+        };
+        let ship = shipper
+            .as_ref()
+            .is_some_and(|s| s.lock().map(|s| s.image_due()).unwrap_or(true));
         let reader = open_connection(path)?;
         let store = ObjectStore {
             reader,
             writer: Arc::new(Mutex::new(writer)),
-            pending: RefCell::new(Commit::default()),
+            pending: RefCell::new(Commit {
+                ship,
+                ..Default::default()
+            }),
             committing: RefCell::new(Commit::default()),
             transactions: RefCell::new(Vec::new()),
             max_bytes,
@@ -330,6 +360,7 @@ impl ObjectStore {
             actor: RefCell::new(None),
             reset: RefCell::new(None),
             refusal: Default::default(),
+            shipper,
         };
         let on_disk = store.file_size();
         store.size.set(on_disk);
@@ -466,6 +497,11 @@ impl ObjectStore {
         self.writer.clone()
     }
 
+    /// In a cluster: what captures each commit for the object's log.
+    pub fn shipper(&self) -> Option<Arc<Mutex<super::replica::Shipper>>> {
+        self.shipper.clone()
+    }
+
     fn overlay(&self, key: &str) -> Option<Option<Vec<u8>>> {
         if let Some(v) = self.pending.borrow().writes.get(key) {
             return Some(v.clone());
@@ -485,12 +521,14 @@ impl ObjectStore {
 /// Writes a batch in one transaction and waits until it is on disk. Blocking.
 /// SQL the object ran since the last commit is already in the writer's open
 /// transaction; this commits it together with the key-value writes and clears
-/// `handoff`.
+/// `handoff`. With a `shipper` (cluster), returns what the commit wrote, for
+/// the object's log, captured under the writer's lock.
 pub fn commit(
     writer: &Mutex<Connection>,
     batch: &Commit,
     handoff: &std::sync::atomic::AtomicBool,
-) -> Result<(), StateError> {
+    shipper: Option<&Mutex<super::replica::Shipper>>,
+) -> Result<Option<super::replica::Pages>, StateError> {
     let conn = match writer.lock() {
         Ok(c) => c,
         Err(p) => p.into_inner(),
@@ -499,8 +537,19 @@ pub fn commit(
     if result.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    let shipped = match (result, shipper) {
+        (Ok(()), Some(s)) => {
+            let mut s = match s.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            s.capture(&conn)
+        }
+        (Ok(()), None) => Ok(None),
+        (Err(e), _) => Err(e),
+    };
     handoff.store(false, std::sync::atomic::Ordering::Release);
-    result
+    shipped
 }
 
 fn write_batch(conn: &Connection, batch: &Commit) -> Result<(), StateError> {
@@ -829,7 +878,7 @@ mod tests {
     fn layers_commit_and_list() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.db");
-        let s = ObjectStore::open(&path, u64::MAX, false).unwrap();
+        let s = ObjectStore::open(&path, u64::MAX, false, None).unwrap();
         s.put("b", b"2".to_vec()).unwrap();
         s.put("a", b"1".to_vec()).unwrap();
         assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
@@ -841,7 +890,7 @@ mod tests {
             Some(b"2".to_vec()),
             "committing layer is visible"
         );
-        commit(&s.writer(), &batch, &s.sql_handoff()).unwrap();
+        commit(&s.writer(), &batch, &s.sql_handoff(), None).unwrap();
         s.commit_done();
         s.delete("a").unwrap();
         let keys: Vec<String> = s
@@ -859,7 +908,7 @@ mod tests {
         assert_eq!(s.list(&rev).unwrap()[0].0, "c");
         // Uncommitted writes are gone after a reopen; committed ones stay.
         drop(s);
-        let s = ObjectStore::open(&path, u64::MAX, false).unwrap();
+        let s = ObjectStore::open(&path, u64::MAX, false, None).unwrap();
         assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get("c").unwrap(), None);
     }
@@ -867,7 +916,7 @@ mod tests {
     #[test]
     fn transaction_rollback_restores_pending() {
         let dir = tempfile::tempdir().unwrap();
-        let s = ObjectStore::open(&dir.path().join("o.db"), u64::MAX, false).unwrap();
+        let s = ObjectStore::open(&dir.path().join("o.db"), u64::MAX, false, None).unwrap();
         s.put("keep", vec![1]).unwrap();
         s.transaction_begin().unwrap();
         s.put("drop", vec![2]).unwrap();

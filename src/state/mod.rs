@@ -25,6 +25,7 @@ pub mod http_cache;
 pub mod kv;
 pub mod names;
 pub mod private_file;
+pub mod replica;
 pub mod secrets;
 pub mod sql_sandbox;
 

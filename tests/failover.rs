@@ -1,0 +1,387 @@
+//! Durable Objects survive the loss of their node: 3 real `nats-server`
+//! (R3, fsync before ack) and 3 edged PoPs, concurrent increments from clients
+//! on every PoP, the owner killed (`kill -9`, 10 times) or paused past its
+//! lease (SIGSTOP, then SIGCONT). Each object's history is checked for
+//! linearizability (a fetch-and-increment checker below): no acknowledged
+//! write lost, no value given twice, real-time order kept.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::{start_node, wait_members, NatsCore};
+use common::TestNode;
+use serde_json::{json, Value};
+
+const WORKER: &str = r#"
+import { DurableObject } from "cloudflare:workers";
+
+export class Counter extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS log (v INTEGER PRIMARY KEY, at TEXT)");
+  }
+  async fetch(request) {
+    const url = new URL(request.url);
+    if (url.pathname === "/read") {
+      const n = (await this.ctx.storage.get("n")) ?? 0;
+      const rows = this.ctx.storage.sql.exec("SELECT count(*) AS c, max(v) AS m FROM log").one();
+      return Response.json({ n, rows: rows.c, max: rows.m ?? 0 });
+    }
+    const v = ((await this.ctx.storage.get("n")) ?? 0) + 1;
+    await this.ctx.storage.put("n", v);
+    this.ctx.storage.sql.exec("INSERT INTO log (v, at) VALUES (?, ?)", v, url.searchParams.get("c"));
+    return Response.json({ v });
+  }
+}
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const id = env.COUNTER.idFromName(url.searchParams.get("name") ?? "x");
+    return env.COUNTER.get(id).fetch(request);
+  },
+};
+"#;
+
+fn deploy(node: &TestNode) {
+    let (code, body) = node.deploy_body(
+        "ctr",
+        &json!({
+            "main_module": "worker.js",
+            "modules": { "worker.js": WORKER },
+            "bindings": [{"type":"durable_object_namespace","name":"COUNTER","class_name":"Counter"}],
+        }),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+/// One increment as a client saw it: `value` when acknowledged, `None` when
+/// its outcome is unknown (an error: it may or may not have applied).
+#[derive(Clone, Debug)]
+struct Op {
+    start: Instant,
+    end: Instant,
+    value: Option<u64>,
+}
+
+/// Checks a history of fetch-and-increment operations on a counter that
+/// started at 0 and reads `final_value` once everything has settled:
+/// acknowledged values are distinct, an operation that ended before another
+/// began returned a smaller value, every acknowledged value is in the final
+/// state, and each value never acknowledged can be accounted for by a
+/// distinct operation with an unknown outcome.
+fn check_linearizable(history: &[Op], final_value: u64) -> Result<(), String> {
+    let mut acked: Vec<&Op> = history.iter().filter(|o| o.value.is_some()).collect();
+    let unknown = history.len() - acked.len();
+    acked.sort_by_key(|o| o.value);
+    for w in acked.windows(2) {
+        if w[0].value == w[1].value {
+            return Err(format!("value {:?} acknowledged twice", w[0].value));
+        }
+    }
+    // Real time: walking down from the largest value, no op with a larger
+    // value may have ended before this one started.
+    let mut min_end_above: Option<Instant> = None;
+    for op in acked.iter().rev() {
+        if let Some(end) = min_end_above {
+            if end < op.start {
+                return Err(format!(
+                    "value {:?} was returned to an operation that started after one that got a larger value had ended",
+                    op.value
+                ));
+            }
+        }
+        min_end_above = Some(min_end_above.map_or(op.end, |e| e.min(op.end)));
+    }
+    let max = acked.last().and_then(|o| o.value).unwrap_or(0);
+    if final_value < max {
+        return Err(format!(
+            "acknowledged value {max} lost: the counter reads {final_value}"
+        ));
+    }
+    let gaps = final_value as usize - acked.len();
+    if gaps > unknown {
+        return Err(format!(
+            "the counter reads {final_value} but only {} operations were acknowledged and {unknown} are unknown",
+            acked.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Clients incrementing one object through every PoP until `stop`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<Vec<Op>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(urls: &[String], name: &str, per_pop: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            for j in 0..per_pop {
+                let (stop, history) = (stop.clone(), history.clone());
+                let url = format!("{url}/inc?name={name}&c={i}.{j}");
+                threads.push(std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .expect("client");
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = Instant::now();
+                        let value = http
+                            .get(&url)
+                            .header("host", "ctr.workers.localhost")
+                            .send()
+                            .ok()
+                            .filter(|r| r.status() == 200)
+                            .and_then(|r| r.json::<Value>().ok())
+                            .and_then(|v| v["v"].as_u64());
+                        let end = Instant::now();
+                        history.lock().unwrap().push(Op { start, end, value });
+                        if value.is_none() {
+                            // A PoP that is down answers at once: do not spin.
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }));
+            }
+        }
+        Load {
+            stop,
+            history,
+            threads,
+        }
+    }
+
+    fn history(&self) -> Vec<Op> {
+        self.history.lock().unwrap().clone()
+    }
+
+    fn finish(self) -> Vec<Op> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let h = self.history.lock().unwrap().clone();
+        h
+    }
+}
+
+/// Which node holds the object live (every object here stays live: the
+/// test config hibernates after 600 s).
+fn owner_of(nodes: &[TestNode]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owners: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.pid() != 0
+                    && TestNode::metric_in(&n.metrics(), "edged_do_live_objects").unwrap_or(0.0)
+                        >= 1.0
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if owners.len() == 1 {
+            return owners[0];
+        }
+        assert!(Instant::now() < deadline, "no single owner: {owners:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read(node: &TestNode, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = node.get_worker("ctr", &format!("/read?name={name}"));
+        if code == 200 {
+            return serde_json::from_str(&body).expect("json");
+        }
+        assert!(Instant::now() < deadline, "read failed: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until an acknowledged op ended after `since`; the gap between the
+/// last acknowledgement before `since` and the first after it.
+fn wait_recovery(load: &Load, since: Instant) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = load.history();
+        let after = h
+            .iter()
+            .filter(|o| o.value.is_some() && o.start > since)
+            .map(|o| o.end)
+            .min();
+        if let Some(first) = after {
+            let before = h
+                .iter()
+                .filter(|o| o.value.is_some() && o.end <= since)
+                .map(|o| o.end)
+                .max()
+                .unwrap_or(since);
+            return first.duration_since(before);
+        }
+        assert!(Instant::now() < deadline, "the object did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn killing_an_objects_owner_loses_no_acknowledged_write() {
+    let core = NatsCore::start(3);
+    let mut nodes = vec![
+        start_node(&core, "pop-a", "eu"),
+        start_node(&core, "pop-b", "us"),
+        start_node(&core, "pop-c", "ap"),
+    ];
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    deploy(&nodes[0]);
+    let name = "kill";
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n.get_worker("ctr", &format!("/read?name={name}")).0 != 200 {
+            assert!(Instant::now() < deadline, "worker not served");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut rtos = Vec::new();
+    let mut history = Vec::new();
+    for run in 0..10 {
+        let urls: Vec<String> = nodes.iter().map(|n| n.data.clone()).collect();
+        let load = Load::start(&urls, name, 2);
+        std::thread::sleep(Duration::from_millis(700));
+        let owner = owner_of(&nodes);
+        nodes[owner].kill();
+        let killed = Instant::now();
+        let rto = wait_recovery(&load, killed);
+        std::thread::sleep(Duration::from_millis(500));
+        let ops = load.finish();
+        let acked = ops.iter().filter(|o| o.value.is_some()).count();
+        eprintln!(
+            "run {run}: killed {} ; served again after {rto:?} ; {acked} of {} increments acknowledged",
+            ["pop-a", "pop-b", "pop-c"][owner],
+            ops.len()
+        );
+        history.extend(ops);
+        rtos.push(rto);
+        nodes[owner].restart();
+        wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    }
+    let state = read(&nodes[0], name);
+    let n = state["n"].as_u64().unwrap();
+    assert_eq!(
+        state["rows"].as_u64(),
+        Some(n),
+        "SQL and key-value state replicated together: {state}"
+    );
+    assert_eq!(state["max"].as_u64(), Some(n), "{state}");
+    for other in &nodes[1..] {
+        assert_eq!(read(other, name)["n"].as_u64(), Some(n));
+    }
+    if let Err(e) = check_linearizable(&history, n) {
+        panic!("not linearizable: {e}");
+    }
+    rtos.sort();
+    eprintln!(
+        "RTO over {} kills: p50 {:?}, max {:?} ; final value {n} ; {} operations checked",
+        rtos.len(),
+        percentile(&rtos, 0.5),
+        rtos.last().unwrap(),
+        history.len()
+    );
+    assert!(*rtos.last().unwrap() < Duration::from_secs(10));
+    drop(core);
+}
+
+#[test]
+fn a_paused_owner_acknowledges_nothing_after_the_takeover() {
+    let core = NatsCore::start(3);
+    let nodes = vec![
+        start_node(&core, "pop-a", "eu"),
+        start_node(&core, "pop-b", "us"),
+        start_node(&core, "pop-c", "ap"),
+    ];
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    deploy(&nodes[0]);
+    let name = "pause";
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n.get_worker("ctr", &format!("/read?name={name}")).0 != 200 {
+            assert!(Instant::now() < deadline, "worker not served");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.data.clone()).collect();
+    let load = Load::start(&urls, name, 2);
+    std::thread::sleep(Duration::from_millis(700));
+    let owner = owner_of(&nodes);
+    nodes[owner].signal("STOP");
+    let paused = Instant::now();
+    let rto = wait_recovery(&load, paused);
+    // Well past the takeover, the old owner wakes up with the object live and
+    // requests held: it must fail them, not acknowledge them.
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[owner].signal("CONT");
+    std::thread::sleep(Duration::from_millis(2500));
+    let history = load.finish();
+    let state = read(&nodes[(owner + 1) % 3], name);
+    let n = state["n"].as_u64().unwrap();
+    assert_eq!(state["rows"].as_u64(), Some(n), "{state}");
+    for node in &nodes {
+        assert_eq!(
+            read(node, name)["n"].as_u64(),
+            Some(n),
+            "every PoP sees one object"
+        );
+    }
+    if let Err(e) = check_linearizable(&history, n) {
+        panic!("not linearizable: {e}");
+    }
+    let log = nodes[owner].log();
+    eprintln!(
+        "paused owner: served again after {rto:?}; {} operations checked; final value {n}; old owner fenced: {}",
+        history.len(),
+        log.contains("fences itself")
+    );
+    assert!(
+        owner_of(&nodes) != owner,
+        "the object stayed with its new owner"
+    );
+    drop(core);
+}
+
+#[test]
+fn the_checker_catches_lost_and_duplicated_writes() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let op = |s, e, v| Op {
+        start: at(s),
+        end: at(e),
+        value: v,
+    };
+    let good = [
+        op(0, 10, Some(1)),
+        op(5, 20, Some(2)),
+        op(21, 30, None),
+        op(31, 40, Some(4)),
+    ];
+    assert!(check_linearizable(&good, 4).is_ok());
+    // A lost write: 2 acknowledged, the counter reads 1.
+    assert!(check_linearizable(&good[..2], 1).is_err());
+    // Two owners: the same value given twice.
+    assert!(check_linearizable(&[op(0, 10, Some(1)), op(20, 30, Some(1))], 1).is_err());
+    // Stale read of the counter: a later op got a smaller value.
+    assert!(check_linearizable(&[op(0, 10, Some(2)), op(20, 30, Some(1))], 2).is_err());
+}
