@@ -276,6 +276,17 @@ impl Handler<SpawnObject> for IsolatePool {
                         )
                     }
                 })?;
+            // A database rebuilt from its log brings its alarm with it: the
+            // directory of this node schedules it (alarms move with objects).
+            if has_base.is_some() {
+                use crate::js::durable::ObjectStorage;
+                if let Ok(at_ms) = store.get_alarm() {
+                    msg.alarms.do_send(AlarmChanged {
+                        address: msg.address.clone(),
+                        at_ms,
+                    });
+                }
+            }
             let slot = host
                 .activate(
                     &msg.address.class_name,

@@ -96,6 +96,20 @@ impl Cluster {
         let k = key.clone();
         let outcome = self
             .run(async move {
+                // Only the node the engine's record names may begin (an alarm
+                // left on a former owner must not take the object back).
+                let owner = buckets
+                    .owner(&k)
+                    .await?
+                    .and_then(|(v, _)| serde_json::from_slice::<super::OwnerRecord>(&v).ok());
+                if owner.as_ref().map(|o| o.node.as_str()) != Some(me.as_str()) {
+                    return Err(EngineError::Unreachable(format!(
+                        "this node does not own the object (its owner is {})",
+                        owner
+                            .map(|o| o.node)
+                            .unwrap_or_else(|| "not recorded".into())
+                    )));
+                }
                 for _ in 0..5 {
                     let last = buckets.log_last(&k).await?;
                     let known = this.inner.applied.lock().get(&k).copied();
