@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::cluster::{cluster_config, start_node, status, wait_members, NatsCore, SECRET};
+use common::cluster::{
+    cluster_config, object_log_messages, start_node, status, wait_members, NatsCore, SECRET,
+};
 use common::TestNode;
 use serde_json::{json, Value};
 
@@ -445,8 +447,20 @@ fn a_cluster_of_three_pops() {
         wait_served(n, "count", "/?name=x", |_| true);
     }
 
+    let logged = object_log_messages(&core);
+    assert!(logged > 0, "the objects' commits are in the engine");
     let (code, _) = a.control_request(reqwest::Method::DELETE, "/v1/workers/count", None);
     assert_eq!(code, 200);
+    // The deleted worker's object logs go from the engine too.
+    let started = Instant::now();
+    while object_log_messages(&core) != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the deleted worker's object logs stayed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{logged} object log records purged with the worker");
     for n in nodes {
         let started = Instant::now();
         while n.get_worker("count", "/").0 != 404 {

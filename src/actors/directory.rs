@@ -583,6 +583,9 @@ impl Handler<WorkerGone> for DurableObjectDirectory {
         if msg.keep {
             return;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.forget_storage(&msg.storage);
+        }
         self.alarms.retain(|a, _| a.storage != msg.storage);
         if let Some(index) = &self.alarm_index {
             if let Err(e) = index.purge_storage(&msg.storage) {

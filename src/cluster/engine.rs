@@ -13,7 +13,7 @@
 //! - object store `edged_bundles`: deployment bundles by SHA-256 (sealed with
 //!   the cluster key, `deploys.rs`);
 //! - stream `EDGED_DOLOG`: each Durable Object's commit log on its own subject
-//!   `dolog.<digest>` (`state::replica` records), appended only with
+//!   `dolog.<storage id>.<digest>` (`state::replica` records), appended only with
 //!   `Nats-Expected-Last-Subject-Sequence`, so one owner at a time can append
 //!   and a stale owner's append is refused; the subject's messages before its
 //!   latest image are purged.
@@ -476,6 +476,16 @@ impl Buckets {
                 return Ok(());
             }
         }
+    }
+
+    /// Drops the logs of every object of a worker's storage id.
+    pub async fn log_purge_storage(&self, storage: &str) -> Result<(), EngineError> {
+        self.log
+            .purge()
+            .filter(format!("dolog.{storage}.>"))
+            .await
+            .map(|_| ())
+            .map_err(unreachable)
     }
 
     /// Drops an object's records before `seq` (the first record of an image).

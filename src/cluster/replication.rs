@@ -2,7 +2,7 @@
 //! its log in the engine before the object's output gate opens, and a node
 //! that becomes an object's owner rebuilds the object from that log.
 //!
-//! Protocol (per object, on subject `dolog.<digest>` of stream `EDGED_DOLOG`):
+//! Protocol (per object, on subject `dolog.<storage id>.<digest>` of stream `EDGED_DOLOG`):
 //! - **begin** ([`Cluster::begin_object`]): before an activation, the owner
 //!   reads the log's last sequence; unless its local database is known to be
 //!   exactly that state (it wrote it, and nothing was appended since), it
@@ -93,13 +93,16 @@ impl Cluster {
         let buckets = self.buckets().map_err(unavailable)?;
         let me = self.inner.me.id.clone();
         let this = self.clone();
-        let k = key.clone();
+        // The log's subject names the worker's storage id, so a deleted
+        // worker's logs go with one purge ([`Cluster::forget_storage`]).
+        let k = format!("{}.{key}", address.storage);
+        let owner_k = key.clone();
         let outcome = self
             .run(async move {
                 // Only the node the engine's record names may begin (an alarm
                 // left on a former owner must not take the object back).
                 let owner = buckets
-                    .owner(&k)
+                    .owner(&owner_k)
                     .await?
                     .and_then(|(v, _)| serde_json::from_slice::<super::OwnerRecord>(&v).ok());
                 if owner.as_ref().map(|o| o.node.as_str()) != Some(me.as_str()) {
@@ -149,11 +152,31 @@ impl Cluster {
         Ok((
             Arc::new(ObjectLog {
                 cluster: self.clone(),
-                key,
+                key: format!("{}.{key}", address.storage),
                 last: AtomicU64::new(seq),
             }),
             has_base,
         ))
+    }
+
+    /// A worker was deleted: its objects' logs go (best effort: every node
+    /// applying the delete purges, and a purge of nothing is harmless).
+    pub fn forget_storage(&self, storage: &str) {
+        let Ok(buckets) = self.buckets() else {
+            return;
+        };
+        let storage = storage.to_owned();
+        let this = self.clone();
+        self.inner.handle.spawn(async move {
+            let prefix = format!("{storage}.");
+            this.inner
+                .applied
+                .lock()
+                .retain(|k, _| !k.starts_with(&prefix));
+            if let Err(e) = buckets.log_purge_storage(&storage).await {
+                tracing::warn!(error = %e, "cannot purge a deleted worker's Durable Object logs");
+            }
+        });
     }
 
     /// Whether this node's membership lease still holds (its last

@@ -209,3 +209,19 @@ pub fn wait_members(nodes: &[&TestNode], n: usize) {
         }
     }
 }
+
+/// Messages in the Durable Object log stream (`EDGED_DOLOG`), read from the core.
+pub fn object_log_messages(core: &NatsCore) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(core.urls.clone())
+            .await
+            .expect("connect to the core");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("EDGED_DOLOG").await.expect("the log stream");
+        stream.info().await.expect("stream info").state.messages
+    })
+}
