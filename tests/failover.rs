@@ -234,21 +234,16 @@ fn wait_recovery(load: &Load, since: Instant) -> Duration {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-#[test]
-fn killing_an_objects_owner_loses_no_acknowledged_write() {
-    let core = NatsCore::start(3);
-    let mut nodes = vec![
-        start_node(&core, "pop-a", "eu"),
-        start_node(&core, "pop-b", "us"),
-        start_node(&core, "pop-c", "ap"),
+/// Three PoPs on `core`, the counter worker deployed and served by each
+/// (reading object `name`).
+fn three_pops_serving(core: &NatsCore, name: &str) -> Vec<TestNode> {
+    let nodes = vec![
+        start_node(core, "pop-a", "eu"),
+        start_node(core, "pop-b", "us"),
+        start_node(core, "pop-c", "ap"),
     ];
     wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
     deploy(&nodes[0]);
-    let name = "kill";
     for n in &nodes {
         let deadline = Instant::now() + Duration::from_secs(30);
         while n.get_worker("ctr", &format!("/read?name={name}")).0 != 200 {
@@ -256,6 +251,18 @@ fn killing_an_objects_owner_loses_no_acknowledged_write() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    nodes
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn killing_an_objects_owner_loses_no_acknowledged_write() {
+    let core = NatsCore::start(3);
+    let name = "kill";
+    let mut nodes = three_pops_serving(&core, name);
     let mut rtos = Vec::new();
     let mut history = Vec::new();
     for run in 0..10 {
@@ -308,21 +315,8 @@ fn killing_an_objects_owner_loses_no_acknowledged_write() {
 #[test]
 fn a_paused_owner_acknowledges_nothing_after_the_takeover() {
     let core = NatsCore::start(3);
-    let nodes = vec![
-        start_node(&core, "pop-a", "eu"),
-        start_node(&core, "pop-b", "us"),
-        start_node(&core, "pop-c", "ap"),
-    ];
-    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
-    deploy(&nodes[0]);
     let name = "pause";
-    for n in &nodes {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while n.get_worker("ctr", &format!("/read?name={name}")).0 != 200 {
-            assert!(Instant::now() < deadline, "worker not served");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    let nodes = three_pops_serving(&core, name);
     let urls: Vec<String> = nodes.iter().map(|n| n.data.clone()).collect();
     let load = Load::start(&urls, name, 2);
     std::thread::sleep(Duration::from_millis(700));

@@ -443,7 +443,7 @@ impl Buckets {
         &self,
         key: &str,
         until: u64,
-        mut each: impl FnMut(u64, Bytes) -> Result<(), String>,
+        mut each: impl FnMut(Bytes) -> Result<(), String>,
     ) -> Result<(), EngineError> {
         if until == 0 {
             return Ok(());
@@ -471,7 +471,7 @@ impl Buckets {
             if seq > until {
                 return Ok(());
             }
-            each(seq, m.payload.clone()).map_err(EngineError::Unreachable)?;
+            each(m.payload.clone()).map_err(EngineError::Unreachable)?;
             if seq == until {
                 return Ok(());
             }

@@ -131,6 +131,14 @@ struct Health {
     duplicate: Option<String>,
 }
 
+impl Health {
+    /// The node may serve objects: its last acknowledged renewal was sent
+    /// less than a lease ago, and no other process renews its id.
+    fn lease_holds(&self, lease: Duration) -> bool {
+        self.duplicate.is_none() && self.last_ack.is_some_and(|t| t.elapsed() <= lease)
+    }
+}
+
 type FenceListener = Box<dyn Fn(bool) + Send + Sync>;
 
 struct Inner {
@@ -441,8 +449,7 @@ impl Cluster {
                 let mut h = self.inner.health.lock();
                 // Before its first renewal the node is not a member yet: it
                 // serves no objects either.
-                let expired = h.last_ack.is_none_or(|t| t.elapsed() > lease);
-                let fenced = expired || h.duplicate.is_some();
+                let fenced = !h.lease_holds(lease);
                 (fenced != h.fenced).then(|| {
                     h.fenced = fenced;
                     fenced

@@ -182,8 +182,7 @@ impl Cluster {
     /// Whether this node's membership lease still holds (its last
     /// acknowledged renewal was sent less than a lease ago).
     pub fn lease_valid(&self) -> bool {
-        let h = self.inner.health.lock();
-        h.duplicate.is_none() && h.last_ack.is_some_and(|t| t.elapsed() <= self.inner.lease)
+        self.inner.health.lock().lease_holds(self.inner.lease)
     }
 }
 
@@ -211,7 +210,7 @@ async fn restore(
         Ok((has_base, bytes))
     });
     let read = buckets
-        .log_read(key, last, |_, record| {
+        .log_read(key, last, |record| {
             tx.send(record)
                 .map_err(|_| "the restore stopped".to_owned())
         })

@@ -338,9 +338,8 @@ impl ObjectStore {
             )?))),
             None => None,
         };
-        let ship = shipper
-            .as_ref()
-            .is_some_and(|s| s.lock().map(|s| s.image_due()).unwrap_or(true));
+        // A log without a base image gets one with the first commit.
+        let ship = replicated == Some(false);
         let reader = open_connection(path)?;
         let store = ObjectStore {
             reader,

@@ -157,11 +157,6 @@ impl Shipper {
         Ok(s)
     }
 
-    /// Whether the next shipment will be an image.
-    pub fn image_due(&self) -> bool {
-        self.image_due
-    }
-
     fn truncate(&mut self, conn: &rusqlite::Connection) -> Result<bool, StateError> {
         let done = checkpoint_truncate(conn)?;
         if done {
@@ -304,7 +299,6 @@ pub struct Rebuild {
     open_image: bool,
     /// An image has been applied (the file is a whole database).
     pub has_base: bool,
-    pub commits: u64,
     pub bytes: u64,
 }
 
@@ -331,7 +325,6 @@ impl Rebuild {
             open: Vec::new(),
             open_image: false,
             has_base: false,
-            commits: 0,
             bytes: 0,
         })
     }
@@ -384,7 +377,6 @@ impl Rebuild {
                 .set_len(db_pages as u64 * page_size as u64)
                 .map_err(io(&self.path))?;
             self.open_image = false;
-            self.commits += 1;
         }
         Ok(())
     }
