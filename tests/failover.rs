@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{start_node, wait_members, NatsCore};
+use common::cluster::{cluster_config, wait_members, NatsCore};
 use common::TestNode;
 use serde_json::{json, Value};
 
@@ -30,6 +30,22 @@ export class Counter extends DurableObject {
       const rows = this.ctx.storage.sql.exec("SELECT count(*) AS c, max(v) AS m FROM log").one();
       return Response.json({ n, rows: rows.c, max: rows.m ?? 0 });
     }
+    if (url.pathname === "/fill") {
+      // One event (one commit): `rows` blobs of `size` bytes, inserted or
+      // rewritten in place.
+      this.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS blob (k INTEGER PRIMARY KEY, b BLOB)");
+      const rows = Number(url.searchParams.get("rows")), size = Number(url.searchParams.get("size"));
+      const from = Number(url.searchParams.get("from") ?? 0);
+      for (let k = from; k < from + rows; k++) {
+        this.ctx.storage.sql.exec("INSERT OR REPLACE INTO blob (k, b) VALUES (?, randomblob(?))", k, size);
+      }
+      return Response.json({ ok: true });
+    }
+    if (url.pathname === "/blobs") {
+      this.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS blob (k INTEGER PRIMARY KEY, b BLOB)");
+      const r = this.ctx.storage.sql.exec("SELECT count(*) AS c, coalesce(sum(length(b)), 0) AS bytes FROM blob").one();
+      return Response.json({ rows: r.c, bytes: r.bytes });
+    }
     const v = ((await this.ctx.storage.get("n")) ?? 0) + 1;
     await this.ctx.storage.put("n", v);
     this.ctx.storage.sql.exec("INSERT INTO log (v, at) VALUES (?, ?)", v, url.searchParams.get("c"));
@@ -41,6 +57,13 @@ export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     const id = env.COUNTER.idFromName(url.searchParams.get("name") ?? "x");
+    if (url.pathname === "/fill") {
+      try {
+        return await env.COUNTER.get(id).fetch(request);
+      } catch (e) {
+        return new Response(`${e.name}: ${e.message}`, { status: 503 });
+      }
+    }
     return env.COUNTER.get(id).fetch(request);
   },
 };
@@ -237,11 +260,18 @@ fn wait_recovery(load: &Load, since: Instant) -> Duration {
 /// Three PoPs on `core`, the counter worker deployed and served by each
 /// (reading object `name`).
 fn three_pops_serving(core: &NatsCore, name: &str) -> Vec<TestNode> {
-    let nodes = vec![
-        start_node(core, "pop-a", "eu"),
-        start_node(core, "pop-b", "us"),
-        start_node(core, "pop-c", "ap"),
-    ];
+    three_pops_with(core, name, "")
+}
+
+/// [`three_pops_serving`] with `extra` TOML appended to each node's config.
+fn three_pops_with(core: &NatsCore, name: &str, extra: &str) -> Vec<TestNode> {
+    let pop = |node: &str, region: &str| {
+        TestNode::start_with(&format!(
+            "{}{extra}",
+            cluster_config(&core.urls, node, region)
+        ))
+    };
+    let nodes = vec![pop("pop-a", "eu"), pop("pop-b", "us"), pop("pop-c", "ap")];
     wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
     deploy(&nodes[0]);
     for n in &nodes {
@@ -353,6 +383,81 @@ fn a_paused_owner_acknowledges_nothing_after_the_takeover() {
         owner_of(&nodes) != owner,
         "the object stayed with its new owner"
     );
+    drop(core);
+}
+
+/// A tenant decides how large a commit is; the node must not hold one of any
+/// size in memory while it ships. Over the bound the commit is refused and the
+/// object goes back to its log; under it, a large object's snapshot streams
+/// from a copy on disk and a new owner rebuilds it whole.
+#[test]
+fn a_huge_commit_is_refused_and_a_large_object_moves_whole() {
+    let core = NatsCore::start(3);
+    let name = "big";
+    // Generating ~76 MB of random blobs takes more than the default 50 ms.
+    let mut nodes = three_pops_with(&core, name, "[limits]\ncpu_ms = 20000\n");
+    let pop = |nodes: &[TestNode], i: usize, path: &str| {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        nodes[i].get_worker("ctr", &format!("{path}{sep}name={name}"))
+    };
+    for _ in 0..3 {
+        assert_eq!(pop(&nodes, 0, "/inc").0, 200);
+    }
+    let owner = owner_of(&nodes);
+    let rss_before = nodes[owner].rss_kib();
+    // 40 blobs of 1.9 MB in one transaction: ~76 MiB, over the 32 MiB bound.
+    let (code, body) = pop(&nodes, owner, "/fill?rows=40&size=1900000");
+    let rss_after = nodes[owner].rss_kib();
+    assert!(code >= 500, "{code} {body}");
+    assert!(body.contains("over the 32 MiB"), "{body}");
+    eprintln!(
+        "refused commit of ~76 MiB: owner RSS {} -> {} MiB",
+        rss_before >> 10,
+        rss_after >> 10
+    );
+    assert!(
+        rss_after < rss_before + (160 << 10),
+        "the refused commit was not held in memory: {rss_before} -> {rss_after} KiB"
+    );
+    // The object went back to its log: nothing of the refused commit, the
+    // acknowledged counter intact, and it serves again.
+    assert_eq!(read(&nodes[owner], name)["n"].as_u64(), Some(3));
+    let (code, body) = pop(&nodes, owner, "/blobs");
+    assert_eq!((code, body.as_str()), (200, r#"{"rows":0,"bytes":0}"#));
+    // Now a large object: 16 commits of 1.9 MB, then each row rewritten, so
+    // the log outgrows the database and an image of ~30 MiB ships.
+    for k in 0..16 {
+        let (code, body) = pop(
+            &nodes,
+            owner,
+            &format!("/fill?rows=1&size=1900000&from={k}"),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    for k in 0..16 {
+        let (code, body) = pop(
+            &nodes,
+            owner,
+            &format!("/fill?rows=1&size=1900000&from={k}"),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    assert_eq!(pop(&nodes, owner, "/inc").0, 200);
+    let snapshots = TestNode::metric_in(&nodes[owner].metrics(), "edged_do_snapshots_total");
+    assert!(
+        snapshots.unwrap_or(0.0) >= 2.0,
+        "the base image and a snapshot of the large object: {snapshots:?}"
+    );
+    nodes[owner].kill();
+    let other = (owner + 1) % 3;
+    let state = read(&nodes[other], name);
+    assert_eq!(state["n"].as_u64(), Some(4), "{state}");
+    let (code, body) = pop(&nodes, other, "/blobs");
+    assert_eq!(code, 200, "{body}");
+    let blobs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(blobs["rows"].as_u64(), Some(16), "{blobs}");
+    assert_eq!(blobs["bytes"].as_u64(), Some(16 * 1_900_000), "{blobs}");
+    nodes[owner].restart();
     drop(core);
 }
 

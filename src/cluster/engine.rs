@@ -439,12 +439,15 @@ impl Buckets {
     }
 
     /// Every record of an object's log up to sequence `until`, in order.
-    pub async fn log_read(
+    pub async fn log_read<F>(
         &self,
         key: &str,
         until: u64,
-        mut each: impl FnMut(Bytes) -> Result<(), String>,
-    ) -> Result<(), EngineError> {
+        mut each: impl FnMut(Bytes) -> F,
+    ) -> Result<(), EngineError>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
         if until == 0 {
             return Ok(());
         }
@@ -471,7 +474,9 @@ impl Buckets {
             if seq > until {
                 return Ok(());
             }
-            each(m.payload.clone()).map_err(EngineError::Unreachable)?;
+            each(m.payload.clone())
+                .await
+                .map_err(EngineError::Unreachable)?;
             if seq == until {
                 return Ok(());
             }

@@ -196,7 +196,8 @@ async fn restore(
 ) -> Result<bool, EngineError> {
     let started = Instant::now();
     let rebuilt = db.with_extension("restore");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    // Bounded: the log is read no faster than the file is written.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let (target, dest) = (rebuilt.clone(), db.to_owned());
     let apply = tokio::task::spawn_blocking(move || -> Result<(bool, u64), String> {
         let fail = |e: crate::state::StateError| e.to_string();
@@ -211,8 +212,12 @@ async fn restore(
     });
     let read = buckets
         .log_read(key, last, |record| {
-            tx.send(record)
-                .map_err(|_| "the restore stopped".to_owned())
+            let tx = tx.clone();
+            async move {
+                tx.send(record)
+                    .await
+                    .map_err(|_| "the restore stopped".to_owned())
+            }
         })
         .await;
     drop(tx);
@@ -236,6 +241,18 @@ async fn restore(
     Ok(has_base)
 }
 
+/// Why an append failed: the engine, or reading what was to be shipped.
+enum AppendError {
+    Engine(EngineError),
+    Local(String),
+}
+
+impl From<EngineError> for AppendError {
+    fn from(e: EngineError) -> Self {
+        AppendError::Engine(e)
+    }
+}
+
 impl ObjectLog {
     /// Appends one commit; `Ok` once all of it is acknowledged. Any error
     /// leaves the local database unknown (the object must reset).
@@ -250,7 +267,8 @@ impl ObjectLog {
                 let buckets = this.cluster.buckets()?;
                 let mut last = this.last.load(Ordering::Acquire);
                 let mut first = None;
-                for record in pages.encode() {
+                for record in pages.records() {
+                    let record = record.map_err(|e| AppendError::Local(e.to_string()))?;
                     let seq = buckets.log_append(&this.key, record.into(), last).await?;
                     first.get_or_insert(seq);
                     last = seq;
@@ -270,17 +288,18 @@ impl ObjectLog {
                         tracing::warn!(error = %e, "cannot purge an object's log before its snapshot");
                     }
                 }
-                Ok::<_, EngineError>(())
+                Ok::<_, AppendError>(())
             })
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| {
                 r.map_err(|e| match e {
-                    EngineError::Conflict => {
+                    AppendError::Engine(EngineError::Conflict) => {
                         metrics::counter!(FENCING_REJECTIONS, "at" => "commit").increment(1);
                         "another node took the object over (its log moved on)".to_owned()
                     }
-                    other => other.to_string(),
+                    AppendError::Engine(other) => other.to_string(),
+                    AppendError::Local(why) => why,
                 })
             });
         match &result {

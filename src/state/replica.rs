@@ -24,8 +24,17 @@
 //! owner's death is never half-applied. Every record of a commit is appended
 //! by one owner under the log's compare-and-set, so records of two owners never
 //! interleave.
+//!
+//! Bounds. A tenant decides how much one commit writes, so nothing here holds
+//! more than a bounded amount of it in memory: a commit whose frames exceed
+//! [`MAX_COMMIT_BYTES`] is refused (the object resets and is rebuilt from its
+//! log, so the oversized commit is dropped and nothing acknowledged is lost);
+//! an image is a copy of the database file on disk (taken under the writer's
+//! lock) read one record at a time as it ships; a restore writes an image's
+//! parts straight to a file and buffers only a frame commit's parts, which
+//! the writer bounded.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::error::StateError;
@@ -36,6 +45,10 @@ const FRAME_HEADER: usize = 24;
 pub const RECORD_BYTES: usize = 512 << 10;
 /// A WAL past this many bytes is checkpointed and truncated after a capture.
 const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
+/// The most one replicated commit may write (WAL frames, headers included).
+/// Workers documents no per-transaction bound, but a node must not hold a
+/// tenant's arbitrarily large transaction in memory while it ships.
+pub const MAX_COMMIT_BYTES: u64 = 32 << 20;
 
 const KIND_EPOCH: u8 = 1;
 const KIND_PART: u8 = 2;
@@ -64,41 +77,107 @@ pub struct Pages {
     pub pages: Vec<(u32, Vec<u8>)>,
     /// A whole image (replaces everything before it).
     pub image: bool,
+    /// An image's pages, read from this copy of the database file as they
+    /// ship (`pages` is then empty).
+    pub file: Option<std::sync::Arc<ImageCopy>>,
+}
+
+/// A copy of an object's database file taken for one image. Its name is
+/// unlinked as soon as it is open, so the copy goes with the last shipment
+/// holding it (or with the process) and two copies never share a name.
+#[derive(Debug)]
+pub struct ImageCopy(std::fs::File);
+
+impl PartialEq for ImageCopy {
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
 }
 
 impl Pages {
     pub fn bytes(&self) -> usize {
-        self.pages.iter().map(|(_, p)| p.len()).sum()
+        match &self.file {
+            Some(_) => self.db_pages as usize * self.page_size as usize,
+            None => self.pages.iter().map(|(_, p)| p.len()).sum(),
+        }
     }
 
-    /// The records that carry this commit: parts of at most
-    /// [`RECORD_BYTES`] of pages, the last one a `Commit`.
-    pub fn encode(&self) -> Vec<Vec<u8>> {
-        let per = (RECORD_BYTES / self.page_size.max(512) as usize).max(1);
-        let chunks: Vec<&[(u32, Vec<u8>)]> = if self.pages.is_empty() {
-            vec![&[]]
-        } else {
-            self.pages.chunks(per).collect()
+    /// The records that carry this commit, made one at a time: parts of at
+    /// most [`RECORD_BYTES`] of pages, the last one a `Commit`.
+    pub fn records(&self) -> Records<'_> {
+        let total = match &self.file {
+            Some(_) => self.db_pages as usize,
+            None => self.pages.len(),
         };
-        let last = chunks.len() - 1;
-        chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, chunk)| {
-                let kind = if i == last { KIND_COMMIT } else { KIND_PART };
-                let mut out = Vec::with_capacity(14 + chunk.len() * (4 + self.page_size as usize));
-                out.push(kind);
-                out.push(if self.image { FLAG_IMAGE } else { 0 });
-                out.extend_from_slice(&self.page_size.to_be_bytes());
-                out.extend_from_slice(&self.db_pages.to_be_bytes());
-                out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-                for (pgno, page) in chunk {
-                    out.extend_from_slice(&pgno.to_be_bytes());
-                    out.extend_from_slice(page);
-                }
-                out
-            })
-            .collect()
+        let per = (RECORD_BYTES / self.page_size.max(512) as usize).max(1);
+        Records {
+            pages: self,
+            per,
+            chunks: total.div_ceil(per).max(1),
+            next: 0,
+        }
+    }
+
+    fn record(&self, kind: u8, chunk: &mut dyn Iterator<Item = (u32, &[u8])>, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + n * (4 + self.page_size as usize));
+        out.push(kind);
+        out.push(if self.image { FLAG_IMAGE } else { 0 });
+        out.extend_from_slice(&self.page_size.to_be_bytes());
+        out.extend_from_slice(&self.db_pages.to_be_bytes());
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+        for (pgno, page) in chunk {
+            out.extend_from_slice(&pgno.to_be_bytes());
+            out.extend_from_slice(page);
+        }
+        out
+    }
+}
+
+/// The records of one shipment, produced as they are taken.
+pub struct Records<'a> {
+    pages: &'a Pages,
+    per: usize,
+    chunks: usize,
+    next: usize,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Vec<u8>, StateError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.chunks {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        let p = self.pages;
+        let kind = if i + 1 == self.chunks {
+            KIND_COMMIT
+        } else {
+            KIND_PART
+        };
+        let start = i * self.per;
+        let Some(copy) = &p.file else {
+            let end = (start + self.per).min(p.pages.len());
+            let chunk = &p.pages[start.min(end)..end];
+            let mut it = chunk.iter().map(|(n, page)| (*n, page.as_slice()));
+            return Some(Ok(p.record(kind, &mut it, chunk.len())));
+        };
+        let read = || -> Result<Vec<u8>, StateError> {
+            use std::os::unix::fs::FileExt;
+            let size = p.page_size as usize;
+            let n = (p.db_pages as usize).saturating_sub(start).min(self.per);
+            let mut buf = vec![0u8; n * size];
+            copy.0
+                .read_exact_at(&mut buf, (start * size) as u64)
+                .map_err(|e| StateError::Invalid(format!("cannot read the object's image: {e}")))?;
+            let mut it = buf
+                .chunks(size)
+                .enumerate()
+                .map(|(k, page)| ((start + k + 1) as u32, page));
+            Ok(p.record(kind, &mut it, n))
+        };
+        Some(read())
     }
 }
 
@@ -185,7 +264,7 @@ impl Shipper {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            let image = read_image(&self.db)?;
+            let image = self.copy_image()?;
             self.image_due = false;
             self.since_image = 0;
             return Ok(Some(image));
@@ -198,6 +277,24 @@ impl Shipper {
             self.truncate(conn)?;
         }
         Ok(pages)
+    }
+
+    /// The database file (just checkpointed) as an image, read from a copy
+    /// as it ships: later checkpoints change the file, not the copy.
+    fn copy_image(&self) -> Result<Pages, StateError> {
+        let path = self.db.with_extension("image");
+        std::fs::copy(&self.db, &path).map_err(io(&path))?;
+        let file = std::fs::File::open(&path).map_err(io(&path));
+        let _ = std::fs::remove_file(&path);
+        let file = file?;
+        let (page_size, db_pages) = image_geometry(&file, &path)?;
+        Ok(Pages {
+            page_size,
+            db_pages,
+            pages: Vec::new(),
+            image: true,
+            file: Some(std::sync::Arc::new(ImageCopy(file))),
+        })
     }
 
     /// The frames after the cursor, up to the last commit frame.
@@ -224,6 +321,18 @@ impl Shipper {
                 salts: Some(salts),
                 offset: WAL_HEADER as u64,
             };
+        }
+        let pending = f
+            .metadata()
+            .map_err(io(&self.wal))?
+            .len()
+            .saturating_sub(self.cursor.offset);
+        if pending > MAX_COMMIT_BYTES {
+            return Err(StateError::Invalid(format!(
+                "the transaction wrote {} MiB, over the {} MiB one replicated Durable Object commit may write",
+                pending >> 20,
+                MAX_COMMIT_BYTES >> 20
+            )));
         }
         f.seek(SeekFrom::Start(self.cursor.offset))
             .map_err(io(&self.wal))?;
@@ -259,44 +368,43 @@ impl Shipper {
             db_pages,
             pages,
             image: false,
+            file: None,
         }))
     }
 }
 
-/// The whole database file as an image.
-pub fn read_image(db: &Path) -> Result<Pages, StateError> {
-    let data = std::fs::read(db).map_err(io(db))?;
-    if data.len() < 100 {
+/// The page size and page count of a database file.
+fn image_geometry(f: &std::fs::File, db: &Path) -> Result<(u32, u32), StateError> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata().map_err(io(db))?.len();
+    let mut header = [0u8; 100];
+    if len < 100 || f.read_exact_at(&mut header, 0).is_err() {
         return Err(StateError::Invalid("the object's database is empty".into()));
     }
     // Bytes 16–17 of the header: the page size (1 means 65536).
-    let raw = u16::from_be_bytes([data[16], data[17]]) as u32;
+    let raw = u16::from_be_bytes([header[16], header[17]]) as u32;
     let page_size = if raw == 1 { 65536 } else { raw };
-    if !(512..=65536).contains(&page_size) || data.len() % page_size as usize != 0 {
+    if !(512..=65536).contains(&page_size) || len % page_size as u64 != 0 {
         return Err(StateError::Invalid(
             "the object's database has a bad size".into(),
         ));
     }
-    let pages = data
-        .chunks(page_size as usize)
-        .enumerate()
-        .map(|(i, p)| (i as u32 + 1, p.to_vec()))
-        .collect::<Vec<_>>();
-    Ok(Pages {
-        page_size,
-        db_pages: pages.len() as u32,
-        pages,
-        image: true,
-    })
+    let pages = u32::try_from(len / page_size as u64)
+        .map_err(|_| StateError::Invalid("the object's database is too large".into()))?;
+    Ok((page_size, pages))
 }
 
 /// A database rebuilt from an object's log, record by record (a restore).
 pub struct Rebuild {
     path: PathBuf,
     file: std::fs::File,
-    /// Pages of the commit whose `Commit` record has not arrived yet.
+    /// Pages of the frame commit whose `Commit` record has not arrived yet
+    /// (bounded: the writer refuses commits over [`MAX_COMMIT_BYTES`]).
     open: Vec<(u32, Vec<u8>)>,
-    open_image: bool,
+    open_bytes: u64,
+    /// The image being received, written straight to its own file (an image
+    /// is as large as the database); it replaces `file` at its `Commit`.
+    image: Option<(PathBuf, std::fs::File)>,
     /// An image has been applied (the file is a whole database).
     pub has_base: bool,
     pub bytes: u64,
@@ -306,37 +414,49 @@ fn bad_record() -> StateError {
     StateError::Invalid("malformed record in the object's log".into())
 }
 
+fn create(path: &Path) -> Result<std::fs::File, StateError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io(path))
+}
+
 impl Rebuild {
     /// Starts an empty file at `path` (replacing any).
     pub fn create(path: &Path) -> Result<Self, StateError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io(path))?;
         Ok(Rebuild {
             path: path.to_owned(),
-            file,
+            file: create(path)?,
             open: Vec::new(),
-            open_image: false,
+            open_bytes: 0,
+            image: None,
             has_base: false,
             bytes: 0,
         })
     }
 
+    fn drop_open(&mut self) {
+        self.open.clear();
+        self.open_bytes = 0;
+        if let Some((path, _)) = self.image.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// Applies one record of the log.
     pub fn apply(&mut self, record: &[u8]) -> Result<(), StateError> {
+        use std::os::unix::fs::FileExt;
         self.bytes += record.len() as u64;
         let (&kind, rest) = record.split_first().ok_or_else(bad_record)?;
         if kind == KIND_EPOCH {
             // A commit its owner did not finish: never applied.
-            self.open.clear();
-            self.open_image = false;
+            self.drop_open();
             return Ok(());
         }
         if rest.len() < 13 || !(kind == KIND_PART || kind == KIND_COMMIT) {
@@ -353,36 +473,67 @@ impl Rebuild {
         if body.len() != count * (4 + page_size) {
             return Err(bad_record());
         }
-        if image && self.open.is_empty() {
-            self.open_image = true;
-        }
-        for chunk in body.chunks(4 + page_size) {
-            self.open.push((be32(&chunk[..4]), chunk[4..].to_vec()));
-        }
-        if kind == KIND_COMMIT {
-            if self.open_image {
-                self.file.set_len(0).map_err(io(&self.path))?;
+        let pages = body.chunks(4 + page_size).map(|c| (be32(&c[..4]), &c[4..]));
+        if image {
+            if !self.open.is_empty() {
+                return Err(bad_record());
+            }
+            if self.image.is_none() {
+                let path = self.path.with_extension("image-in");
+                self.image = Some((path.clone(), create(&path)?));
+            }
+            let Some((path, file)) = &self.image else {
+                return Err(bad_record());
+            };
+            for (pgno, page) in pages {
+                if pgno == 0 {
+                    return Err(bad_record());
+                }
+                file.write_all_at(page, (pgno as u64 - 1) * page_size as u64)
+                    .map_err(io(path))?;
+            }
+            if kind == KIND_COMMIT {
+                let Some((path, file)) = self.image.take() else {
+                    return Err(bad_record());
+                };
+                file.set_len(db_pages as u64 * page_size as u64)
+                    .map_err(io(&path))?;
+                std::fs::rename(&path, &self.path).map_err(io(&path))?;
+                self.file = file;
                 self.has_base = true;
             }
+            return Ok(());
+        }
+        if self.image.is_some() {
+            return Err(bad_record());
+        }
+        self.open_bytes += body.len() as u64;
+        if self.open_bytes > 2 * MAX_COMMIT_BYTES {
+            return Err(StateError::Invalid(
+                "a commit in the object's log is larger than any writer makes".into(),
+            ));
+        }
+        self.open.extend(pages.map(|(n, p)| (n, p.to_vec())));
+        if kind == KIND_COMMIT {
             for (pgno, page) in self.open.drain(..) {
                 if pgno == 0 {
                     return Err(bad_record());
                 }
                 self.file
-                    .seek(SeekFrom::Start((pgno as u64 - 1) * page_size as u64))
+                    .write_all_at(&page, (pgno as u64 - 1) * page_size as u64)
                     .map_err(io(&self.path))?;
-                self.file.write_all(&page).map_err(io(&self.path))?;
             }
+            self.open_bytes = 0;
             self.file
                 .set_len(db_pages as u64 * page_size as u64)
                 .map_err(io(&self.path))?;
-            self.open_image = false;
         }
         Ok(())
     }
 
     /// Syncs the file; `true` when it holds a database (an image arrived).
-    pub fn finish(self) -> Result<bool, StateError> {
+    pub fn finish(mut self) -> Result<bool, StateError> {
+        self.drop_open();
         self.file.sync_all().map_err(io(&self.path))?;
         Ok(self.has_base)
     }
@@ -460,7 +611,7 @@ mod tests {
             if let Some(p) = shipper.capture(&conn).unwrap() {
                 assert!(p.image || i > 0, "the first shipment is the base image");
                 images += p.image as u32;
-                log.extend(p.encode());
+                log.extend(p.records().map(Result::unwrap));
             }
             if i == 200 {
                 // A commit its owner never finished, then a new owner.
@@ -469,8 +620,9 @@ mod tests {
                     db_pages: 1,
                     pages: vec![(1, vec![0; 4096])],
                     image: true,
+                    file: None,
                 };
-                let mut part = half.encode()[0].clone();
+                let mut part = half.records().next().unwrap().unwrap();
                 part[0] = KIND_PART;
                 log.push(part);
                 log.push(epoch_record("b", 2));
@@ -501,8 +653,9 @@ mod tests {
             db_pages: 300,
             pages: (1..=300).map(|n| (n, vec![n as u8; 4096])).collect(),
             image: true,
+            file: None,
         };
-        let recs = p.encode();
+        let recs: Vec<_> = p.records().map(Result::unwrap).collect();
         assert_eq!(recs.len(), 3);
         assert!(recs.iter().all(|r| r.len() <= RECORD_BYTES + 2048));
         assert_eq!(recs[2][0], KIND_COMMIT);
@@ -512,5 +665,51 @@ mod tests {
                 .apply(&[KIND_COMMIT, 0, 1])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_commit_over_the_bound_is_refused_and_images_stream_from_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("o.db");
+        let conn = open(&db);
+        let mut shipper = Shipper::new(&db, &conn, false).unwrap();
+        conn.execute("INSERT INTO t (k, v) VALUES (1, 'a')", [])
+            .unwrap();
+        let image = shipper.capture(&conn).unwrap().unwrap();
+        assert!(image.image && image.pages.is_empty() && image.file.is_some());
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("image")),
+            "the image's copy has no name on disk"
+        );
+        // Later checkpoints change the database, not the image being shipped.
+        conn.execute("INSERT INTO t (k, v) VALUES (2, 'b')", [])
+            .unwrap();
+        shipper.truncate(&conn).unwrap();
+        let rebuilt = dir.path().join("r.db");
+        let mut r = Rebuild::create(&rebuilt).unwrap();
+        for rec in image.records() {
+            r.apply(&rec.unwrap()).unwrap();
+        }
+        assert!(r.finish().unwrap());
+        assert_eq!(dump(&rebuilt), vec![(1, "a".to_owned())]);
+
+        let conn = open(&db);
+        let mut shipper = Shipper::new(&db, &conn, true).unwrap();
+        let big = "x".repeat(1 << 20);
+        conn.execute_batch("BEGIN").unwrap();
+        for k in 0..(MAX_COMMIT_BYTES >> 20) as i64 + 2 {
+            conn.execute(
+                "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                rusqlite::params![100 + k, big],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        let err = shipper.capture(&conn).unwrap_err().to_string();
+        assert!(err.contains("over the 32 MiB"), "{err}");
     }
 }
