@@ -134,6 +134,11 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// How long a remote call may wait for the owner's answer head, in seconds.
     pub peer_timeout_s: u64,
+    /// How long the KV log keeps a write, in seconds; a node away for longer
+    /// catches up from the latest snapshot.
+    pub kv_log_max_age_s: u64,
+    /// How often the KV snapshot is refreshed, in seconds (by one node).
+    pub kv_snapshot_interval_s: u64,
 }
 
 impl Default for ClusterConfig {
@@ -150,6 +155,8 @@ impl Default for ClusterConfig {
             heartbeat_ms: 1000,
             lease_ms: 3000,
             peer_timeout_s: 30,
+            kv_log_max_age_s: 7 * 86_400,
+            kv_snapshot_interval_s: 600,
         }
     }
 }
@@ -179,6 +186,12 @@ impl ClusterConfig {
         }
         if !(1..=5).contains(&self.replicas) {
             return bad("cluster.replicas must be 1 to 5".into());
+        }
+        if self.kv_snapshot_interval_s == 0 || self.kv_snapshot_interval_s >= self.kv_log_max_age_s
+        {
+            return bad(
+                "cluster.kv_snapshot_interval_s must be > 0 and less than kv_log_max_age_s".into(),
+            );
         }
         if self.vnodes == 0 || self.heartbeat_ms == 0 || self.peer_timeout_s == 0 {
             return bad("cluster.vnodes, heartbeat_ms and peer_timeout_s must be > 0".into());

@@ -17,6 +17,10 @@
 //!   `Nats-Expected-Last-Subject-Sequence`, so one owner at a time can append
 //!   and a stale owner's append is refused; the subject's messages before its
 //!   latest image are purged.
+//! - stream `EDGED_KV`: the KV write log, `kv.<namespace>` (`state::kv::replica`
+//!   records), one global order, `max_age` = `kv_log_max_age_s`; object stores
+//!   `edged_kv_values` (values too large for a record, kept twice the log's
+//!   age) and `edged_kv_snapshots` (`latest`: every live key as of a sequence).
 //!
 //! Every call is bounded in time (the client's request timeout), so a core that
 //! is down makes callers fail fast with [`EngineError::Unreachable`].
@@ -34,6 +38,10 @@ const DEPLOYS: &str = "edged_deploys";
 const CRON: &str = "edged_cron";
 const BUNDLES: &str = "edged_bundles";
 const DOLOG: &str = "EDGED_DOLOG";
+const KVLOG: &str = "EDGED_KV";
+const KV_VALUES: &str = "edged_kv_values";
+const KV_SNAPSHOTS: &str = "edged_kv_snapshots";
+const KV_SNAPSHOT: &str = "latest";
 
 /// The ownership bucket's size bound (about 5 million objects).
 const OWNERS_MAX_BYTES: i64 = 1 << 30;
@@ -84,7 +92,13 @@ pub struct Buckets {
     bundles: object_store::ObjectStore,
     js: jetstream::Context,
     log: jetstream::stream::Stream,
+    kvlog: jetstream::stream::Stream,
+    kv_values: object_store::ObjectStore,
+    kv_snapshots: object_store::ObjectStore,
 }
+
+/// The KV log's records from a sequence on: `(sequence, record)`.
+pub type KvTail = futures::stream::BoxStream<'static, Result<(u64, Bytes), EngineError>>;
 
 impl Engine {
     /// Connects in the background: a core that is down at start is retried
@@ -124,8 +138,28 @@ impl Engine {
         }
     }
 
+    async fn object_store(
+        &self,
+        config: object_store::Config,
+    ) -> Result<object_store::ObjectStore, EngineError> {
+        let name = config.bucket.clone();
+        match self.js.create_object_store(config).await {
+            Ok(s) => Ok(s),
+            Err(create) => self
+                .js
+                .get_object_store(&name)
+                .await
+                .map_err(|e| unreachable(format!("object store {name}: {create}; {e}"))),
+        }
+    }
+
     /// Creates (or opens) every bucket.
-    pub async fn open(&self, replicas: usize, lease: Duration) -> Result<Buckets, EngineError> {
+    pub async fn open(
+        &self,
+        replicas: usize,
+        lease: Duration,
+        kv_max_age: Duration,
+    ) -> Result<Buckets, EngineError> {
         let file = jetstream::stream::StorageType::File;
         let nodes = self
             .bucket(kv::Config {
@@ -196,6 +230,35 @@ impl Engine {
             })
             .await
             .map_err(|e| unreachable(format!("stream {DOLOG}: {e}")))?;
+        let kvlog = self
+            .js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: KVLOG.into(),
+                subjects: vec!["kv.>".into()],
+                storage: file,
+                num_replicas: replicas,
+                max_age: kv_max_age,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unreachable(format!("stream {KVLOG}: {e}")))?;
+        let kv_values = self
+            .object_store(object_store::Config {
+                bucket: KV_VALUES.into(),
+                storage: file,
+                num_replicas: replicas,
+                max_age: kv_max_age * 2,
+                ..Default::default()
+            })
+            .await?;
+        let kv_snapshots = self
+            .object_store(object_store::Config {
+                bucket: KV_SNAPSHOTS.into(),
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
         Ok(Buckets {
             nodes,
             owners,
@@ -204,6 +267,9 @@ impl Engine {
             bundles,
             js: self.js.clone(),
             log,
+            kvlog,
+            kv_values,
+            kv_snapshots,
         })
     }
 }
@@ -436,6 +502,99 @@ impl Buckets {
             }
             Err(e) => Err(unreachable(e)),
         }
+    }
+
+    /// Appends a KV write to the log; its sequence once the core has it on
+    /// a quorum's disks.
+    pub async fn kv_append(&self, ns: &str, record: Bytes) -> Result<u64, EngineError> {
+        self.js
+            .publish(format!("kv.{ns}"), record)
+            .await
+            .map_err(unreachable)?
+            .await
+            .map(|a| a.sequence)
+            .map_err(unreachable)
+    }
+
+    /// The first and last sequence the KV log holds (`first > last`: empty).
+    pub async fn kv_bounds(&self) -> Result<(u64, u64), EngineError> {
+        let mut stream = self.kvlog.clone();
+        let info = stream.info().await.map_err(unreachable)?;
+        Ok((info.state.first_sequence, info.state.last_sequence))
+    }
+
+    /// The KV log from sequence `from` on, as it grows.
+    pub async fn kv_tail(&self, from: u64) -> Result<KvTail, EngineError> {
+        let consumer = self
+            .kvlog
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: "kv.>".into(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(unreachable)?;
+        let messages = consumer.messages().await.map_err(unreachable)?;
+        Ok(messages
+            .map(|m| {
+                let m = m.map_err(unreachable)?;
+                let seq = m.info().map_err(unreachable)?.stream_sequence;
+                Ok((seq, m.payload.clone()))
+            })
+            .boxed())
+    }
+
+    /// Stores a KV value too large for a log record.
+    pub async fn kv_put_value(&self, name: &str, data: Bytes) -> Result<(), EngineError> {
+        let mut reader: &[u8] = &data;
+        self.kv_values
+            .put(name, &mut reader)
+            .await
+            .map(|_| ())
+            .map_err(unreachable)
+    }
+
+    pub async fn kv_value(&self, name: &str, limit: usize) -> Result<Bytes, EngineError> {
+        let object = self.kv_values.get(name).await.map_err(unreachable)?;
+        let mut buf = Vec::new();
+        object
+            .take(limit as u64 + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(unreachable)?;
+        if buf.len() > limit {
+            return Err(unreachable(format!(
+                "KV value {name} is over {limit} bytes"
+            )));
+        }
+        Ok(buf.into())
+    }
+
+    /// Replaces the KV snapshot with the file at `path`.
+    pub async fn kv_put_snapshot(&self, path: &std::path::Path) -> Result<(), EngineError> {
+        let mut file = tokio::fs::File::open(path).await.map_err(unreachable)?;
+        self.kv_snapshots
+            .put(KV_SNAPSHOT, &mut file)
+            .await
+            .map(|_| ())
+            .map_err(unreachable)
+    }
+
+    /// Writes the KV snapshot to `path`; `false` when there is none.
+    pub async fn kv_snapshot(&self, path: &std::path::Path) -> Result<bool, EngineError> {
+        let mut object = match self.kv_snapshots.get(KV_SNAPSHOT).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(unreachable(e)),
+        };
+        let mut file = tokio::fs::File::create(path).await.map_err(unreachable)?;
+        tokio::io::copy(&mut object, &mut file)
+            .await
+            .map_err(unreachable)?;
+        file.sync_all().await.map_err(unreachable)?;
+        Ok(true)
     }
 
     /// Every record of an object's log up to sequence `until`, in order.

@@ -33,6 +33,7 @@
 
 pub mod deploys;
 pub mod engine;
+pub mod kv;
 pub mod peer;
 pub mod replication;
 pub mod ring;
@@ -84,6 +85,9 @@ pub struct NodeInfo {
     pub control: String,
     /// Changes at every start.
     pub boot: String,
+    /// KV replication progress as of its last renewal.
+    #[serde(default)]
+    pub kv: Option<kv::KvProgress>,
 }
 
 /// Where an object lives.
@@ -157,6 +161,8 @@ struct Inner {
     peers: PeerClient,
     key: NodeKey,
     on_fence: Mutex<Vec<FenceListener>>,
+    /// KV replication progress here.
+    kv: Mutex<kv::KvProgress>,
 }
 
 /// This node's handle on the cluster (cheap to clone).
@@ -225,6 +231,7 @@ impl Cluster {
             data,
             control,
             boot: uuid::Uuid::new_v4().simple().to_string(),
+            kv: None,
         };
         let secret = config.secret();
         let mut seen = BTreeMap::new();
@@ -259,6 +266,7 @@ impl Cluster {
             owners: RwLock::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             on_fence: Mutex::new(Vec::new()),
+            kv: Mutex::new(kv::KvProgress::default()),
         });
         metrics::gauge!(FENCED).set(1.0);
         let cluster = Cluster { inner };
@@ -318,7 +326,11 @@ impl Cluster {
             match self
                 .inner
                 .engine
-                .open(self.inner.config.replicas, self.inner.lease)
+                .open(
+                    self.inner.config.replicas,
+                    self.inner.lease,
+                    Duration::from_secs(self.inner.config.kv_log_max_age_s),
+                )
                 .await
             {
                 Ok(b) => {
@@ -338,10 +350,12 @@ impl Cluster {
     }
 
     async fn renew_membership(self) {
-        let info = bytes::Bytes::from(serde_json::to_vec(&self.inner.me).unwrap_or_default());
         let every = Duration::from_millis(self.inner.config.heartbeat_ms);
         loop {
             let sent = Instant::now();
+            let mut me = self.inner.me.clone();
+            me.kv = Some(*self.inner.kv.lock());
+            let info = bytes::Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
             if let Ok(b) = self.buckets() {
                 let put = tokio::time::timeout(every, b.announce(&self.inner.me.id, info.clone()));
                 match put.await {
@@ -714,6 +728,7 @@ impl Cluster {
         let m = self.inner.members.read();
         let h = self.inner.health.lock();
         let shares = m.placement.shares(4096);
+        let my_kv = *self.inner.kv.lock();
         let members: Vec<serde_json::Value> = m
             .placement
             .members()
@@ -728,6 +743,7 @@ impl Cluster {
                     "control": info.control,
                     "last_seen_ms": at.elapsed().as_millis() as u64,
                     "ring_share": shares.get(&info.id).copied().unwrap_or(0) as f64 / 4096.0,
+                    "kv": if info.id == self.inner.me.id { Some(my_kv) } else { info.kv },
                 })
             })
             .collect();
@@ -739,6 +755,7 @@ impl Cluster {
             "lease_ms": self.inner.lease.as_millis() as u64,
             "last_renewal_ms": h.last_ack.map(|t| t.elapsed().as_millis() as u64),
             "ring": { "vnodes": self.inner.config.vnodes, "changes": h.ring_changes },
+            "kv": my_kv,
             "members": members,
         })
     }

@@ -451,13 +451,17 @@ async fn healthz(plane: web::Data<ControlPlane>) -> HttpResponse {
         Some(c) => {
             let (cluster, connected) = (&c.cluster, c.cluster.engine_connected());
             let fenced = cluster.fenced();
+            // A PoP that restarted is healthy once its KV replica caught up
+            // with the log as it was; until then it says how far behind it is.
+            let kv = cluster.kv_progress();
             HttpResponse::Ok().json(json!({
-                "status": if connected && !fenced { "ok" } else { "degraded" },
+                "status": if connected && !fenced && kv.caught_up { "ok" } else { "degraded" },
                 "cluster": {
                     "node": cluster.node_id(),
                     "engine": if connected { "connected" } else { "unreachable" },
                     "fenced": fenced,
                     "members": cluster.live_members(),
+                    "kv": kv,
                 },
             }))
         }

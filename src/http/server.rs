@@ -235,6 +235,10 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             (Some(cluster), Some((listener, peer_addr)))
         }
     };
+    if let Some(cluster) = &cluster {
+        crate::cluster::kv::start(cluster, kv.clone(), config.server.data_dir.clone())
+            .map_err(ServeError::Other)?;
+    }
     let registry = WorkerRegistry::new(store.clone(), threads, config.isolates.clone());
     let view = registry.view();
     let directory = DurableObjectDirectory::new(

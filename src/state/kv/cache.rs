@@ -29,6 +29,9 @@ pub struct EdgeCache {
 struct Inner {
     lru: LruCache<(String, String), Entry>,
     bytes: usize,
+    /// Counts removals: a read that started before one must not cache what
+    /// it read (the removal may be for a newer write).
+    removals: u64,
 }
 
 /// What the cache knows about a key.
@@ -46,6 +49,7 @@ impl EdgeCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
+                removals: 0,
             }),
             capacity: capacity_bytes,
         }
@@ -67,6 +71,28 @@ impl EdgeCache {
             Some(v) if v.expiration.is_some_and(|e| e <= now_unix) => Cached::Known(None),
             other => Cached::Known(other.clone()),
         }
+    }
+
+    /// The count of removals so far (see [`EdgeCache::insert_read`]).
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().removals
+    }
+
+    /// Caches what a read from the origin returned, unless an entry was
+    /// removed since the read began (at `generation`): a replicated write
+    /// applied meanwhile would otherwise be hidden behind the older value.
+    pub fn insert_read(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Option<KvValue>,
+        ttl: Duration,
+        generation: u64,
+    ) {
+        if self.inner.lock().removals != generation {
+            return;
+        }
+        self.insert(namespace, key, value, ttl);
     }
 
     /// Caches what the origin said (or what was just written) for `ttl`.
@@ -103,6 +129,7 @@ impl EdgeCache {
 
     pub fn remove(&self, namespace: &str, key: &str) {
         let mut inner = self.inner.lock();
+        inner.removals += 1;
         if let Some(old) = inner.lru.pop(&(namespace.to_owned(), key.to_owned())) {
             inner.bytes -= old.size;
         }
@@ -111,6 +138,7 @@ impl EdgeCache {
     /// Forgets every cached key of `namespace`.
     pub fn evict_namespace(&self, namespace: &str) {
         let mut inner = self.inner.lock();
+        inner.removals += 1;
         let keys: Vec<(String, String)> = inner
             .lru
             .iter()

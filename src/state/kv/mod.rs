@@ -9,8 +9,12 @@
 //! `cacheTtl`. Durability: a `put` resolves only after its SQLite transaction is
 //! on disk. SQLite work runs on tokio's blocking pool, never on isolate or HTTP
 //! threads; a cached read never leaves the calling thread.
+//!
+//! In a cluster ([`KvService::replicate`]) writes go through one replicated log
+//! instead of straight to the store: see [`replica`].
 
 pub mod cache;
+pub mod replica;
 pub mod store;
 
 use std::collections::HashMap;
@@ -126,6 +130,26 @@ pub struct KvService {
     stores: Mutex<HashMap<String, Arc<KvStore>>>,
     cache: Arc<EdgeCache>,
     default_ttl: Duration,
+    /// Cluster mode: writes go through the log, this node applies it.
+    replica: std::sync::OnceLock<Replica>,
+}
+
+struct Replica {
+    log: Arc<dyn replica::KvLog>,
+    /// The last log sequence applied here.
+    applied: tokio::sync::watch::Sender<u64>,
+    path: PathBuf,
+}
+
+/// How long a write waits for this node to apply it after the engine
+/// acknowledged it (it is durable either way; past this it resolves anyway).
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl KvService {
@@ -136,6 +160,206 @@ impl KvService {
             stores: Mutex::new(HashMap::new()),
             cache: Arc::new(EdgeCache::new(cache_bytes)),
             default_ttl,
+            replica: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Cluster mode: from now on writes append to `log` and resolve once this
+    /// node has applied them ([`KvService::apply`]). Returns the sequence
+    /// applied here before (persisted across restarts).
+    pub fn replicate(&self, log: Arc<dyn replica::KvLog>) -> Result<u64, String> {
+        let path = replica::applied_path(&self.dir);
+        let applied = replica::read_applied(&path)?;
+        let (tx, _) = tokio::sync::watch::channel(applied);
+        self.replica
+            .set(Replica {
+                log,
+                applied: tx,
+                path,
+            })
+            .map_err(|_| "KV replication is already on".to_owned())?;
+        Ok(applied)
+    }
+
+    /// The last log sequence applied here (0 without replication).
+    pub fn applied(&self) -> u64 {
+        self.replica.get().map(|r| *r.applied.borrow()).unwrap_or(0)
+    }
+
+    /// Applies records of the log, in log order, then records `upto` (the
+    /// batch's last sequence) as applied. Values stored outside the log must
+    /// be resolved into the records already. Blocking.
+    pub fn apply(&self, records: &[(u64, replica::KvRecord)], upto: u64) -> Result<(), String> {
+        let Some(r) = self.replica.get() else {
+            return Err("KV replication is off".into());
+        };
+        let last = upto;
+        // One transaction per namespace and batch; the order within each
+        // namespace is the log's, and namespaces are independent.
+        let mut by_ns: Vec<(&str, Vec<store::Applied<'_>>)> = Vec::new();
+        for (seq, rec) in records {
+            let ns = rec.header.ns.as_str();
+            let item = (*seq, rec.header.key.as_str(), rec.entry());
+            match by_ns.iter_mut().find(|(n, _)| *n == ns) {
+                Some((_, items)) => items.push(item),
+                None => by_ns.push((ns, vec![item])),
+            }
+        }
+        for (ns, items) in &by_ns {
+            let store = self.store(ns).map_err(|e| e.to_string())?;
+            store.apply(items).map_err(|e| e.to_string())?;
+            for (_, key, _) in items {
+                self.cache.remove(ns, key);
+            }
+        }
+        replica::write_applied(&r.path, last)?;
+        r.applied.send_replace(last);
+        Ok(())
+    }
+
+    /// Writes every live key of every namespace to a snapshot file as of
+    /// the sequence applied now (the caller applies nothing meanwhile).
+    /// Returns that sequence and the number of keys. Blocking.
+    pub fn write_snapshot(&self, path: &std::path::Path) -> Result<(u64, u64), String> {
+        let seq = self.applied();
+        let mut w = replica::SnapshotWriter::create(path, seq)?;
+        for ns in self.namespaces_on_disk() {
+            let store = self.store(&ns).map_err(|e| e.to_string())?;
+            store
+                .for_each(now_unix(), |key, value| {
+                    w.add(&replica::KvRecord {
+                        header: replica::Header {
+                            ns: ns.clone(),
+                            key,
+                            put: true,
+                            metadata: value.metadata,
+                            expiration: value.expiration,
+                            at_ms: 0,
+                            blob: None,
+                        },
+                        value: value.value,
+                    })
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        let keys = w.keys;
+        w.finish()?;
+        Ok((seq, keys))
+    }
+
+    /// Replaces every namespace here with a snapshot's content and records
+    /// its sequence as applied. Blocking.
+    pub fn load_snapshot(&self, path: &std::path::Path) -> Result<u64, String> {
+        let Some(r) = self.replica.get() else {
+            return Err("KV replication is off".into());
+        };
+        let reader = replica::SnapshotReader::open(path)?;
+        let seq = reader.seq;
+        for ns in self.namespaces_on_disk() {
+            self.store(&ns)
+                .and_then(|s| s.clear().map_err(unavailable))
+                .map_err(|e| e.to_string())?;
+            self.cache.evict_namespace(&ns);
+        }
+        let mut batch: Vec<(u64, replica::KvRecord)> = Vec::new();
+        let flush = |batch: &mut Vec<(u64, replica::KvRecord)>| -> Result<(), String> {
+            let Some((_, first)) = batch.first() else {
+                return Ok(());
+            };
+            let store = self.store(&first.header.ns).map_err(|e| e.to_string())?;
+            let items: Vec<_> = batch
+                .iter()
+                .map(|(s, rec)| (*s, rec.header.key.as_str(), rec.entry()))
+                .collect();
+            store.apply(&items).map_err(|e| e.to_string())?;
+            self.cache.evict_namespace(&first.header.ns);
+            batch.clear();
+            Ok(())
+        };
+        for rec in reader {
+            let rec = rec?;
+            if batch.len() >= 512
+                || batch
+                    .first()
+                    .is_some_and(|(_, f)| f.header.ns != rec.header.ns)
+            {
+                flush(&mut batch)?;
+            }
+            batch.push((seq, rec));
+        }
+        flush(&mut batch)?;
+        replica::write_applied(&r.path, seq)?;
+        r.applied.send_replace(seq);
+        Ok(seq)
+    }
+
+    /// The namespaces that have a database here.
+    fn namespaces_on_disk(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("kv")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".db")?.to_owned();
+                valid_namespace(&name).then_some(name)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A write in cluster mode: appended to the log; resolves once the
+    /// engine acknowledged it and this node applied it.
+    fn through_log(
+        &self,
+        op: &'static str,
+        ns: String,
+        key: String,
+        entry: Option<KvValue>,
+    ) -> KvFuture<()> {
+        let Some(r) = self.replica.get() else {
+            return Box::pin(std::future::ready(Err(KvError::Unavailable(
+                "KV replication is off".into(),
+            ))));
+        };
+        let put = entry.is_some();
+        let (metadata, expiration, value) = match entry {
+            Some(e) => (e.metadata, e.expiration, e.value),
+            None => (None, None, Bytes::new()),
+        };
+        let (inline, blob) = if value.len() > replica::INLINE_VALUE_BYTES {
+            let name = uuid::Uuid::new_v4().simple().to_string();
+            (Bytes::new(), Some((name, value)))
+        } else {
+            (value, None)
+        };
+        let blob_name = blob.as_ref().map(|(n, _)| n.clone());
+        let record = replica::KvRecord {
+            header: replica::Header {
+                ns: ns.clone(),
+                key,
+                put,
+                metadata,
+                expiration,
+                at_ms: now_ms(),
+                blob: blob_name,
+            },
+            value: inline,
+        };
+        let append = r.log.append(&ns, record.encode(), blob);
+        let mut applied = r.applied.subscribe();
+        Box::pin(async move {
+            let seq = append.await.map_err(|e| {
+                KvError::Unavailable(format!("KV {op} failed: 503 storage unavailable: {e}"))
+            })?;
+            if tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= seq))
+                .await
+                .is_err()
+            {
+                tracing::warn!(namespace = %ns, seq, "a KV write was acknowledged but is not applied here yet");
+            }
+            Ok(())
         })
     }
 
@@ -261,11 +485,12 @@ impl KvBackend for KvService {
             }
             metrics::counter!(CACHE_MISSES, "namespace" => ns.clone()).increment(1);
         }
+        let generation = cache.generation();
         Box::pin(async move {
             let store = store?;
             let k = key.clone();
             let value = blocking(move || store.get(&k, now_unix()).map_err(unavailable)).await?;
-            cache.insert(&ns, &key, value.clone(), ttl);
+            cache.insert_read(&ns, &key, value.clone(), ttl, generation);
             Ok(value)
         })
     }
@@ -280,6 +505,19 @@ impl KvBackend for KvService {
         let cache = self.cache.clone();
         let ttl = self.default_ttl;
         metrics::counter!(OPS, "namespace" => ns.clone(), "op" => "put").increment(1);
+        if self.replica.get().is_some() {
+            return match checked {
+                Ok((_, expiration)) => {
+                    let entry = KvValue {
+                        value,
+                        metadata: options.metadata,
+                        expiration,
+                    };
+                    self.through_log("PUT", ns, key, Some(entry))
+                }
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            };
+        }
         Box::pin(async move {
             let (store, expiration) = checked?;
             let entry = KvValue {
@@ -301,6 +539,12 @@ impl KvBackend for KvService {
         let cache = self.cache.clone();
         let ttl = self.default_ttl;
         metrics::counter!(OPS, "namespace" => ns.clone(), "op" => "delete").increment(1);
+        if self.replica.get().is_some() {
+            return match store {
+                Ok(_) => self.through_log("DELETE", ns, key, None),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            };
+        }
         Box::pin(async move {
             let store = store?;
             let k = key.clone();

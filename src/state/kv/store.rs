@@ -17,6 +17,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::super::error::StateError;
 use crate::js::KvValue;
 
+/// One write from the replicated log: its sequence, key and value (`None`:
+/// a delete).
+pub type Applied<'a> = (u64, &'a str, Option<KvValue>);
+
 pub struct KvStore {
     conn: Mutex<Connection>,
 }
@@ -127,6 +131,70 @@ impl KvStore {
             params![key.as_bytes(), now as i64],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Applies writes from the replicated log in their order, in one
+    /// transaction: `Some` puts (its `seq` is the log's), `None` deletes.
+    pub fn apply(&self, items: &[Applied<'_>]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO kv (key, value, metadata, expiration, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, metadata = excluded.metadata,
+                     expiration = excluded.expiration, seq = excluded.seq",
+            )?;
+            let mut delete = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
+            for (seq, key, value) in items {
+                match value {
+                    Some(v) => {
+                        put.execute(params![
+                            key.as_bytes(),
+                            &v.value[..],
+                            v.metadata,
+                            v.expiration.map(|e| e as i64),
+                            *seq as i64
+                        ])?;
+                    }
+                    None => {
+                        delete.execute(params![key.as_bytes()])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes every key (a snapshot replaces the namespace).
+    pub fn clear(&self) -> Result<(), StateError> {
+        self.conn()
+            .execute_batch("DELETE FROM kv; DELETE FROM changes;")?;
+        Ok(())
+    }
+
+    /// Calls `f` with every live key and its value, in key order.
+    pub fn for_each(
+        &self,
+        now: u64,
+        mut f: impl FnMut(String, KvValue) -> Result<(), String>,
+    ) -> Result<(), StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key, value, metadata, expiration FROM kv
+             WHERE expiration IS NULL OR expiration > ?1 ORDER BY key",
+        )?;
+        let mut rows = stmt.query(params![now as i64])?;
+        while let Some(r) = rows.next()? {
+            let key: Vec<u8> = r.get(0)?;
+            let value = KvValue {
+                value: r.get::<_, Vec<u8>>(1)?.into(),
+                metadata: r.get(2)?,
+                expiration: r.get::<_, Option<i64>>(3)?.map(|e| e as u64),
+            };
+            f(String::from_utf8_lossy(&key).into_owned(), value).map_err(StateError::Invalid)?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,463 @@
+//! Workers KV across PoPs: 3 real `nats-server` (R3, fsync before ack) and 3
+//! edged PoPs. Writes go to one replicated log, every PoP applies it: a write
+//! on one PoP is read on the others, concurrent writers converge, large
+//! values travel, a killed PoP loses no acknowledged write and catches up, a
+//! PoP away past the log's age reloads from the snapshot, and with the core
+//! down reads are served while writes fail clearly.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::{cluster_config, status, wait_members, NatsCore};
+use common::TestNode;
+use serde_json::{json, Value};
+
+const NS: &str = "shared";
+
+/// A key and the value a write of it was acknowledged with.
+type Written = (String, Vec<u8>);
+
+fn pop(core: &NatsCore, id: &str, extra: &str) -> TestNode {
+    let region = match id {
+        "pop-a" => "eu",
+        "pop-b" => "us",
+        _ => "ap",
+    };
+    TestNode::start_with(&format!(
+        "{}{extra}",
+        cluster_config(&core.urls, id, region)
+    ))
+}
+
+fn three_pops(core: &NatsCore, extra: &str) -> Vec<TestNode> {
+    let nodes = vec![
+        pop(core, "pop-a", extra),
+        pop(core, "pop-b", extra),
+        pop(core, "pop-c", extra),
+    ];
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    nodes
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn put(
+    http: &reqwest::blocking::Client,
+    node: &TestNode,
+    key: &str,
+    value: Vec<u8>,
+) -> (u16, String) {
+    let r = http
+        .put(format!("{}/v1/kv/{NS}/values/{key}", node.control))
+        .bearer_auth(common::TOKEN)
+        .body(value)
+        .send()
+        .expect("put");
+    (r.status().as_u16(), r.text().unwrap_or_default())
+}
+
+fn delete(http: &reqwest::blocking::Client, node: &TestNode, key: &str) -> u16 {
+    http.delete(format!("{}/v1/kv/{NS}/values/{key}", node.control))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .expect("delete")
+        .status()
+        .as_u16()
+}
+
+fn get(http: &reqwest::blocking::Client, node: &TestNode, key: &str) -> Option<Vec<u8>> {
+    let r = http
+        .get(format!("{}/v1/kv/{NS}/values/{key}", node.control))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .expect("get");
+    match r.status().as_u16() {
+        200 => Some(r.bytes().unwrap().to_vec()),
+        404 => None,
+        other => panic!("get {key}: {other} {}", r.text().unwrap_or_default()),
+    }
+}
+
+/// Every key and value of the namespace on `node` (through `list()`).
+fn dump(http: &reqwest::blocking::Client, node: &TestNode) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut cursor = String::new();
+    loop {
+        let (code, page) = node.control_request(
+            reqwest::Method::GET,
+            &format!("/v1/kv/{NS}/keys?cursor={cursor}"),
+            None,
+        );
+        assert_eq!(code, 200, "{page}");
+        for k in page["keys"].as_array().unwrap() {
+            let name = k["name"].as_str().unwrap().to_owned();
+            let value = get(http, node, &name).expect("listed key has a value");
+            out.insert(name, value);
+        }
+        if page["list_complete"] == true {
+            return out;
+        }
+        cursor = page["cursor"].as_str().unwrap().to_owned();
+    }
+}
+
+fn kv_progress(node: &TestNode) -> Value {
+    status(node)["kv"].clone()
+}
+
+/// Waits until every node has applied the log up to the same sequence.
+fn wait_converged(nodes: &[&TestNode]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let applied: Vec<u64> = nodes
+            .iter()
+            .map(|n| kv_progress(n)["applied"].as_u64().unwrap_or(0))
+            .collect();
+        let behind: Vec<u64> = nodes
+            .iter()
+            .map(|n| kv_progress(n)["behind"].as_u64().unwrap_or(1))
+            .collect();
+        if applied.iter().all(|a| *a == applied[0]) && behind.iter().all(|b| *b == 0) {
+            return applied[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PoPs did not converge: applied {applied:?}, behind {behind:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn writes_propagate_converge_and_carry_large_values() {
+    let core = NatsCore::start(3);
+    let nodes = three_pops(&core, "");
+    let http = client();
+
+    // Read your own write at once, then on the other PoPs: propagation
+    // measured from the writer's acknowledgement to the first read that sees
+    // the value elsewhere (alternating readers), over 1,000 writes.
+    let mut delays = Vec::new();
+    for i in 0..1000 {
+        let key = format!("p{i}");
+        let value = format!("value {i}").into_bytes();
+        let (code, body) = put(&http, &nodes[0], &key, value.clone());
+        assert_eq!(code, 200, "{body}");
+        let acked = Instant::now();
+        assert_eq!(
+            get(&http, &nodes[0], &key),
+            Some(value.clone()),
+            "read-your-write"
+        );
+        let reader = &nodes[1 + i % 2];
+        loop {
+            if get(&http, reader, &key).as_deref() == Some(&value[..]) {
+                delays.push(acked.elapsed());
+                break;
+            }
+            assert!(
+                acked.elapsed() < Duration::from_secs(10),
+                "{key} never reached the other PoP"
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    delays.sort();
+    eprintln!(
+        "propagation over {} writes: p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays.last().unwrap()
+    );
+    assert!(percentile(&delays, 0.99) < Duration::from_secs(5));
+
+    // Concurrent writers of the same keys on every PoP, deletes included:
+    // every PoP ends with the same namespace.
+    std::thread::scope(|s| {
+        for (w, node) in nodes.iter().enumerate() {
+            let http = client();
+            s.spawn(move || {
+                for i in 0..300 {
+                    let key = format!("c{}", i % 40);
+                    if i % 7 == w {
+                        assert_eq!(delete(&http, node, &key), 200);
+                    } else {
+                        let (code, body) = put(&http, node, &key, format!("{w}:{i}").into_bytes());
+                        assert_eq!(code, 200, "{body}");
+                    }
+                }
+            });
+        }
+    });
+    let seq = wait_converged(&nodes.iter().collect::<Vec<_>>());
+    let a = dump(&http, &nodes[0]);
+    assert!(a.len() > 1000, "{}", a.len());
+    for other in &nodes[1..] {
+        assert!(
+            dump(&http, other) == a,
+            "PoPs differ after concurrent writers"
+        );
+    }
+    eprintln!("converged: {} keys at sequence {seq} on every PoP", a.len());
+
+    // A 20 MiB value written on A is read on C.
+    let big: Vec<u8> = (0..20 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let (code, body) = put(&http, &nodes[0], "big", big.clone());
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = get(&http, &nodes[2], "big") {
+            assert!(v == big, "the 20 MiB value arrived changed");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the 20 MiB value never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = nodes[2].metrics();
+    assert!(TestNode::metric_in(&metrics, "edged_kv_applied_sequence").unwrap_or(0.0) > 0.0);
+    assert!(metrics.contains("edged_kv_replication_lag_seconds"));
+    let cluster = status(&nodes[1]);
+    let members = cluster["members"].as_array().unwrap();
+    assert!(
+        members
+            .iter()
+            .all(|m| m["kv"]["applied"].as_u64().is_some()),
+        "every PoP's KV progress in /v1/cluster: {cluster}"
+    );
+    drop(core);
+}
+
+#[test]
+fn a_killed_pop_loses_no_acknowledged_write_and_catches_up() {
+    let core = NatsCore::start(3);
+    let mut nodes = three_pops(&core, "");
+    let acked: Arc<Mutex<Vec<Written>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let urls: Vec<(String, usize)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.control.clone(), i))
+        .collect();
+    let writers: Vec<_> = urls
+        .into_iter()
+        .map(|(control, w)| {
+            let (acked, stop, failed) = (acked.clone(), stop.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}-{i}");
+                    let value = format!("{w}/{i}").into_bytes();
+                    let ok = http
+                        .put(format!("{control}/v1/kv/{NS}/values/{key}"))
+                        .bearer_auth(common::TOKEN)
+                        .body(value.clone())
+                        .send()
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        acked.lock().unwrap().push((key, value));
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[0].kill();
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[0].restart();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    // The restarted PoP reports healthy once it caught up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, health) = nodes[0].control_request(reqwest::Method::GET, "/healthz", None);
+        if health["status"] == "ok" {
+            assert_eq!(health["cluster"]["kv"]["caught_up"], true, "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted PoP never caught up: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_converged(&nodes.iter().collect::<Vec<_>>());
+    let acked = acked.lock().unwrap().clone();
+    let http = client();
+    let dumps: Vec<_> = nodes.iter().map(|n| dump(&http, n)).collect();
+    for (key, value) in &acked {
+        for (i, d) in dumps.iter().enumerate() {
+            assert_eq!(
+                d.get(key),
+                Some(value),
+                "acknowledged {key} missing on PoP {i}"
+            );
+        }
+    }
+    eprintln!(
+        "kill -9 during writes: {} acknowledged writes, all on every PoP; {} failed (the killed PoP's)",
+        acked.len(),
+        failed.load(Ordering::Relaxed)
+    );
+    assert!(acked.len() > 100);
+    drop(core);
+}
+
+#[test]
+fn a_pop_away_past_the_logs_age_reloads_from_the_snapshot() {
+    let core = NatsCore::start(3);
+    let extra = "kv_log_max_age_s = 3\nkv_snapshot_interval_s = 1\n";
+    // The cluster keys go in the [cluster] table: put them right after it.
+    let pop_with = |id: &str| {
+        let region = match id {
+            "pop-a" => "eu",
+            "pop-b" => "us",
+            _ => "ap",
+        };
+        let config = cluster_config(&core.urls, id, region).replacen(
+            "[cluster]\n",
+            &format!("[cluster]\n{extra}"),
+            1,
+        );
+        TestNode::start_with(&config)
+    };
+    let mut nodes = [pop_with("pop-a"), pop_with("pop-b"), pop_with("pop-c")];
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    let http = client();
+    for i in 0..50 {
+        assert_eq!(
+            put(&http, &nodes[0], &format!("old{i}"), b"x".to_vec()).0,
+            200
+        );
+    }
+    wait_converged(&nodes.iter().collect::<Vec<_>>());
+    nodes[2].kill();
+    for i in 0..50 {
+        assert_eq!(delete(&http, &nodes[0], &format!("old{i}")), 200);
+        assert_eq!(
+            put(
+                &http,
+                &nodes[1],
+                &format!("new{i}"),
+                format!("n{i}").into_bytes()
+            )
+            .0,
+            200
+        );
+    }
+    // Past the log's age: the writes C missed are gone from the log.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(put(&http, &nodes[0], "last", b"l".to_vec()).0, 200);
+    nodes[2].restart();
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    wait_converged(&nodes.iter().collect::<Vec<_>>());
+    let a = dump(&http, &nodes[0]);
+    assert_eq!(a.len(), 51, "{:?}", a.keys().collect::<Vec<_>>());
+    assert!(
+        dump(&http, &nodes[2]) == a,
+        "the PoP away reloaded a different namespace"
+    );
+    let loaded = nodes[2].metrics();
+    assert!(
+        loaded.contains("edged_kv_snapshots_total{op=\"loaded\"} 1"),
+        "the snapshot was used: {}",
+        loaded
+            .lines()
+            .filter(|l| l.contains("kv_snap"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(core);
+}
+
+#[test]
+fn with_the_core_down_reads_are_served_and_writes_fail_clearly() {
+    let mut core = NatsCore::start(3);
+    let nodes = three_pops(&core, "");
+    let http = client();
+    assert_eq!(put(&http, &nodes[0], "k", b"before".to_vec()).0, 200);
+    wait_converged(&nodes.iter().collect::<Vec<_>>());
+    // A worker reads and writes the namespace.
+    let worker = r#"
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    if (url.pathname === "/put") {
+      try { await env.KV.put("k", "from worker"); return new Response("ok"); }
+      catch (e) { return new Response(`${e.constructor.name}: ${e.message}`, { status: 503 }); }
+    }
+    return new Response((await env.KV.get("k")) ?? "none");
+  },
+};
+"#;
+    let (code, body) = nodes[0].deploy(
+        "kvw",
+        worker,
+        json!([{"type": "kv_namespace", "name": "KV", "namespace": NS}]),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n.get_worker("kvw", "/").0 != 200 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    core.stop();
+    for n in &nodes {
+        assert_eq!(n.get_worker("kvw", "/"), (200, "before".to_owned()));
+    }
+    let (code, body) = nodes[1].get_worker("kvw", "/put");
+    assert_eq!(code, 503);
+    assert!(
+        body.starts_with("Error: KV PUT failed: 503 storage unavailable"),
+        "{body}"
+    );
+    let (code, body) = put(&http, &nodes[2], "k", b"during".to_vec());
+    assert!(code >= 500, "{code} {body}");
+    core.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = nodes[1].get_worker("kvw", "/put");
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes did not come back: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_converged(&nodes.iter().collect::<Vec<_>>());
+    for n in &nodes {
+        assert_eq!(n.get_worker("kvw", "/"), (200, "from worker".to_owned()));
+    }
+    drop(core);
+}
