@@ -102,7 +102,7 @@ impl Default for CacheConfig {
 pub struct KvConfig {
     pub cache_ttl_s: u64,
     pub cache_mb: u64,
-    /// How often expired keys are purged and the change log pruned.
+    /// How often expired keys are purged and namespaces compacted.
     pub purge_interval_s: u64,
 }
 

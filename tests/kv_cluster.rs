@@ -214,6 +214,43 @@ fn writes_propagate_converge_and_carry_large_values() {
     }
     eprintln!("converged: {} keys at sequence {seq} on every PoP", a.len());
 
+    // Metadata and expiration travel with the write.
+    let r = http
+        .put(format!(
+            "{}/v1/kv/{NS}/values/meta?expiration_ttl=3600&metadata=%7B%22v%22%3A1%7D",
+            nodes[0].control
+        ))
+        .bearer_auth(common::TOKEN)
+        .body("m")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = http
+            .get(format!("{}/v1/kv/{NS}/values/meta", nodes[2].control))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "meta never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(r.headers()["x-kv-metadata"], "{\"v\":1}");
+    let exp: u64 = r.headers()["x-kv-expiration"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 3500..=now + 3700).contains(&exp), "{exp}");
+    assert_eq!(delete(&http, &nodes[1], "meta"), 200);
+
     // A 20 MiB value written on A is read on C.
     let big: Vec<u8> = (0..20 << 20).map(|i: u32| (i % 251) as u8).collect();
     let (code, body) = put(&http, &nodes[0], "big", big.clone());

@@ -285,7 +285,9 @@ fn disk_use_stays_close_to_the_data() {
         kv >> 10,
         live >> 10
     );
-    assert!(kv < 2 << 20, "the namespace takes {} KiB", kv >> 10);
+    // SQLite's pages and B-tree fill put a floor above the raw bytes (80 KiB
+    // measured for 33 KiB); a change log kept per write would be far more.
+    assert!(kv < 4 * live, "the namespace takes {} KiB", kv >> 10);
 }
 
 const BOX: &str = r#"

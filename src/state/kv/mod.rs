@@ -36,9 +36,6 @@ pub const MAX_METADATA_BYTES: usize = 1024;
 pub const MIN_EXPIRATION_TTL: u64 = 60;
 pub const MAX_LIST_LIMIT: usize = 1000;
 
-/// How long the per-namespace change log keeps a write (`store.rs`).
-const CHANGES_KEPT_S: u64 = 600;
-
 const OPS: &str = "edged_kv_operations_total";
 const CACHE_HITS: &str = "edged_kv_cache_hits_total";
 const CACHE_MISSES: &str = "edged_kv_cache_misses_total";
@@ -393,14 +390,12 @@ impl KvService {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|x| x == "db") {
-                crate::state::durable::check_database(&path, &["kv", "changes"]).map_err(
-                    |why| {
-                        crate::state::StateError::Damaged(format!(
-                            "the KV namespace database {} is damaged: {why}",
-                            path.display()
-                        ))
-                    },
-                )?;
+                crate::state::durable::check_database(&path, &["kv"]).map_err(|why| {
+                    crate::state::StateError::Damaged(format!(
+                        "the KV namespace database {} is damaged: {why}",
+                        path.display()
+                    ))
+                })?;
             }
         }
         Ok(())
@@ -437,8 +432,8 @@ impl KvService {
             if let Err(e) = store.purge_expired(now) {
                 tracing::warn!(namespace = %name, error = %e, "KV purge failed");
             }
-            if let Err(e) = store.prune_changes(now, CHANGES_KEPT_S) {
-                tracing::warn!(namespace = %name, error = %e, "KV change-log pruning failed");
+            if let Err(e) = store.compact() {
+                tracing::warn!(namespace = %name, error = %e, "KV compaction failed");
             }
             if let Ok(bytes) = store.bytes_stored() {
                 metrics::gauge!(BYTES_STORED, "namespace" => name).set(bytes as f64);
@@ -526,7 +521,7 @@ impl KvBackend for KvService {
                 expiration,
             };
             let (k, e) = (key.clone(), entry.clone());
-            blocking(move || store.put(&k, &e, now).map_err(unavailable)).await?;
+            blocking(move || store.put(&k, &e).map_err(unavailable)).await?;
             cache.insert(&ns, &key, Some(entry), ttl);
             Ok(())
         })
@@ -548,7 +543,7 @@ impl KvBackend for KvService {
         Box::pin(async move {
             let store = store?;
             let k = key.clone();
-            blocking(move || store.delete(&k, now_unix()).map_err(unavailable)).await?;
+            blocking(move || store.delete(&k).map_err(unavailable)).await?;
             cache.insert(&ns, &key, None, ttl);
             Ok(())
         })

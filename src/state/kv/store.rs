@@ -1,13 +1,11 @@
 //! The origin store of one KV namespace: `<data_dir>/kv/<namespace>.db`.
 //!
 //! Keys are stored as BLOBs, so SQLite orders them by UTF-8 bytes, as Workers
-//! lists them. Every write also appends to `changes` (a monotonic sequence per
-//! namespace), the log a replicator can ship to other nodes; it is pruned to
-//! a short window ([`KvStore::prune_changes`]: the last ten minutes, at most
-//! twice as many rows as live keys plus a thousand), since nothing on one node
-//! reads it back and cross-node replication will keep its own log. WAL with
-//! `synchronous=FULL`: a `put` that returned is on disk. Calls block: run them on
-//! a blocking pool.
+//! lists them. There is no change log here: a standalone node needs none, and
+//! in a cluster the engine's KV log is the one order every node applies
+//! (`replica.rs`); `seq` is then the log sequence that wrote the key (0 on a
+//! standalone node). WAL with `synchronous=FULL`: a `put` that returned is on
+//! disk. Calls block: run them on a blocking pool.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,7 +36,7 @@ impl KvStore {
         let conn = Connection::open(path)?;
         // Disk stays close to the data: freed pages are returned (incremental
         // vacuum, for namespaces made from now on) and the purger truncates
-        // the WAL (`prune_changes`). The WAL is not cut back at every
+        // the WAL (`compact`). The WAL is not cut back at every
         // checkpoint: a WAL that has to grow again makes every commit's fsync
         // also write file metadata (measured: -17% on Durable Object writes),
         // so the size limit only trims one that grew past its usual size.
@@ -54,12 +52,7 @@ impl KvStore {
                  expiration INTEGER,
                  seq INTEGER NOT NULL
              ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS changes (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 key BLOB NOT NULL,
-                 op TEXT NOT NULL,
-                 at INTEGER NOT NULL
-             );",
+             DROP TABLE IF EXISTS changes;",
         )?;
         Ok(KvStore {
             conn: Mutex::new(conn),
@@ -97,41 +90,13 @@ impl KvStore {
         }))
     }
 
-    /// Writes (or overwrites) a key and logs the change, in one transaction.
-    pub fn put(&self, key: &str, value: &KvValue, now: u64) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO changes (key, op, at) VALUES (?1, 'put', ?2)",
-            params![key.as_bytes(), now as i64],
-        )?;
-        let seq = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO kv (key, value, metadata, expiration, seq) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value, metadata = excluded.metadata,
-                 expiration = excluded.expiration, seq = excluded.seq",
-            params![
-                key.as_bytes(),
-                &value.value[..],
-                value.metadata,
-                value.expiration.map(|e| e as i64),
-                seq
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+    /// Writes (or overwrites) a key.
+    pub fn put(&self, key: &str, value: &KvValue) -> Result<(), StateError> {
+        self.apply(&[(0, key, Some(value.clone()))])
     }
 
-    pub fn delete(&self, key: &str, now: u64) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM kv WHERE key = ?1", params![key.as_bytes()])?;
-        tx.execute(
-            "INSERT INTO changes (key, op, at) VALUES (?1, 'delete', ?2)",
-            params![key.as_bytes(), now as i64],
-        )?;
-        tx.commit()?;
-        Ok(())
+    pub fn delete(&self, key: &str) -> Result<(), StateError> {
+        self.apply(&[(0, key, None)])
     }
 
     /// Applies writes from the replicated log in their order, in one
@@ -169,8 +134,7 @@ impl KvStore {
 
     /// Removes every key (a snapshot replaces the namespace).
     pub fn clear(&self) -> Result<(), StateError> {
-        self.conn()
-            .execute_batch("DELETE FROM kv; DELETE FROM changes;")?;
+        self.conn().execute_batch("DELETE FROM kv;")?;
         Ok(())
     }
 
@@ -253,25 +217,12 @@ impl KvStore {
         )?)
     }
 
-    /// Keeps the change log to its window: rows older than `keep_s` seconds
-    /// go, and past `2 × live keys + 1000` rows the oldest go; freed pages
-    /// return to the file system. Returns the rows removed.
-    pub fn prune_changes(&self, now: u64, keep_s: u64) -> Result<usize, StateError> {
-        let conn = self.conn();
-        let live: i64 = conn.query_row("SELECT count(*) FROM kv", [], |r| r.get(0))?;
-        let cap = live.saturating_mul(2).saturating_add(1000);
-        let removed = conn.execute(
-            "DELETE FROM changes WHERE at < ?1
-               OR seq <= (SELECT MAX(seq) FROM changes) - ?2",
-            params![now.saturating_sub(keep_s) as i64, cap],
-        )?;
-        if removed > 0 {
-            conn.execute_batch("PRAGMA incremental_vacuum;")?;
-        }
-        // Once per purge: the WAL back to nothing, so an idle namespace takes
-        // about its data's size.
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-        Ok(removed)
+    /// Returns freed pages to the file system and the WAL back to nothing,
+    /// so an idle namespace takes about its data's size.
+    pub fn compact(&self) -> Result<(), StateError> {
+        self.conn()
+            .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
     }
 
     /// Bytes of keys and values stored.
@@ -301,8 +252,8 @@ mod tests {
     fn expired_keys_are_never_returned_and_are_purged() {
         let dir = tempfile::tempdir().unwrap();
         let store = KvStore::open(&dir.path().join("t.db")).unwrap();
-        store.put("lives", &value("a", None), 0).unwrap();
-        store.put("dies", &value("b", Some(100)), 0).unwrap();
+        store.put("lives", &value("a", None)).unwrap();
+        store.put("dies", &value("b", Some(100))).unwrap();
         assert_eq!(store.get("dies", 99).unwrap(), Some(value("b", Some(100))));
         assert_eq!(store.get("dies", 100).unwrap(), None);
         let (keys, more) = store.list("", None, 10, 100).unwrap();
@@ -316,23 +267,14 @@ mod tests {
     }
 
     #[test]
-    fn every_write_is_logged_with_a_sequence() {
+    fn deletes_remove_and_puts_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let store = KvStore::open(&dir.path().join("t.db")).unwrap();
-        store.put("a", &value("1", None), 5).unwrap();
-        store.put("a", &value("2", None), 6).unwrap();
-        store.delete("a", 7).unwrap();
-        let conn = store.conn();
-        let ops: Vec<(i64, String)> = conn
-            .prepare("SELECT seq, op FROM changes ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            ops,
-            vec![(1, "put".into()), (2, "put".into()), (3, "delete".into())]
-        );
+        store.put("a", &value("1", None)).unwrap();
+        store.put("a", &value("2", None)).unwrap();
+        assert_eq!(store.get("a", 0).unwrap(), Some(value("2", None)));
+        store.delete("a").unwrap();
+        assert_eq!(store.get("a", 0).unwrap(), None);
+        store.compact().unwrap();
     }
 }
