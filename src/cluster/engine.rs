@@ -327,6 +327,15 @@ impl Buckets {
             .map_err(unreachable)
     }
 
+    /// Removes this node's membership record (it is leaving on purpose):
+    /// the others see it gone at once instead of a lease later.
+    pub async fn withdraw(&self, node: &str) -> Result<(), EngineError> {
+        self.nodes
+            .delete(format!("n.{node}"))
+            .await
+            .map_err(unreachable)
+    }
+
     /// Every live member's record, then every change.
     pub async fn watch_members(&self) -> Result<Changes, EngineError> {
         let w = self

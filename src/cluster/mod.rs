@@ -133,13 +133,17 @@ struct Health {
     /// Another live process renews this node's id (a configuration error):
     /// this one fences itself for good.
     duplicate: Option<String>,
+    /// The node is shutting down: it serves no object again.
+    leaving: bool,
 }
 
 impl Health {
     /// The node may serve objects: its last acknowledged renewal was sent
     /// less than a lease ago, and no other process renews its id.
     fn lease_holds(&self, lease: Duration) -> bool {
-        self.duplicate.is_none() && self.last_ack.is_some_and(|t| t.elapsed() <= lease)
+        !self.leaving
+            && self.duplicate.is_none()
+            && self.last_ack.is_some_and(|t| t.elapsed() <= lease)
     }
 }
 
@@ -163,6 +167,9 @@ struct Inner {
     on_fence: Mutex<Vec<FenceListener>>,
     /// KV replication progress here.
     kv: Mutex<kv::KvProgress>,
+    /// Held by a membership renewal in flight, so that leaving never races
+    /// one (a renewal landing after the withdrawal would bring it back).
+    renewing: tokio::sync::Mutex<()>,
 }
 
 /// This node's handle on the cluster (cheap to clone).
@@ -262,11 +269,13 @@ impl Cluster {
                 ring_changes: 0,
                 first_revision: None,
                 duplicate: None,
+                leaving: false,
             }),
             owners: RwLock::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             on_fence: Mutex::new(Vec::new()),
             kv: Mutex::new(kv::KvProgress::default()),
+            renewing: tokio::sync::Mutex::new(()),
         });
         metrics::gauge!(FENCED).set(1.0);
         let cluster = Cluster { inner };
@@ -356,6 +365,10 @@ impl Cluster {
             let mut me = self.inner.me.clone();
             me.kv = Some(*self.inner.kv.lock());
             let info = bytes::Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
+            let renewing = self.inner.renewing.lock().await;
+            if self.inner.health.lock().leaving {
+                return;
+            }
             if let Ok(b) = self.buckets() {
                 let put = tokio::time::timeout(every, b.announce(&self.inner.me.id, info.clone()));
                 match put.await {
@@ -373,6 +386,7 @@ impl Cluster {
                     Err(_) => metrics::gauge!(ENGINE_UP).set(0.0),
                 }
             }
+            drop(renewing);
             let elapsed = sent.elapsed();
             if elapsed < every {
                 tokio::time::sleep(every - elapsed).await;
@@ -426,6 +440,9 @@ impl Cluster {
                     Some(info) if info.id == id => {
                         m.seen.insert(id.to_owned(), (info, seen_at));
                     }
+                    // Our own record withdrawn (by this node's previous run,
+                    // leaving): this run is a member all the same.
+                    None if id == self.inner.me.id => {}
                     _ => {
                         m.seen.remove(id);
                     }
@@ -459,6 +476,15 @@ impl Cluster {
                     self.inner.health.lock().ring_changes += 1;
                 }
             }
+            self.update_fence();
+        }
+    }
+
+    /// Fences this node (or lifts its fence) when its lease says so, and
+    /// tells the listeners.
+    fn update_fence(&self) {
+        let lease = self.inner.lease;
+        {
             let change = {
                 let mut h = self.inner.health.lock();
                 // Before its first renewal the node is not a member yet: it
@@ -478,7 +504,11 @@ impl Cluster {
                     self.inner.owners.write().clear();
                     self.inner.applied.lock().clear();
                     metrics::counter!(FENCE_EVENTS).increment(1);
-                    tracing::error!(lease_ms = lease.as_millis() as u64, "membership not renewed within the lease: this node fences itself and stops serving Durable Object events");
+                    if self.inner.health.lock().leaving {
+                        tracing::warn!("leaving the cluster: this node stops serving Durable Object events and hands its objects over");
+                    } else {
+                        tracing::error!(lease_ms = lease.as_millis() as u64, "membership not renewed within the lease: this node fences itself and stops serving Durable Object events");
+                    }
                 } else {
                     tracing::warn!("membership renewed: serving Durable Object events");
                 }
@@ -487,6 +517,36 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// This node is shutting down: it fences itself (nothing it holds is
+    /// released from now on), its objects stop, and it withdraws its
+    /// membership, so the other nodes take its objects over at once instead
+    /// of a lease later. The order is what makes it safe: a new owner may
+    /// start only when the record is gone, and by then this node serves
+    /// nothing.
+    pub async fn leave(&self) {
+        let this = self.clone();
+        let _ = self
+            .run(async move {
+                let renewing = this.inner.renewing.lock().await;
+                this.inner.health.lock().leaving = true;
+                this.update_fence();
+                if let Ok(b) = this.buckets() {
+                    match tokio::time::timeout(
+                        engine::CALL_TIMEOUT,
+                        b.withdraw(&this.inner.me.id),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => tracing::info!("membership withdrawn: the other nodes take this node's objects over"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot withdraw membership; it expires a lease from now"),
+                        Err(_) => tracing::warn!("withdrawing membership timed out; it expires a lease from now"),
+                    }
+                }
+                drop(renewing);
+            })
+            .await;
     }
 
     fn placement(&self) -> Arc<Placement> {

@@ -44,15 +44,36 @@ pub struct Node {
     data: actix_web::dev::Server,
     control: actix_web::dev::Server,
     peer: Option<actix_web::dev::Server>,
+    cluster: Option<Cluster>,
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 impl Node {
-    /// Serves until any listener stops (signal or error).
+    /// Serves until a signal (SIGTERM, SIGINT) or a listener stops. On a
+    /// signal a cluster node first leaves the cluster (its objects move at
+    /// once), then the listeners finish what they are serving and stop.
     pub async fn run(self) -> std::io::Result<()> {
         let Node {
             data,
             control,
             peer,
+            cluster,
             ..
         } = self;
         let data_handle = data.handle();
@@ -68,6 +89,13 @@ impl Node {
             r = data => r,
             r = control => r,
             r = peer_run => r,
+            _ = shutdown_signal() => {
+                tracing::info!("stopping (signal)");
+                if let Some(c) = &cluster {
+                    c.leave().await;
+                }
+                Ok(())
+            }
         };
         data_handle.stop(true).await;
         control_handle.stop(true).await;
@@ -304,6 +332,9 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             .default_service(web::to(data_plane::serve))
     })
     .workers(http_workers)
+    // Signals are handled once, in `Node::run` (a cluster node leaves first).
+    .disable_signals()
+    .shutdown_timeout(10)
     // A client that closes its side is gone: its request is dropped (and the
     // isolate ends it) instead of running on for nobody.
     .h1_allow_half_closed(false)
@@ -336,12 +367,15 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             .configure(control_plane::configure)
     })
     .workers(1)
+    .disable_signals()
+    .shutdown_timeout(10)
     .listen(control_listener)
     .map_err(|source| ServeError::Bind {
         addr: config.server.control_listen,
         source,
     })?;
 
+    let cluster_handle = cluster.clone();
     let (peer, peer_addr) = match (cluster, peer_listener) {
         (Some(cluster), Some((listener, addr))) => {
             let plane = web::Data::new(PeerPlane { cluster, objects });
@@ -360,6 +394,8 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
                 }
             })
             .workers(http_workers)
+            .disable_signals()
+            .shutdown_timeout(10)
             .listen(listener)
             .map_err(|source| ServeError::Bind { addr, source })?;
             (Some(server.run()), Some(addr))
@@ -376,6 +412,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         data: data_server.run(),
         control: control_server.run(),
         peer,
+        cluster: cluster_handle,
     })
 }
 

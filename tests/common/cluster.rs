@@ -193,7 +193,7 @@ pub fn status(node: &TestNode) -> Value {
 
 /// Waits until every node's engine is connected and it sees `n` members.
 pub fn wait_members(nodes: &[&TestNode], n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     for node in nodes {
         loop {
             let s = status(node);
@@ -201,10 +201,13 @@ pub fn wait_members(nodes: &[&TestNode], n: usize) {
             if s["engine"] == "connected" && members == n && s["fenced"] == false {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "cluster did not form ({n} members) within 60 s: {s}"
-            );
+            if Instant::now() >= deadline {
+                let all: Vec<String> = nodes.iter().map(|n| status(n).to_string()).collect();
+                panic!(
+                    "cluster did not form ({n} members) within 90 s: {s}\nevery node:\n{}",
+                    all.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
