@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{cluster_config, wait_members, NatsCore};
+use common::cluster::{cluster_config, stream_leader, wait_members, NatsCore};
 use common::TestNode;
 use serde_json::{json, Value};
 
@@ -401,6 +401,58 @@ fn a_rolling_restart_hands_objects_over_without_waiting_for_the_lease() {
         *rtos.last().unwrap() < Duration::from_millis(1800),
         "{rtos:?}"
     );
+    drop(core);
+}
+
+/// The NATS server that leads the object log's stream is killed under load:
+/// writes stall while the others elect a new leader, then resume; nothing
+/// acknowledged is lost and the history stays linearizable.
+#[test]
+fn killing_the_log_streams_leader_stalls_writes_and_loses_nothing() {
+    let mut core = NatsCore::start(3);
+    let name = "leader";
+    let nodes = three_pops_serving(&core, name);
+    let urls: Vec<String> = nodes.iter().map(|n| n.data.clone()).collect();
+    let load = Load::start(&urls, name, 2);
+    std::thread::sleep(Duration::from_millis(1000));
+    let leader = stream_leader(&core, "EDGED_DOLOG");
+    core.stop_one(leader);
+    let killed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stall = loop {
+        let h = load.history();
+        let after = h
+            .iter()
+            .filter(|o| o.value.is_some() && o.start > killed)
+            .map(|o| o.end)
+            .min();
+        if let Some(first) = after {
+            let before = h
+                .iter()
+                .filter(|o| o.value.is_some() && o.end <= killed)
+                .map(|o| o.end)
+                .max()
+                .unwrap_or(killed);
+            break first.duration_since(before);
+        }
+        assert!(Instant::now() < deadline, "writes never resumed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let history = load.finish();
+    let state = read(&nodes[0], name);
+    let n = state["n"].as_u64().unwrap();
+    assert_eq!(state["rows"].as_u64(), Some(n), "{state}");
+    if let Err(e) = check_linearizable(&history, n) {
+        panic!("not linearizable: {e}");
+    }
+    let failed = history.iter().filter(|o| o.value.is_none()).count();
+    eprintln!(
+        "stream leader n{leader} killed: writes stalled {stall:?}; {} operations ({failed} failed or unknown); final value {n}",
+        history.len()
+    );
+    core.restart();
+    drop(nodes);
     drop(core);
 }
 

@@ -228,3 +228,27 @@ pub fn object_log_messages(core: &NatsCore) -> u64 {
         stream.info().await.expect("stream info").state.messages
     })
 }
+
+/// Which core server (by index) leads stream `name` now.
+pub fn stream_leader(core: &NatsCore, name: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let leader = rt.block_on(async {
+        let client = async_nats::connect(core.urls.clone())
+            .await
+            .expect("connect to the core");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(name).await.expect("the stream");
+        let info = stream.info().await.expect("stream info");
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("the stream has a leader")
+    });
+    leader
+        .trim_start_matches('n')
+        .parse()
+        .expect("server names are n<index>")
+}
