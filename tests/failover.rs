@@ -456,6 +456,64 @@ fn killing_the_log_streams_leader_stalls_writes_and_loses_nothing() {
     drop(core);
 }
 
+/// A PoP that comes back with an empty data directory restores its objects
+/// from the engine: every other PoP leaves, so it must take the object over
+/// with nothing of it on its disk.
+#[test]
+fn a_pop_with_an_empty_data_directory_restores_objects_from_the_engine() {
+    let core = NatsCore::start(3);
+    let name = "empty";
+    let mut nodes = three_pops_serving(&core, name);
+    for _ in 0..25 {
+        assert_eq!(
+            nodes[0].get_worker("ctr", &format!("/inc?name={name}")).0,
+            200
+        );
+    }
+    let owner = owner_of(&nodes);
+    let wiped = (owner + 1) % 3;
+    let third = (owner + 2) % 3;
+    nodes[wiped].kill();
+    std::fs::remove_dir_all(nodes[wiped].data_dir()).expect("wipe the data directory");
+    nodes[wiped].restart();
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    // The worker reaches the wiped PoP from the engine's deployment records.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[wiped]
+        .get_worker("ctr", &format!("/read?name={name}"))
+        .0
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the wiped PoP never served the worker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in [owner, third] {
+        nodes[i].signal("TERM");
+    }
+    for i in [owner, third] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while nodes[i].alive() {
+            assert!(
+                Instant::now() < deadline,
+                "a node did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let state = read(&nodes[wiped], name);
+    assert_eq!(state["n"].as_u64(), Some(25), "{state}");
+    assert_eq!(state["rows"].as_u64(), Some(25), "{state}");
+    let restores = TestNode::metric_in(&nodes[wiped].metrics(), "edged_do_restores_total");
+    assert!(
+        restores.unwrap_or(0.0) >= 1.0,
+        "rebuilt from the log: {restores:?}"
+    );
+    drop(core);
+}
+
 #[test]
 fn a_paused_owner_acknowledges_nothing_after_the_takeover() {
     let core = NatsCore::start(3);
