@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{cluster_config, stream_leader, wait_members, NatsCore};
+use common::cluster::{cluster_config, stream_leader, wait_members, NatsCore, Proxy};
 use common::TestNode;
 use serde_json::{json, Value};
 
@@ -510,6 +510,171 @@ fn a_pop_with_an_empty_data_directory_restores_objects_from_the_engine() {
     assert!(
         restores.unwrap_or(0.0) >= 1.0,
         "rebuilt from the log: {restores:?}"
+    );
+    drop(core);
+}
+
+/// Which PoP runs object `name` now: the one whose event count moves when
+/// it is read (call with no load running).
+fn serving_owner(nodes: &[TestNode], name: &str) -> usize {
+    let events =
+        |n: &TestNode| TestNode::metric_in(&n.metrics(), "edged_do_events_total").unwrap_or(0.0);
+    let before: Vec<f64> = nodes.iter().map(events).collect();
+    read(&nodes[1], name);
+    let moved: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| events(n) > before[*i])
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(moved.len(), 1, "one PoP runs {name}: {moved:?}");
+    moved[0]
+}
+
+/// Three PoPs where pop-a's config is rewritten by `edit` (its NATS URL or
+/// peer address through a proxy), the counter worker served everywhere, and
+/// the name of an object pop-a owns.
+fn pops_with_a_proxied(
+    core: &NatsCore,
+    edit: impl Fn(String) -> String,
+) -> (Vec<TestNode>, String) {
+    let a = TestNode::start_with(&edit(cluster_config(&core.urls, "pop-a", "eu")));
+    let b = TestNode::start_with(&cluster_config(&core.urls, "pop-b", "us"));
+    let c = TestNode::start_with(&cluster_config(&core.urls, "pop-c", "ap"));
+    let nodes = vec![a, b, c];
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    deploy(&nodes[0]);
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n.get_worker("ctr", "/read?name=warm").0 != 200 {
+            assert!(Instant::now() < deadline, "worker not served");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let live =
+        |n: &TestNode| TestNode::metric_in(&n.metrics(), "edged_do_live_objects").unwrap_or(0.0);
+    let name = (0..60)
+        .map(|i| format!("part{i}"))
+        .find(|name| {
+            let before = live(&nodes[0]);
+            assert_eq!(
+                nodes[1].get_worker("ctr", &format!("/inc?name={name}")).0,
+                200
+            );
+            live(&nodes[0]) > before
+        })
+        .expect("an object owned by pop-a");
+    (nodes, name)
+}
+
+/// The owner loses the NATS core but not its peers: it fences itself within
+/// its lease, another PoP takes the object over, and when the owner comes
+/// back it serves again through the new owner; linearizable throughout.
+#[test]
+fn an_owner_cut_off_from_the_core_is_replaced_and_loses_nothing() {
+    let core = NatsCore::start(3);
+    let proxy = Proxy::start(core.urls[0].trim_start_matches("nats://"));
+    let via = format!("nats = [\"nats://127.0.0.1:{}\"]", proxy.port);
+    let (nodes, name) = pops_with_a_proxied(&core, |config| {
+        let start = config.find("nats = [").unwrap();
+        let end = start + config[start..].find(']').unwrap() + 1;
+        format!("{}{via}{}", &config[..start], &config[end..])
+    });
+    let urls: Vec<String> = nodes.iter().map(|n| n.data.clone()).collect();
+    let load = Load::start(&urls, &name, 2);
+    std::thread::sleep(Duration::from_millis(700));
+    proxy.cut();
+    let cut = Instant::now();
+    let rto = wait_recovery(&load, cut);
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::cluster::status(&nodes[0])["fenced"] != false {
+        assert!(
+            Instant::now() < deadline,
+            "pop-a stayed fenced after the core came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let history = load.finish();
+    let state = read(&nodes[1], &name);
+    let n = state["n"].as_u64().unwrap();
+    assert_eq!(state["rows"].as_u64(), Some(n), "{state}");
+    assert_eq!(
+        read(&nodes[0], &name)["n"].as_u64(),
+        Some(n),
+        "pop-a serves the same object again"
+    );
+    if let Err(e) = check_linearizable(&history, n) {
+        panic!("not linearizable: {e}");
+    }
+    assert!(
+        serving_owner(&nodes, &name) != 0,
+        "the object stayed with its new owner"
+    );
+    eprintln!(
+        "owner cut off from the core: served again after {rto:?}; {} operations checked; final value {n}",
+        history.len()
+    );
+    drop(core);
+}
+
+/// The owner loses its peers but not the core: its lease holds, so it stays
+/// the owner (no takeover: never two owners); the other PoPs' calls fail
+/// meanwhile and work again when the partition heals; linearizable.
+#[test]
+fn an_owner_cut_off_from_its_peers_stays_the_only_owner() {
+    let core = NatsCore::start(3);
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listen.local_addr().unwrap().port();
+    drop(listen);
+    let proxy = Proxy::start(&format!("127.0.0.1:{port}"));
+    let (nodes, name) = pops_with_a_proxied(&core, |config| {
+        config.replace(
+            "peer_listen = \"127.0.0.1:0\"",
+            &format!(
+                "peer_listen = \"127.0.0.1:{port}\"\npeer_advertise = \"127.0.0.1:{}\"",
+                proxy.port
+            ),
+        )
+    });
+    let urls: Vec<String> = nodes.iter().map(|n| n.data.clone()).collect();
+    let load = Load::start(&urls, &name, 2);
+    std::thread::sleep(Duration::from_millis(700));
+    proxy.cut();
+    let cut = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let during = load.history();
+    let served_by_owner = during
+        .iter()
+        .filter(|o| o.start > cut + Duration::from_secs(1) && o.value.is_some())
+        .count();
+    let failed_during = during
+        .iter()
+        .filter(|o| o.start > cut && o.value.is_none())
+        .count();
+    proxy.heal();
+    std::thread::sleep(Duration::from_secs(2));
+    let history = load.finish();
+    let state = read(&nodes[1], &name);
+    let n = state["n"].as_u64().unwrap();
+    assert_eq!(state["rows"].as_u64(), Some(n), "{state}");
+    if let Err(e) = check_linearizable(&history, n) {
+        panic!("not linearizable: {e}");
+    }
+    assert_eq!(
+        serving_owner(&nodes, &name),
+        0,
+        "no takeover while the owner's lease holds"
+    );
+    assert!(
+        served_by_owner > 0,
+        "the owner's own callers were served during the cut"
+    );
+    eprintln!(
+        "owner cut off from its peers: during the 4 s cut {served_by_owner} increments served by the owner's PoP, {failed_during} calls from the other PoPs failed; {} operations; final value {n}",
+        history.len()
     );
     drop(core);
 }
