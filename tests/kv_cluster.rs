@@ -498,3 +498,143 @@ export default {
     }
     drop(core);
 }
+
+/// A control-plane call with `token`.
+fn call(
+    node: &TestNode,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = node
+        .http
+        .request(method, format!("{}{path}", node.control))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().expect("control plane");
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// An account and a token for it, made on `node` (accounts are per PoP).
+fn account(node: &TestNode, id: &str) -> String {
+    let (s, b) = call(
+        node,
+        common::TOKEN,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(&json!({ "id": id })),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(
+        node,
+        common::TOKEN,
+        reqwest::Method::POST,
+        "/v1/tokens",
+        Some(&json!({ "account": id, "label": "test" })),
+    );
+    assert_eq!(s, 201, "{b}");
+    b["token"].as_str().expect("token").to_owned()
+}
+
+/// KV data is on every PoP, so who owns a namespace (and a route host) must be
+/// decided for the whole cluster: another account on another PoP can neither
+/// read nor bind a namespace claimed elsewhere, nor claim an overlapping host,
+/// even before any deployment carried the claim there.
+#[test]
+fn accounts_own_namespaces_and_hosts_across_pops() {
+    let core = NatsCore::start(3);
+    let nodes = three_pops(&core, "");
+    let shop = account(&nodes[0], "shop");
+    let mallory = account(&nodes[1], "mallory");
+    let put = reqwest::Method::PUT;
+    let (s, b) = call(
+        &nodes[0],
+        &shop,
+        put.clone(),
+        "/v1/kv/cart/values/items",
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    // Replicated to pop-b, but not readable there by another account.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(
+        &nodes[1],
+        common::TOKEN,
+        reqwest::Method::GET,
+        "/v1/kv/cart/keys",
+        None,
+    )
+    .1["keys"]
+        .as_array()
+        .is_none_or(|k| k.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the write never reached pop-b");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/kv/cart/values/items"),
+        (reqwest::Method::GET, "/v1/kv/cart/keys"),
+        (put.clone(), "/v1/kv/cart/values/items"),
+        (reqwest::Method::DELETE, "/v1/kv/cart/values/items"),
+    ] {
+        let (s, b) = call(&nodes[1], &mallory, method.clone(), path, None);
+        assert_eq!(s, 403, "{method} {path} on pop-b: {b}");
+    }
+    let worker = |bindings: Value, routes: &[&str]| {
+        json!({
+            "main_module": "worker.js",
+            "modules": { "worker.js": "export default { fetch() { return new Response('x'); } }" },
+            "bindings": bindings,
+            "routes": routes,
+        })
+    };
+    let (s, b) = call(
+        &nodes[1],
+        &mallory,
+        put.clone(),
+        "/v1/workers/loot",
+        Some(&worker(
+            json!([{"type": "kv_namespace", "name": "C", "namespace": "cart"}]),
+            &[],
+        )),
+    );
+    assert_eq!(
+        s, 403,
+        "binding another account's namespace on another PoP: {b}"
+    );
+    // Hosts: shop's route on pop-a, then an overlapping one on pop-c at once.
+    let (s, b) = call(
+        &nodes[0],
+        &shop,
+        put.clone(),
+        "/v1/workers/shop-api",
+        Some(&worker(json!([]), &["shop.example/*"])),
+    );
+    assert_eq!(s, 200, "{b}");
+    let thief = account(&nodes[2], "thief");
+    let (s, b) = call(
+        &nodes[2],
+        &thief,
+        put.clone(),
+        "/v1/workers/checkout",
+        Some(&worker(json!([]), &["shop.example/checkout*"])),
+    );
+    assert_eq!(s, 403, "an overlapping host on another PoP: {b}");
+    // Their own names are theirs.
+    let (s, b) = call(
+        &nodes[1],
+        &mallory,
+        put.clone(),
+        "/v1/workers/loot",
+        Some(&worker(
+            json!([{"type": "kv_namespace", "name": "L", "namespace": "loot"}]),
+            &["mallory.example/*"],
+        )),
+    );
+    assert_eq!(s, 200, "{b}");
+    drop(core);
+}

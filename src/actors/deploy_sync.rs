@@ -169,6 +169,18 @@ impl ClusterDeploys {
             })
             .await
             .map_err(mailbox)??;
+        // Then cluster-wide: another PoP's claims may not have reached this
+        // PoP's store yet (`cluster::claims`).
+        let namespaces = crate::state::deployments::kv_namespaces(&script);
+        self.cluster
+            .claim(&script.account, &hosts, &namespaces)
+            .await
+            .map_err(|e| match e {
+                crate::cluster::claims::ClaimError::Forbidden(m) => {
+                    SyncError::Actor(ActorError::Store(crate::state::StateError::Forbidden(m)))
+                }
+                crate::cluster::claims::ClaimError::Unavailable(m) => SyncError::Unavailable(m),
+            })?;
         let record = DeployRecord {
             op: DeployOp::Deploy,
             version,

@@ -10,6 +10,9 @@
 //! - `edged_deploys`: `w.<worker>` → the worker's current deployment record,
 //!   history 8, written with compare-and-set on the revision read before;
 //! - `edged_cron`: `c.<worker>.<minute>.<n>` claims (`create`), `max_age` 10 min;
+//! - `edged_claims`: which account owns what, cluster-wide: `ns.<namespace>` →
+//!   account (`create` only), `hosts` → every route host pattern's account
+//!   (JSON, compare-and-set on the revision, so overlap checks see them all);
 //! - object store `edged_bundles`: deployment bundles by SHA-256 (sealed with
 //!   the cluster key, `deploys.rs`);
 //! - stream `EDGED_DOLOG`: each Durable Object's commit log on its own subject
@@ -36,6 +39,7 @@ const NODES: &str = "edged_nodes";
 const OWNERS: &str = "edged_owners";
 const DEPLOYS: &str = "edged_deploys";
 const CRON: &str = "edged_cron";
+const CLAIMS: &str = "edged_claims";
 const BUNDLES: &str = "edged_bundles";
 const DOLOG: &str = "EDGED_DOLOG";
 const KVLOG: &str = "EDGED_KV";
@@ -89,6 +93,7 @@ pub struct Buckets {
     owners: kv::Store,
     deploys: kv::Store,
     cron: kv::Store,
+    claims: kv::Store,
     bundles: object_store::ObjectStore,
     js: jetstream::Context,
     log: jetstream::stream::Stream,
@@ -202,6 +207,15 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
+        let claims = self
+            .bucket(kv::Config {
+                bucket: CLAIMS.into(),
+                history: 1,
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
         let bundles = match self
             .js
             .create_object_store(object_store::Config {
@@ -264,6 +278,7 @@ impl Engine {
             owners,
             deploys,
             cron,
+            claims,
             bundles,
             js: self.js.clone(),
             log,
@@ -325,6 +340,67 @@ impl Buckets {
             .put(format!("n.{node}"), info)
             .await
             .map_err(unreachable)
+    }
+
+    /// The account that owns KV namespace `ns` cluster-wide, claiming it
+    /// for `account` if nobody does (`claim`), read from the stream leader.
+    pub async fn namespace_claim(
+        &self,
+        ns: &str,
+        account: Option<&str>,
+    ) -> Result<Option<String>, EngineError> {
+        let key = format!("ns.{ns}");
+        if let Some(account) = account {
+            match self
+                .claims
+                .create(&key, Bytes::from(account.to_owned()))
+                .await
+            {
+                Ok(_) => return Ok(Some(account.to_owned())),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => {}
+                Err(e) => return Err(unreachable(e)),
+            }
+        }
+        Ok(entry(&self.claims, key)
+            .await?
+            .map(|(v, _)| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The route host claims (pattern → account) and their revision.
+    pub async fn host_claims(&self) -> Result<(Bytes, u64), EngineError> {
+        Ok(entry(&self.claims, "hosts".into())
+            .await?
+            .unwrap_or((Bytes::from_static(b"{}"), 0)))
+    }
+
+    /// Replaces the host claims if they are still at `revision` (0: none yet).
+    pub async fn set_host_claims(&self, value: Bytes, revision: u64) -> Result<(), EngineError> {
+        let result = if revision == 0 {
+            self.claims
+                .create("hosts", value)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) {
+                        EngineError::Conflict
+                    } else {
+                        unreachable(e)
+                    }
+                })
+        } else {
+            self.claims
+                .update("hosts", value, revision)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision || lost_race(&e) {
+                        EngineError::Conflict
+                    } else {
+                        unreachable(e)
+                    }
+                })
+        };
+        result
     }
 
     /// Removes this node's membership record (it is leaving on purpose):

@@ -53,9 +53,26 @@ impl From<KvError> for HttpError {
     }
 }
 
+fn claim_error(e: crate::cluster::claims::ClaimError) -> HttpError {
+    match e {
+        crate::cluster::claims::ClaimError::Forbidden(m) => {
+            HttpError::new(StatusCode::FORBIDDEN, "forbidden", m)
+        }
+        crate::cluster::claims::ClaimError::Unavailable(m) => HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            format!(
+                "the cluster engine is unreachable, so namespace ownership cannot be checked: {m}"
+            ),
+        ),
+    }
+}
+
 /// Checks that the caller may use namespace `ns`; a write to a namespace
 /// nobody owns claims it for the caller's account.
-fn namespace_access(
+/// In a cluster the owner is the engine's (KV data is on every PoP, so a
+/// namespace's owner must be the same everywhere; `cluster::claims`).
+async fn namespace_access(
     req: &HttpRequest,
     plane: &ControlPlane,
     ns: &str,
@@ -64,7 +81,15 @@ fn namespace_access(
     let principal = authenticate(req, plane)?;
     crate::state::names::check_namespace(ns)
         .map_err(|e| HttpError::bad_request("invalid_name", e.0))?;
-    match plane.store.namespace_owner(ns)? {
+    let cluster = plane.cluster.as_ref().map(|c| c.cluster.clone());
+    let owner = match &cluster {
+        Some(c) => match c.namespace_owner(ns).await.map_err(claim_error)? {
+            Some(owner) => Some(owner),
+            None => plane.store.namespace_owner(ns)?,
+        },
+        None => plane.store.namespace_owner(ns)?,
+    };
+    match owner {
         Some(owner) if principal.sees(&owner) => Ok(()),
         Some(_) => Err(HttpError::new(
             StatusCode::FORBIDDEN,
@@ -76,6 +101,11 @@ fn namespace_access(
                 Principal::Operator => crate::state::DEFAULT_ACCOUNT.to_owned(),
                 Principal::Account(a) => a.clone(),
             };
+            if let Some(c) = &cluster {
+                c.claim(&account, &[], &[ns.to_owned()])
+                    .await
+                    .map_err(claim_error)?;
+            }
             plane.store.claim(&account, &[], &[ns.to_owned()])?;
             Ok(())
         }
@@ -110,7 +140,7 @@ async fn put_value(
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
     let (ns, key) = path.into_inner();
-    namespace_access(&req, &plane, &ns, true)?;
+    namespace_access(&req, &plane, &ns, true).await?;
     let body = read_body(payload, plane.body_limit).await?;
     let q = query.into_inner();
     let options = KvPutOptions {
@@ -128,7 +158,7 @@ async fn get_value(
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
     let (ns, key) = path.into_inner();
-    namespace_access(&req, &plane, &ns, false)?;
+    namespace_access(&req, &plane, &ns, false).await?;
     match plane.kv.get(&ns, &key, None).await? {
         Some(v) => {
             let mut resp = HttpResponse::Ok();
@@ -153,7 +183,7 @@ async fn delete_value(
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
     let (ns, key) = path.into_inner();
-    namespace_access(&req, &plane, &ns, true)?;
+    namespace_access(&req, &plane, &ns, true).await?;
     plane.kv.delete(&ns, &key).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted": key })))
 }
@@ -165,7 +195,7 @@ async fn list_keys(
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
     let ns = path.into_inner();
-    namespace_access(&req, &plane, &ns, false)?;
+    namespace_access(&req, &plane, &ns, false).await?;
     let result = plane.kv.list(&ns, query.into_inner()).await?;
     Ok(HttpResponse::Ok().json(result))
 }
@@ -189,7 +219,7 @@ async fn bulk_put(
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
     let ns = path.into_inner();
-    namespace_access(&req, &plane, &ns, true)?;
+    namespace_access(&req, &plane, &ns, true).await?;
     let body = read_body(payload, plane.body_limit).await?;
     let entries: Vec<BulkEntry> = serde_json::from_slice(&body)
         .map_err(|e| HttpError::bad_request("bad_request", format!("invalid bulk JSON: {e}")))?;
