@@ -37,17 +37,31 @@ impl Cluster {
         hosts: &[String],
         namespaces: &[String],
     ) -> Result<(), ClaimError> {
+        let namespaces: Vec<String> = {
+            let known = self.inner.namespaces.lock();
+            namespaces
+                .iter()
+                .filter(|ns| known.get(*ns).map(String::as_str) != Some(account))
+                .cloned()
+                .collect()
+        };
+        if namespaces.is_empty() && hosts.is_empty() {
+            return Ok(());
+        }
         let buckets = self
             .buckets()
             .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
-        let (account, hosts, namespaces) =
-            (account.to_owned(), hosts.to_vec(), namespaces.to_vec());
+        let (account, hosts) = (account.to_owned(), hosts.to_vec());
+        let this = self.clone();
         self.run(async move {
             for ns in &namespaces {
                 let owner = buckets
                     .namespace_claim(ns, Some(&account))
                     .await
                     .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
+                if let Some(o) = &owner {
+                    this.inner.namespaces.lock().insert(ns.clone(), o.clone());
+                }
                 if owner.as_deref() != Some(account.as_str()) {
                     return Err(ClaimError::Forbidden(format!(
                         "the KV namespace '{ns}' belongs to another account"
@@ -62,8 +76,12 @@ impl Cluster {
                     .host_claims()
                     .await
                     .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
-                let mut claims: BTreeMap<String, String> =
-                    serde_json::from_slice(&value).unwrap_or_default();
+                // Never rewrite a map this node cannot read: that would
+                // erase every account's hosts.
+                let mut claims: BTreeMap<String, String> = serde_json::from_slice(&value)
+                    .map_err(|e| {
+                        ClaimError::Unavailable(format!("the cluster's host claims are unreadable: {e}"))
+                    })?;
                 for host in &hosts {
                     if let Some((pattern, _)) = claims
                         .iter()
@@ -96,15 +114,28 @@ impl Cluster {
         .map_err(ClaimError::Unavailable)?
     }
 
-    /// The account that owns KV namespace `ns` in the cluster, if any.
+    /// The account that owns KV namespace `ns` in the cluster, if any;
+    /// answered from memory once the engine has named it (claims are never
+    /// released), so reads keep working while the core is down.
     pub async fn namespace_owner(&self, ns: &str) -> Result<Option<String>, ClaimError> {
+        if let Some(o) = self.inner.namespaces.lock().get(ns) {
+            return Ok(Some(o.clone()));
+        }
         let buckets = self
             .buckets()
             .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
-        let ns = ns.to_owned();
-        self.run(async move { buckets.namespace_claim(&ns, None).await })
+        let key = ns.to_owned();
+        let owner = self
+            .run(async move { buckets.namespace_claim(&key, None).await })
             .await
             .map_err(ClaimError::Unavailable)?
-            .map_err(|e| ClaimError::Unavailable(e.to_string()))
+            .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
+        if let Some(o) = &owner {
+            self.inner
+                .namespaces
+                .lock()
+                .insert(ns.to_owned(), o.clone());
+        }
+        Ok(owner)
     }
 }

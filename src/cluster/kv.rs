@@ -43,8 +43,11 @@ pub const KV_PROPAGATION: &str = "edged_kv_propagation_seconds";
 pub const KV_SNAPSHOTS: &str = "edged_kv_snapshots_total";
 pub const KV_BAD_RECORDS: &str = "edged_kv_bad_records_total";
 
-/// Records applied in one batch at most.
+/// Records applied in one batch at most, and the bytes of values a batch
+/// holds in memory at most (a value can be 25 MiB: a batch is applied as soon
+/// as it passes this, whatever its count).
 const BATCH: usize = 256;
+const BATCH_BYTES: usize = 16 << 20;
 
 /// This PoP's KV replication progress (announced with its membership).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -57,6 +60,11 @@ pub struct KvProgress {
     pub lag_ms: u64,
     /// This PoP has applied everything the log held when it started.
     pub caught_up: bool,
+    /// Writes aged out of the log before this PoP applied them and no
+    /// snapshot covered them: its replica misses them (an operator must
+    /// reload it: stop it, remove `kv/`, start it).
+    #[serde(default)]
+    pub missing: bool,
 }
 
 /// The KV service's way into the log.
@@ -150,8 +158,10 @@ async fn follow(
     data_dir: &std::path::Path,
 ) -> Result<(), String> {
     let (first, last) = b.kv_bounds().await.map_err(|e| e.to_string())?;
-    if last >= first && kv.applied() + 1 < first {
-        restore_snapshot(b, kv, data_dir, first).await?;
+    // Records after what was applied here are gone (a log that aged out
+    // entirely has `first = last + 1`).
+    if kv.applied() + 1 < first && !restore_snapshot(b, kv, data_dir, first).await? {
+        cluster.inner.kv.lock().missing = true;
     }
     let mut next = (kv.applied() + 1).max(first.min(last + 1));
     let mut tail = b.kv_tail(next).await.map_err(|e| e.to_string())?;
@@ -179,7 +189,9 @@ async fn follow(
         }
         if !batch.is_empty() {
             let mut records = Vec::with_capacity(batch.len());
-            for (seq, data) in batch {
+            let mut bytes = 0usize;
+            let count = batch.len();
+            for (i, (seq, data)) in batch.into_iter().enumerate() {
                 if seq < next {
                     continue;
                 }
@@ -197,6 +209,7 @@ async fn follow(
                                 .await
                                 .map_err(|e| e.to_string())?;
                         }
+                        bytes += rec.value.len();
                         records.push((seq, rec));
                     }
                     Err(e) => {
@@ -204,24 +217,17 @@ async fn follow(
                         tracing::error!(seq, error = %e, "skipping a KV log record");
                     }
                 }
-            }
-            let applied_to = next - 1;
-            let now = now_ms();
-            for (_, rec) in &records {
-                if rec.header.at_ms > 0 {
-                    metrics::histogram!(KV_PROPAGATION)
-                        .record(now.saturating_sub(rec.header.at_ms) as f64 / 1000.0);
+                if bytes >= BATCH_BYTES || i + 1 == count {
+                    // Skipped (malformed) records count as applied too.
+                    let applied_to = next - 1;
+                    if let Some((_, rec)) = records.last() {
+                        last_applied_at = rec.header.at_ms;
+                    }
+                    apply(kv, std::mem::take(&mut records), applied_to).await?;
+                    bytes = 0;
+                    last_known = last_known.max(applied_to);
                 }
             }
-            if let Some((_, rec)) = records.last() {
-                last_applied_at = rec.header.at_ms;
-            }
-            let k = kv.clone();
-            // Skipped (malformed) records count as applied too.
-            tokio::task::spawn_blocking(move || k.apply(&records, applied_to))
-                .await
-                .map_err(|e| e.to_string())??;
-            last_known = last_known.max(applied_to);
             report(cluster, kv.applied(), last_known, last_applied_at);
         }
         if look_at.elapsed() >= Duration::from_secs(1) {
@@ -233,11 +239,32 @@ async fn follow(
         }
         if Instant::now() >= snapshot_at {
             snapshot_at = Instant::now() + interval;
-            if cluster.kv_snapshot_writer() {
+            // Only a replica that has everything may stand for the others.
+            let p = cluster.kv_progress();
+            if cluster.kv_snapshot_writer() && p.caught_up && p.behind == 0 && !p.missing {
                 write_snapshot(b, kv, data_dir).await;
             }
         }
     }
+}
+
+/// Applies records (in log order) and records `upto` as applied.
+async fn apply(
+    kv: &Arc<KvService>,
+    records: Vec<(u64, KvRecord)>,
+    upto: u64,
+) -> Result<(), String> {
+    let now = now_ms();
+    for (_, rec) in &records {
+        if rec.header.at_ms > 0 {
+            metrics::histogram!(KV_PROPAGATION)
+                .record(now.saturating_sub(rec.header.at_ms) as f64 / 1000.0);
+        }
+    }
+    let k = kv.clone();
+    tokio::task::spawn_blocking(move || k.apply(&records, upto))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// Updates the progress and its metrics.
@@ -262,7 +289,11 @@ fn report(cluster: &Cluster, applied: u64, last: u64, last_applied_at: u64) {
 }
 
 async fn write_snapshot(b: &Buckets, kv: &Arc<KvService>, data_dir: &std::path::Path) {
-    let path = data_dir.join("kv").join("snapshot.out");
+    // A file of its own: an upload still running from the last interval
+    // keeps reading its own.
+    let path = data_dir
+        .join("kv")
+        .join(format!("snapshot-{}.out", uuid::Uuid::new_v4().simple()));
     let (k, p) = (kv.clone(), path.clone());
     let started = Instant::now();
     let written = tokio::task::spawn_blocking(move || k.write_snapshot(&p))
@@ -272,6 +303,7 @@ async fn write_snapshot(b: &Buckets, kv: &Arc<KvService>, data_dir: &std::path::
     let (seq, keys) = match written {
         Ok(w) => w,
         Err(e) => {
+            let _ = std::fs::remove_file(&path);
             tracing::warn!(error = %e, "cannot write the KV snapshot");
             return;
         }
@@ -292,17 +324,19 @@ async fn write_snapshot(b: &Buckets, kv: &Arc<KvService>, data_dir: &std::path::
             }
             Err(e) => tracing::warn!(error = %e, "cannot upload the KV snapshot"),
         }
+        let _ = std::fs::remove_file(&path);
     });
 }
 
 /// The log no longer holds the records after what was applied here: reload
-/// every namespace from the snapshot.
+/// every namespace from the snapshot. `false`: the replica misses writes
+/// (no snapshot, or one older than the log).
 async fn restore_snapshot(
     b: &Buckets,
     kv: &Arc<KvService>,
     data_dir: &std::path::Path,
     first: u64,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let path = data_dir.join("kv").join("snapshot.in");
     let started = Instant::now();
     if !b.kv_snapshot(&path).await.map_err(|e| e.to_string())? {
@@ -311,14 +345,16 @@ async fn restore_snapshot(
             first,
             "the KV log no longer holds the writes after what this PoP applied, and there is no snapshot: writes in between are missing here"
         );
-        return Ok(());
+        return Ok(false);
     }
     let k = kv.clone();
     let p = path.clone();
-    let seq = tokio::task::spawn_blocking(move || k.load_snapshot(&p))
+    let loaded = tokio::task::spawn_blocking(move || k.load_snapshot(&p))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
     let _ = std::fs::remove_file(&path);
+    let seq = loaded?;
     metrics::counter!(KV_SNAPSHOTS, "op" => "loaded").increment(1);
     if seq + 1 < first {
         tracing::error!(
@@ -327,10 +363,11 @@ async fn restore_snapshot(
             "the KV snapshot is older than the log: writes in between are missing here"
         );
     }
+    let complete = seq + 1 >= first;
     tracing::info!(
         seq,
         ms = started.elapsed().as_millis() as u64,
         "KV replica reloaded from the snapshot"
     );
-    Ok(())
+    Ok(complete)
 }

@@ -168,6 +168,9 @@ struct Inner {
     on_fence: Mutex<Vec<FenceListener>>,
     /// KV replication progress here.
     kv: Mutex<kv::KvProgress>,
+    /// Namespace owners the engine confirmed (a claim is never released, so
+    /// an answer stays true).
+    namespaces: Mutex<HashMap<String, String>>,
     /// Held by a membership renewal in flight, so that leaving never races
     /// one (a renewal landing after the withdrawal would bring it back).
     renewing: tokio::sync::Mutex<()>,
@@ -277,6 +280,7 @@ impl Cluster {
             on_fence: Mutex::new(Vec::new()),
             kv: Mutex::new(kv::KvProgress::default()),
             renewing: tokio::sync::Mutex::new(()),
+            namespaces: Mutex::new(HashMap::new()),
         });
         metrics::gauge!(FENCED).set(1.0);
         let cluster = Cluster { inner };

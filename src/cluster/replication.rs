@@ -223,12 +223,21 @@ async fn restore(
     drop(tx);
     let applied = apply
         .await
-        .map_err(|e| EngineError::Unreachable(format!("restore failed: {e}")))?;
-    read?;
-    let (has_base, bytes) = applied.map_err(|e| {
-        let _ = std::fs::remove_file(&rebuilt);
-        EngineError::Unreachable(format!("cannot rebuild the object from its log: {e}"))
-    })?;
+        .map_err(|e| format!("restore failed: {e}"))
+        .and_then(|r| r.map_err(|e| format!("cannot rebuild the object from its log: {e}")));
+    // The applier's error first: when it stops, the reader only sees "the
+    // restore stopped".
+    let (has_base, bytes) = match (applied, read) {
+        (Ok(done), Ok(())) => done,
+        (Err(e), _) => {
+            let _ = std::fs::remove_file(&rebuilt);
+            return Err(EngineError::Unreachable(e));
+        }
+        (Ok(_), Err(e)) => {
+            let _ = std::fs::remove_file(&rebuilt);
+            return Err(e);
+        }
+    };
     metrics::counter!(RESTORES).increment(1);
     metrics::histogram!(RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::info!(

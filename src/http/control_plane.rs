@@ -455,7 +455,7 @@ async fn healthz(plane: web::Data<ControlPlane>) -> HttpResponse {
             // with the log as it was; until then it says how far behind it is.
             let kv = cluster.kv_progress();
             HttpResponse::Ok().json(json!({
-                "status": if connected && !fenced && kv.caught_up { "ok" } else { "degraded" },
+                "status": if connected && !fenced && kv.caught_up && !kv.missing { "ok" } else { "degraded" },
                 "cluster": {
                     "node": cluster.node_id(),
                     "engine": if connected { "connected" } else { "unreachable" },

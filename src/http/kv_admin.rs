@@ -85,7 +85,19 @@ async fn namespace_access(
     let owner = match &cluster {
         Some(c) => match c.namespace_owner(ns).await.map_err(claim_error)? {
             Some(owner) => Some(owner),
-            None => plane.store.namespace_owner(ns)?,
+            // Claimed here before the cluster decided such things: publish
+            // it, so no other PoP's account can claim it (or, if one just
+            // did, that one owns it).
+            None => match plane.store.namespace_owner(ns)? {
+                Some(local) => match c.claim(&local, &[], &[ns.to_owned()]).await {
+                    Ok(()) => Some(local),
+                    Err(crate::cluster::claims::ClaimError::Forbidden(_)) => {
+                        c.namespace_owner(ns).await.map_err(claim_error)?
+                    }
+                    Err(e) => return Err(claim_error(e)),
+                },
+                None => None,
+            },
         },
         None => plane.store.namespace_owner(ns)?,
     };

@@ -76,33 +76,52 @@ impl Node {
             cluster,
             ..
         } = self;
-        let data_handle = data.handle();
-        let control_handle = control.handle();
-        let peer_handle = peer.as_ref().map(|p| p.handle());
-        let peer_run = async move {
-            match peer {
-                Some(p) => p.await,
-                None => std::future::pending().await,
-            }
-        };
-        let result = tokio::select! {
-            r = data => r,
-            r = control => r,
-            r = peer_run => r,
-            _ = shutdown_signal() => {
-                tracing::info!("stopping (signal)");
-                if let Some(c) = &cluster {
-                    c.leave().await;
+        let handles = (
+            data.handle(),
+            control.handle(),
+            peer.as_ref().map(|p| p.handle()),
+        );
+        // Stopping a server needs its future polled (it holds the server's
+        // command channel), so the three run to completion below while this
+        // stops them: on a signal (a cluster node leaves first), or when any
+        // of them ends by itself.
+        let stop_all = move || {
+            let (d, c, p) = handles.clone();
+            async move {
+                d.stop(true).await;
+                c.stop(true).await;
+                if let Some(p) = p {
+                    p.stop(true).await;
                 }
-                Ok(())
             }
         };
-        data_handle.stop(true).await;
-        control_handle.stop(true).await;
-        if let Some(p) = peer_handle {
-            p.stop(true).await;
-        }
-        result
+        let on_signal = stop_all.clone();
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping (signal): finishing open requests");
+            if let Some(c) = &cluster {
+                c.leave().await;
+            }
+            on_signal().await;
+        });
+        type Run = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>;
+        let watch = |server: Option<Run>| {
+            let stop = stop_all.clone();
+            async move {
+                let Some(server) = server else {
+                    return Ok(());
+                };
+                let r = server.await;
+                actix_web::rt::spawn(stop());
+                r
+            }
+        };
+        let (d, c, p) = tokio::join!(
+            watch(Some(Box::pin(data))),
+            watch(Some(Box::pin(control))),
+            watch(peer.map(|p| Box::pin(p) as Run))
+        );
+        d.and(c).and(p)
     }
 }
 

@@ -221,7 +221,7 @@ impl CacheBackend for HttpCache {
             Entry {
                 response,
                 vary_encoding,
-                fresh_until: Instant::now() + ttl,
+                fresh_until: Instant::now() + ttl.min(Duration::from_secs(365 * 86_400)),
                 size,
             },
         );

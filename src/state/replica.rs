@@ -283,7 +283,10 @@ impl Shipper {
     /// as it ships: later checkpoints change the file, not the copy.
     fn copy_image(&self) -> Result<Pages, StateError> {
         let path = self.db.with_extension("image");
-        std::fs::copy(&self.db, &path).map_err(io(&path))?;
+        if let Err(e) = std::fs::copy(&self.db, &path) {
+            let _ = std::fs::remove_file(&path);
+            return Err(io(&path)(e));
+        }
         let file = std::fs::File::open(&path).map_err(io(&path));
         let _ = std::fs::remove_file(&path);
         let file = file?;
@@ -536,6 +539,13 @@ impl Rebuild {
         self.drop_open();
         self.file.sync_all().map_err(io(&self.path))?;
         Ok(self.has_base)
+    }
+}
+
+impl Drop for Rebuild {
+    /// An image still being received (a restore that failed) leaves no file.
+    fn drop(&mut self) {
+        self.drop_open();
     }
 }
 

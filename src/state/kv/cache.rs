@@ -29,10 +29,25 @@ pub struct EdgeCache {
 struct Inner {
     lru: LruCache<(String, String), Entry>,
     bytes: usize,
-    /// Counts removals: a read that started before one must not cache what
-    /// it read (the removal may be for a newer write).
-    removals: u64,
+    /// Removals counted per slot of (namespace, key) hashes: a read that
+    /// started before a removal of its key must not cache what it read (the
+    /// removal may be for a newer write). Slots, not one counter, so one
+    /// tenant's writes do not stop everyone's reads from caching.
+    removals: Vec<u64>,
 }
+
+const REMOVAL_SLOTS: usize = 1024;
+
+fn slot(namespace: &str, key: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (namespace, key).hash(&mut h);
+    (h.finish() as usize) % REMOVAL_SLOTS
+}
+
+/// The longest an entry stays fresh (a `cacheTtl` beyond it is clamped, and
+/// `Instant` arithmetic never overflows).
+const MAX_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 /// What the cache knows about a key.
 #[derive(Debug, PartialEq)]
@@ -49,7 +64,7 @@ impl EdgeCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
-                removals: 0,
+                removals: vec![0; REMOVAL_SLOTS],
             }),
             capacity: capacity_bytes,
         }
@@ -73,14 +88,16 @@ impl EdgeCache {
         }
     }
 
-    /// The count of removals so far (see [`EdgeCache::insert_read`]).
-    pub fn generation(&self) -> u64 {
-        self.inner.lock().removals
+    /// The count of removals so far of `key`'s slot (see
+    /// [`EdgeCache::insert_read`]).
+    pub fn generation(&self, namespace: &str, key: &str) -> u64 {
+        self.inner.lock().removals[slot(namespace, key)]
     }
 
-    /// Caches what a read from the origin returned, unless an entry was
-    /// removed since the read began (at `generation`): a replicated write
-    /// applied meanwhile would otherwise be hidden behind the older value.
+    /// Caches what a read from the origin returned, unless the key (or one
+    /// sharing its slot) was removed since the read began (at `generation`):
+    /// a replicated write applied meanwhile would otherwise be hidden behind
+    /// the older value. Checked and inserted under one lock.
     pub fn insert_read(
         &self,
         namespace: &str,
@@ -89,14 +106,22 @@ impl EdgeCache {
         ttl: Duration,
         generation: u64,
     ) {
-        if self.inner.lock().removals != generation {
-            return;
-        }
-        self.insert(namespace, key, value, ttl);
+        self.put(namespace, key, value, ttl, Some(generation));
     }
 
     /// Caches what the origin said (or what was just written) for `ttl`.
     pub fn insert(&self, namespace: &str, key: &str, value: Option<KvValue>, ttl: Duration) {
+        self.put(namespace, key, value, ttl, None);
+    }
+
+    fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Option<KvValue>,
+        ttl: Duration,
+        generation: Option<u64>,
+    ) {
         let size = ENTRY_OVERHEAD
             + namespace.len()
             + key.len()
@@ -110,9 +135,12 @@ impl EdgeCache {
             return;
         }
         let mut inner = self.inner.lock();
+        if generation.is_some_and(|g| inner.removals[slot(namespace, key)] != g) {
+            return;
+        }
         let entry = Entry {
             value,
-            fresh_until: Instant::now() + ttl,
+            fresh_until: Instant::now() + ttl.min(MAX_TTL),
             size,
         };
         if let Some(old) = inner.lru.put((namespace.to_owned(), key.to_owned()), entry) {
@@ -129,7 +157,7 @@ impl EdgeCache {
 
     pub fn remove(&self, namespace: &str, key: &str) {
         let mut inner = self.inner.lock();
-        inner.removals += 1;
+        inner.removals[slot(namespace, key)] += 1;
         if let Some(old) = inner.lru.pop(&(namespace.to_owned(), key.to_owned())) {
             inner.bytes -= old.size;
         }
@@ -138,7 +166,10 @@ impl EdgeCache {
     /// Forgets every cached key of `namespace`.
     pub fn evict_namespace(&self, namespace: &str) {
         let mut inner = self.inner.lock();
-        inner.removals += 1;
+        // Any key of the namespace may be in any slot.
+        for r in inner.removals.iter_mut() {
+            *r += 1;
+        }
         let keys: Vec<(String, String)> = inner
             .lru
             .iter()
@@ -167,6 +198,18 @@ mod tests {
             metadata: None,
             expiration: None,
         })
+    }
+
+    #[test]
+    fn a_read_that_raced_a_removal_is_not_cached_and_huge_ttls_are_clamped() {
+        let c = EdgeCache::new(1 << 20);
+        let g = c.generation("ns", "k");
+        c.remove("ns", "k");
+        c.insert_read("ns", "k", v("old"), Duration::from_secs(60), g);
+        assert_eq!(c.get("ns", "k", 0), Cached::Unknown);
+        let g = c.generation("ns", "k");
+        c.insert_read("ns", "k", v("new"), Duration::from_secs(u64::MAX), g);
+        assert_eq!(c.get("ns", "k", 0), Cached::Known(v("new")));
     }
 
     #[test]

@@ -250,6 +250,11 @@ impl KvService {
         let Some(r) = self.replica.get() else {
             return Err("KV replication is off".into());
         };
+        // Read through once before anything is replaced: a damaged or cut
+        // snapshot must not leave this PoP with emptied namespaces.
+        for rec in replica::SnapshotReader::open(path)? {
+            rec?;
+        }
         let reader = replica::SnapshotReader::open(path)?;
         let seq = reader.seq;
         for ns in self.namespaces_on_disk() {
@@ -273,15 +278,19 @@ impl KvService {
             batch.clear();
             Ok(())
         };
+        let mut bytes = 0usize;
         for rec in reader {
             let rec = rec?;
             if batch.len() >= 512
+                || bytes >= 16 << 20
                 || batch
                     .first()
                     .is_some_and(|(_, f)| f.header.ns != rec.header.ns)
             {
                 flush(&mut batch)?;
+                bytes = 0;
             }
+            bytes += rec.value.len();
             batch.push((seq, rec));
         }
         flush(&mut batch)?;
@@ -480,7 +489,7 @@ impl KvBackend for KvService {
             }
             metrics::counter!(CACHE_MISSES, "namespace" => ns.clone()).increment(1);
         }
-        let generation = cache.generation();
+        let generation = cache.generation(&ns, &key);
         Box::pin(async move {
             let store = store?;
             let k = key.clone();
