@@ -16,16 +16,7 @@ fn call(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut req = node
-        .http
-        .request(method, format!("{}{path}", node.control))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().expect("control plane");
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(Value::Null))
+    node.control_request_as(token, method, path, body)
 }
 
 fn worker(source: &str, bindings: Value, routes: &[&str]) -> Value {
@@ -35,27 +26,6 @@ fn worker(source: &str, bindings: Value, routes: &[&str]) -> Value {
         "bindings": bindings,
         "routes": routes,
     })
-}
-
-/// Creates an account and a token for it (operator calls); returns the token.
-fn account(node: &TestNode, id: &str) -> String {
-    let (s, b) = call(
-        node,
-        TOKEN,
-        Method::POST,
-        "/v1/accounts",
-        Some(&json!({ "id": id })),
-    );
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = call(
-        node,
-        TOKEN,
-        Method::POST,
-        "/v1/tokens",
-        Some(&json!({ "account": id, "label": "test" })),
-    );
-    assert_eq!(s, 201, "{b}");
-    b["token"].as_str().expect("token").to_owned()
 }
 
 const SHOP: &str = r#"export default { async fetch(req, env) {
@@ -71,8 +41,8 @@ fn error_code(body: &Value) -> &str {
 #[test]
 fn account_tokens_see_only_their_own_and_cannot_claim_another_accounts_names() {
     let node = TestNode::start();
-    let shop = account(&node, "shop");
-    let mallory = account(&node, "mallory");
+    let shop = node.account("shop");
+    let mallory = node.account("mallory");
     let (s, b) = call(
         &node,
         &shop,
@@ -225,8 +195,8 @@ fn account_tokens_see_only_their_own_and_cannot_claim_another_accounts_names() {
 #[test]
 fn workers_of_one_account_share_namespaces_and_services() {
     let node = TestNode::start();
-    let shop = account(&node, "shop");
-    let other = account(&node, "other");
+    let shop = node.account("shop");
+    let other = node.account("other");
     let back = r#"import { WorkerEntrypoint } from "cloudflare:workers";
 export default class extends WorkerEntrypoint {
   async fetch() { return new Response("back " + ((await this.env.CART.get("k")) ?? "none")); }

@@ -21,23 +21,25 @@ const NS: &str = "shared";
 /// A key and the value a write of it was acknowledged with.
 type Written = (String, Vec<u8>);
 
-fn pop(core: &NatsCore, id: &str, extra: &str) -> TestNode {
+/// A PoP whose `[cluster]` table also has `cluster_keys` (TOML lines).
+fn pop(core: &NatsCore, id: &str, cluster_keys: &str) -> TestNode {
     let region = match id {
         "pop-a" => "eu",
         "pop-b" => "us",
         _ => "ap",
     };
-    TestNode::start_with(&format!(
-        "{}{extra}",
-        cluster_config(&core.urls, id, region)
+    TestNode::start_with(&cluster_config(&core.urls, id, region).replacen(
+        "[cluster]\n",
+        &format!("[cluster]\n{cluster_keys}"),
+        1,
     ))
 }
 
-fn three_pops(core: &NatsCore, extra: &str) -> Vec<TestNode> {
+fn three_pops(core: &NatsCore, cluster_keys: &str) -> Vec<TestNode> {
     let nodes = vec![
-        pop(core, "pop-a", extra),
-        pop(core, "pop-b", extra),
-        pop(core, "pop-c", extra),
+        pop(core, "pop-a", cluster_keys),
+        pop(core, "pop-b", cluster_keys),
+        pop(core, "pop-c", cluster_keys),
     ];
     wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
     nodes
@@ -369,23 +371,7 @@ fn a_killed_pop_loses_no_acknowledged_write_and_catches_up() {
 #[test]
 fn a_pop_away_past_the_logs_age_reloads_from_the_snapshot() {
     let core = NatsCore::start(3);
-    let extra = "kv_log_max_age_s = 3\nkv_snapshot_interval_s = 1\n";
-    // The cluster keys go in the [cluster] table: put them right after it.
-    let pop_with = |id: &str| {
-        let region = match id {
-            "pop-a" => "eu",
-            "pop-b" => "us",
-            _ => "ap",
-        };
-        let config = cluster_config(&core.urls, id, region).replacen(
-            "[cluster]\n",
-            &format!("[cluster]\n{extra}"),
-            1,
-        );
-        TestNode::start_with(&config)
-    };
-    let mut nodes = [pop_with("pop-a"), pop_with("pop-b"), pop_with("pop-c")];
-    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    let mut nodes = three_pops(&core, "kv_log_max_age_s = 3\nkv_snapshot_interval_s = 1\n");
     let http = client();
     for i in 0..50 {
         assert_eq!(
@@ -507,37 +493,7 @@ fn call(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut req = node
-        .http
-        .request(method, format!("{}{path}", node.control))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().expect("control plane");
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(Value::Null))
-}
-
-/// An account and a token for it, made on `node` (accounts are per PoP).
-fn account(node: &TestNode, id: &str) -> String {
-    let (s, b) = call(
-        node,
-        common::TOKEN,
-        reqwest::Method::POST,
-        "/v1/accounts",
-        Some(&json!({ "id": id })),
-    );
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = call(
-        node,
-        common::TOKEN,
-        reqwest::Method::POST,
-        "/v1/tokens",
-        Some(&json!({ "account": id, "label": "test" })),
-    );
-    assert_eq!(s, 201, "{b}");
-    b["token"].as_str().expect("token").to_owned()
+    node.control_request_as(token, method, path, body)
 }
 
 /// KV data is on every PoP, so who owns a namespace (and a route host) must be
@@ -548,8 +504,8 @@ fn account(node: &TestNode, id: &str) -> String {
 fn accounts_own_namespaces_and_hosts_across_pops() {
     let core = NatsCore::start(3);
     let nodes = three_pops(&core, "");
-    let shop = account(&nodes[0], "shop");
-    let mallory = account(&nodes[1], "mallory");
+    let shop = nodes[0].account("shop");
+    let mallory = nodes[1].account("mallory");
     let put = reqwest::Method::PUT;
     let (s, b) = call(
         &nodes[0],
@@ -615,7 +571,7 @@ fn accounts_own_namespaces_and_hosts_across_pops() {
         Some(&worker(json!([]), &["shop.example/*"])),
     );
     assert_eq!(s, 200, "{b}");
-    let thief = account(&nodes[2], "thief");
+    let thief = nodes[2].account("thief");
     let (s, b) = call(
         &nodes[2],
         &thief,

@@ -216,23 +216,14 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
-        let bundles = match self
-            .js
-            .create_object_store(object_store::Config {
+        let bundles = self
+            .object_store(object_store::Config {
                 bucket: BUNDLES.into(),
                 storage: file,
                 num_replicas: replicas,
                 ..Default::default()
             })
-            .await
-        {
-            Ok(s) => s,
-            Err(create) => self
-                .js
-                .get_object_store(BUNDLES)
-                .await
-                .map_err(|e| unreachable(format!("object store {BUNDLES}: {create}; {e}")))?,
-        };
+            .await?;
         let log = self
             .js
             .get_or_create_stream(jetstream::stream::Config {
@@ -302,6 +293,40 @@ fn changes(watch: kv::Watch) -> Changes {
             })
         })
         .boxed()
+}
+
+async fn put_object(
+    store: &object_store::ObjectStore,
+    name: &str,
+    data: Bytes,
+) -> Result<(), EngineError> {
+    let mut reader: &[u8] = &data;
+    store
+        .put(name, &mut reader)
+        .await
+        .map(|_| ())
+        .map_err(unreachable)
+}
+
+/// Object `name` of `store`, refused past `limit` bytes (`what` names it in
+/// the error).
+async fn get_object(
+    store: &object_store::ObjectStore,
+    name: &str,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, EngineError> {
+    let object = store.get(name).await.map_err(unreachable)?;
+    let mut buf = Vec::new();
+    object
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(unreachable)?;
+    if buf.len() > limit {
+        return Err(unreachable(format!("{what} {name} is over {limit} bytes")));
+    }
+    Ok(buf.into())
 }
 
 /// The latest value of `key`, read from the stream's leader: the KV API's
@@ -481,26 +506,11 @@ impl Buckets {
     }
 
     pub async fn put_bundle(&self, name: &str, data: Bytes) -> Result<(), EngineError> {
-        let mut reader: &[u8] = &data;
-        self.bundles
-            .put(name, &mut reader)
-            .await
-            .map(|_| ())
-            .map_err(unreachable)
+        put_object(&self.bundles, name, data).await
     }
 
     pub async fn bundle(&self, name: &str, limit: usize) -> Result<Bytes, EngineError> {
-        let object = self.bundles.get(name).await.map_err(unreachable)?;
-        let mut buf = Vec::new();
-        object
-            .take(limit as u64 + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(unreachable)?;
-        if buf.len() > limit {
-            return Err(unreachable(format!("bundle {name} is over {limit} bytes")));
-        }
-        Ok(buf.into())
+        get_object(&self.bundles, name, limit, "bundle").await
     }
 
     /// `true` for the one caller that claims `key` first (once per cluster).
@@ -633,28 +643,11 @@ impl Buckets {
 
     /// Stores a KV value too large for a log record.
     pub async fn kv_put_value(&self, name: &str, data: Bytes) -> Result<(), EngineError> {
-        let mut reader: &[u8] = &data;
-        self.kv_values
-            .put(name, &mut reader)
-            .await
-            .map(|_| ())
-            .map_err(unreachable)
+        put_object(&self.kv_values, name, data).await
     }
 
     pub async fn kv_value(&self, name: &str, limit: usize) -> Result<Bytes, EngineError> {
-        let object = self.kv_values.get(name).await.map_err(unreachable)?;
-        let mut buf = Vec::new();
-        object
-            .take(limit as u64 + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(unreachable)?;
-        if buf.len() > limit {
-            return Err(unreachable(format!(
-                "KV value {name} is over {limit} bytes"
-            )));
-        }
-        Ok(buf.into())
+        get_object(&self.kv_values, name, limit, "KV value").await
     }
 
     /// Replaces the KV snapshot with the file at `path`.

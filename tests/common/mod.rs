@@ -188,10 +188,32 @@ impl TestNode {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
+        self.control_request_as(TOKEN, method, path, body)
+    }
+
+    /// Creates account `id` and a token for it (operator calls); the token.
+    pub fn account(&self, id: &str) -> String {
+        let post = reqwest::Method::POST;
+        let (s, b) = self.control_request(post.clone(), "/v1/accounts", Some(&json!({ "id": id })));
+        assert_eq!(s, 201, "{b}");
+        let body = json!({ "account": id, "label": "test" });
+        let (s, b) = self.control_request(post, "/v1/tokens", Some(&body));
+        assert_eq!(s, 201, "{b}");
+        b["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A control-plane call with `token` (an account's, say); (status, JSON).
+    pub fn control_request_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.control))
-            .bearer_auth(TOKEN);
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(b);
         }
