@@ -594,3 +594,189 @@ fn accounts_own_namespaces_and_hosts_across_pops() {
     assert_eq!(s, 200, "{b}");
     drop(core);
 }
+
+/// Waits up to 15 s for `check` to hold; how long it took.
+fn within(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{what} within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+/// Accounts and tokens are the cluster's, not a PoP's: a token made on one
+/// PoP works on the others, a revoked one stops everywhere, a removed
+/// account's workers, data, tokens and names go from every PoP (and its
+/// names can be taken again, empty), and with the core down these changes
+/// answer 503 while existing tokens keep working.
+#[test]
+fn accounts_and_tokens_work_on_every_pop() {
+    let mut core = NatsCore::start(3);
+    let nodes = three_pops(&core, "");
+    let (get, put, post, delete) = (
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+    );
+    let acme = nodes[0].account("acme");
+    let took = within("acme's token works on pop-b", || {
+        call(&nodes[1], &acme, get.clone(), "/v1/workers", None).0 == 200
+    });
+    eprintln!("token from pop-a usable on pop-b after {took:?}");
+    let (s, b) = call(
+        &nodes[2],
+        common::TOKEN,
+        post.clone(),
+        "/v1/accounts",
+        Some(&json!({"id": "acme"})),
+    );
+    assert_eq!(s, 409, "the same account made on another PoP: {b}");
+    let source = "export default { async fetch(req, env) { \
+        return new Response(String(await env.D.get('k'))); } }";
+    let (s, b) = call(
+        &nodes[1],
+        &acme,
+        put.clone(),
+        "/v1/workers/acme-app",
+        Some(&json!({
+            "main_module": "worker.js",
+            "modules": { "worker.js": source },
+            "bindings": [{"type": "kv_namespace", "name": "D", "namespace": "acme-data"}],
+            "routes": ["acme.example/*"],
+        })),
+    );
+    assert_eq!(s, 200, "acme deploys on pop-b: {b}");
+    let (s, b) = call(
+        &nodes[2],
+        &acme,
+        put.clone(),
+        "/v1/kv/acme-data/values/k",
+        None,
+    );
+    assert_eq!(s, 200, "acme writes on pop-c: {b}");
+    for n in &nodes {
+        within("acme's worker reads its data everywhere", || {
+            n.get("acme.example", "/") == (200, String::new())
+        });
+    }
+
+    // A second token, revoked on another PoP: refused everywhere.
+    let (s, b) = call(
+        &nodes[0],
+        common::TOKEN,
+        post.clone(),
+        "/v1/tokens",
+        Some(&json!({"account": "acme"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (second, second_id) = (
+        b["token"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
+    for n in &nodes {
+        within("the second token works", || {
+            call(n, &second, get.clone(), "/v1/workers", None).0 == 200
+        });
+    }
+    let (s, b) = call(
+        &nodes[2],
+        common::TOKEN,
+        delete.clone(),
+        &format!("/v1/tokens/{second_id}"),
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    for n in &nodes {
+        let took = within("the revoked token is refused", || {
+            call(n, &second, get.clone(), "/v1/workers", None).0 == 401
+        });
+        eprintln!("revocation on pop-c seen on {} after {took:?}", n.control);
+    }
+    assert_eq!(
+        call(&nodes[0], &acme, get.clone(), "/v1/workers", None).0,
+        200
+    );
+
+    // The account removed on pop-b: gone from every PoP, its names free.
+    let (s, b) = call(
+        &nodes[1],
+        common::TOKEN,
+        delete.clone(),
+        "/v1/accounts/acme",
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["workers"], json!(["acme-app"]), "{b}");
+    assert_eq!(b["namespaces"], json!(["acme-data"]), "{b}");
+    for n in &nodes {
+        within("the account is gone", || {
+            let (_, list) = call(n, common::TOKEN, get.clone(), "/v1/accounts", None);
+            !list["accounts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["id"] == "acme"))
+        });
+        within("its token is refused", || {
+            call(n, &acme, get.clone(), "/v1/workers", None).0 == 401
+        });
+        within("its worker is gone", || n.get("acme.example", "/").0 == 404);
+    }
+    let other = nodes[2].account("other");
+    within("other's token works on pop-a", || {
+        call(&nodes[0], &other, get.clone(), "/v1/workers", None).0 == 200
+    });
+    let (s, b) = call(
+        &nodes[0],
+        &other,
+        put.clone(),
+        "/v1/kv/acme-data/values/x",
+        None,
+    );
+    assert_eq!(s, 200, "the released namespace can be taken: {b}");
+    for n in &nodes {
+        within("the taken namespace holds only the new owner's key", || {
+            let (s, b) = call(n, &other, get.clone(), "/v1/kv/acme-data/keys", None);
+            s == 200 && b["keys"].as_array().map(|k| k.len()) == Some(1)
+        });
+        let (_, b) = call(n, &other, get.clone(), "/v1/kv/acme-data/keys", None);
+        assert_eq!(b["keys"][0]["name"], "x", "{b}");
+    }
+    let (s, b) = call(
+        &nodes[2],
+        &other,
+        put.clone(),
+        "/v1/workers/other-app",
+        Some(&json!({
+            "main_module": "worker.js",
+            "modules": { "worker.js": "export default { fetch() { return new Response('o'); } }" },
+            "routes": ["acme.example/*"],
+        })),
+    );
+    assert_eq!(s, 200, "the released host can be routed: {b}");
+
+    // The core down: account changes refused, tokens still work.
+    core.stop();
+    let (s, b) = call(
+        &nodes[0],
+        common::TOKEN,
+        post.clone(),
+        "/v1/accounts",
+        Some(&json!({"id": "late"})),
+    );
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["error"]["code"], "cluster_unavailable", "{b}");
+    let (s, b) = call(
+        &nodes[1],
+        common::TOKEN,
+        post,
+        "/v1/tokens",
+        Some(&json!({"account": "other"})),
+    );
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(call(&nodes[1], &other, get, "/v1/workers", None).0, 200);
+    drop(nodes);
+}

@@ -81,6 +81,19 @@ impl ClusterDeploys {
         }
     }
 
+    /// The workers of `account` that are deployed in the cluster.
+    pub async fn workers_of(&self, account: &str) -> Result<Vec<String>, SyncError> {
+        let mut out = Vec::new();
+        for name in self.cluster.deployed_workers().await? {
+            if let Some((r, _)) = self.record(&name).await? {
+                if r.op == DeployOp::Deploy && r.account == account {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Puts the bundle, then the record (compare-and-set on `expected`).
     async fn publish(
         &self,

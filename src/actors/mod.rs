@@ -43,6 +43,7 @@
 //! (isolate threads and blank pools), `supervisor.rs` (scaling, replacement,
 //! draining), `deployment.rs` (dispatching one request), `registry.rs` (deploys).
 
+pub mod account_sync;
 pub mod cron;
 pub mod deploy_sync;
 pub mod deployment;

@@ -40,6 +40,7 @@ const OWNERS: &str = "edged_owners";
 const DEPLOYS: &str = "edged_deploys";
 const CRON: &str = "edged_cron";
 const CLAIMS: &str = "edged_claims";
+const ACCOUNTS: &str = "edged_accounts";
 const BUNDLES: &str = "edged_bundles";
 const DOLOG: &str = "EDGED_DOLOG";
 const KVLOG: &str = "EDGED_KV";
@@ -94,6 +95,7 @@ pub struct Buckets {
     deploys: kv::Store,
     cron: kv::Store,
     claims: kv::Store,
+    accounts: kv::Store,
     bundles: object_store::ObjectStore,
     js: jetstream::Context,
     log: jetstream::stream::Stream,
@@ -216,6 +218,15 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
+        let accounts = self
+            .bucket(kv::Config {
+                bucket: ACCOUNTS.into(),
+                history: 1,
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
         let bundles = self
             .object_store(object_store::Config {
                 bucket: BUNDLES.into(),
@@ -270,6 +281,7 @@ impl Engine {
             deploys,
             cron,
             claims,
+            accounts,
             bundles,
             js: self.js.clone(),
             log,
@@ -278,6 +290,24 @@ impl Engine {
             kv_snapshots,
         })
     }
+}
+
+/// What the engine holds under a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Presence {
+    Never,
+    Deleted,
+    Live(Bytes),
+}
+
+/// The keys of a bucket that are not deleted.
+async fn live_keys(store: &kv::Store) -> Result<Vec<String>, EngineError> {
+    let keys = store.keys().await.map_err(unreachable)?;
+    keys.map(|k| k.map_err(unreachable))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 fn changes(watch: kv::Watch) -> Changes {
@@ -426,6 +456,112 @@ impl Buckets {
                 })
         };
         result
+    }
+
+    /// Releases KV namespace `ns` if `account` owns it (the account was
+    /// removed); the names of every namespace `account` owns are
+    /// [`Buckets::namespaces_of`].
+    pub async fn namespace_release(&self, ns: &str, account: &str) -> Result<(), EngineError> {
+        let key = format!("ns.{ns}");
+        if let Some((owner, revision)) = entry(&self.claims, key.clone()).await? {
+            if owner.as_ref() == account.as_bytes() {
+                self.claims
+                    .delete_expect_revision(&key, Some(revision))
+                    .await
+                    .map_err(unreachable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every KV namespace `account` owns cluster-wide.
+    pub async fn namespaces_of(&self, account: &str) -> Result<Vec<String>, EngineError> {
+        let mut out = Vec::new();
+        for key in live_keys(&self.claims).await? {
+            let Some(ns) = key.strip_prefix("ns.") else {
+                continue;
+            };
+            if let Some((owner, _)) = entry(&self.claims, key.clone()).await? {
+                if owner.as_ref() == account.as_bytes() {
+                    out.push(ns.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// An account or token record (`a.<id>`, `t.<id>`): what the engine
+    /// holds for it, telling "never written" from "deleted".
+    pub async fn account_entry(&self, key: &str) -> Result<Presence, EngineError> {
+        let subject = format!("{}{key}", self.accounts.prefix);
+        match self
+            .accounts
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) => {
+                let deleted = m
+                    .headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                Ok(if deleted {
+                    Presence::Deleted
+                } else {
+                    Presence::Live(m.payload)
+                })
+            }
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(Presence::Never)
+            }
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// Writes an account or token record if the key has none live;
+    /// `Conflict` if it has.
+    pub async fn account_create(&self, key: &str, value: Bytes) -> Result<(), EngineError> {
+        match self.accounts.create(key, value).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => {
+                Err(EngineError::Conflict)
+            }
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// Deletes an account or token record (a marker stays, so a node that
+    /// was away learns of it).
+    pub async fn account_delete(&self, key: &str) -> Result<(), EngineError> {
+        self.accounts.delete(key).await.map_err(unreachable)
+    }
+
+    /// Every live account and token key.
+    pub async fn account_keys(&self) -> Result<Vec<String>, EngineError> {
+        live_keys(&self.accounts).await
+    }
+
+    /// The latest record (or deletion) of every account and token, then
+    /// every change.
+    pub async fn watch_accounts(&self) -> Result<Changes, EngineError> {
+        let w = self
+            .accounts
+            .watch_with_history(">")
+            .await
+            .map_err(unreachable)?;
+        Ok(changes(w))
+    }
+
+    /// Every worker that has a deployment record.
+    pub async fn deployed_workers(&self) -> Result<Vec<String>, EngineError> {
+        Ok(live_keys(&self.deploys)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix("w.").map(str::to_owned))
+            .collect())
     }
 
     /// Removes this node's membership record (it is leaving on purpose):

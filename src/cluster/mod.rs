@@ -31,6 +31,7 @@
 //! isolate threads never block on the network and every call is bounded in
 //! time.
 
+pub mod accounts;
 pub mod claims;
 pub mod deploys;
 pub mod engine;

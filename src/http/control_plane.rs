@@ -21,9 +21,13 @@ use super::body::read_body;
 use super::error::HttpError;
 use super::metrics;
 use super::routes::RoutePattern;
-use crate::actors::{Delete, DeleteAccount, Deploy, Rollback, WorkerRegistry, WorkersView};
+use crate::actors::deploy_sync::SyncError;
+use crate::actors::{
+    ActorError, Delete, DeleteAccount, Deploy, Rollback, WorkerRegistry, WorkersView,
+};
+use crate::cluster::engine::EngineError;
 use crate::js::{Binding, WorkerScript};
-use crate::state::{names, DeploymentStore};
+use crate::state::{names, DeploymentStore, StateError};
 
 pub struct ControlPlane {
     pub registry: Addr<WorkerRegistry>,
@@ -526,8 +530,30 @@ async fn create_account(
 ) -> Result<HttpResponse, HttpError> {
     authenticate(&req, &plane)?.operator()?;
     let body: NewAccount = read_small_json(payload, "account").await?;
-    let account = plane.store.create_account(&body.id)?;
-    Ok(HttpResponse::Created().json(account))
+    let Some(c) = &plane.cluster else {
+        return Ok(HttpResponse::Created().json(plane.store.create_account(&body.id)?));
+    };
+    // Cluster-wide first (`cluster::accounts`): one PoP wins a name.
+    names::check_account(&body.id).map_err(|e| HttpError::bad_request("invalid_name", e.0))?;
+    if plane.store.account_exists(&body.id)? {
+        return Err(StateError::Conflict(format!("account '{}' exists already", body.id)).into());
+    }
+    let created_at = crate::state::deployments::now_secs();
+    c.cluster
+        .create_account(&body.id, created_at)
+        .await
+        .map_err(|e| match e {
+            EngineError::Conflict => HttpError::from(StateError::Conflict(format!(
+                "account '{}' exists already",
+                body.id
+            ))),
+            other => other.into(),
+        })?;
+    plane.store.put_account(&body.id, created_at)?;
+    Ok(HttpResponse::Created().json(crate::state::Account {
+        id: body.id,
+        created_at,
+    }))
 }
 
 async fn delete_account(
@@ -538,6 +564,9 @@ async fn delete_account(
     authenticate(&req, &plane)?.operator()?;
     let id = path.into_inner();
     names::check_account(&id).map_err(|e| HttpError::bad_request("invalid_name", e.0))?;
+    if let Some(c) = &plane.cluster {
+        return delete_account_everywhere(&plane, c, id).await;
+    }
     let removal = plane
         .registry
         .send(DeleteAccount { id: id.clone() })
@@ -550,6 +579,61 @@ async fn delete_account(
         "deleted": id,
         "workers": removal.workers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
         "namespaces": removal.namespaces,
+    })))
+}
+
+/// Removes an account from the whole cluster, in the order that keeps its
+/// names from being taken while its data is still anywhere: its workers
+/// (delete records), its KV data (drop records in the KV log), then its
+/// tokens, record and claims, then here. Each PoP applies the first two in
+/// log order and the rest through its account watch. Stopped by the engine
+/// going away half-way, a retry finishes it.
+async fn delete_account_everywhere(
+    plane: &ControlPlane,
+    c: &crate::actors::deploy_sync::ClusterDeploys,
+    id: String,
+) -> Result<HttpResponse, HttpError> {
+    if id == crate::state::DEFAULT_ACCOUNT {
+        return Err(StateError::Forbidden("the default account cannot be removed".into()).into());
+    }
+    match c.cluster.account_presence(&format!("a.{id}")).await? {
+        crate::cluster::engine::Presence::Live(_) => {}
+        _ if plane.store.account_exists(&id)? => {}
+        _ => return Err(StateError::NotFound(format!("account '{id}'")).into()),
+    }
+    let workers = c.workers_of(&id).await?;
+    for name in &workers {
+        match c.delete(name, false).await {
+            Ok(()) | Err(SyncError::Actor(ActorError::NotFound(_))) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut namespaces = c.cluster.namespaces_of(&id).await?;
+    for ns in plane.store.namespaces_of(&id)? {
+        if !namespaces.contains(&ns) {
+            namespaces.push(ns);
+        }
+    }
+    namespaces.sort();
+    for ns in &namespaces {
+        plane.kv.remove_namespace(ns).await.map_err(|e| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                e.to_string(),
+            )
+        })?;
+    }
+    c.cluster.remove_account(&id).await?;
+    match plane.registry.send(DeleteAccount { id: id.clone() }).await {
+        Ok(Ok(_)) | Ok(Err(ActorError::Store(StateError::NotFound(_)))) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(HttpError::internal(e.to_string())),
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "deleted": id,
+        "workers": workers,
+        "namespaces": namespaces,
     })))
 }
 
@@ -601,9 +685,25 @@ async fn create_token(
             "label is longer than 200 bytes",
         ));
     }
-    let (info, secret) = plane
-        .store
-        .create_token(&body.account, body.label.as_deref())?;
+    let (info, secret) = match &plane.cluster {
+        None => plane
+            .store
+            .create_token(&body.account, body.label.as_deref())?,
+        Some(c) => {
+            let (info, secret, hash) = plane
+                .store
+                .new_token(&body.account, body.label.as_deref())?;
+            let record = crate::cluster::accounts::TokenRecord {
+                account: info.account.clone(),
+                hash: hash.clone(),
+                label: info.label.clone(),
+                created_at: info.created_at,
+            };
+            c.cluster.create_token(&info.id, &record).await?;
+            plane.store.put_token(&info, &hash)?;
+            (info, secret)
+        }
+    };
     Ok(HttpResponse::Created().json(json!({
         "id": info.id,
         "account": info.account,
@@ -629,6 +729,12 @@ async fn revoke_token(
 ) -> Result<HttpResponse, HttpError> {
     authenticate(&req, &plane)?.operator()?;
     let id = path.into_inner();
+    if let Some(c) = &plane.cluster {
+        if !plane.store.tokens(None)?.iter().any(|t| t.id == id) {
+            return Err(HttpError::not_found(format!("token '{id}' not found")));
+        }
+        c.cluster.revoke_token(&id).await?;
+    }
     if !plane.store.revoke_token(&id)? {
         return Err(HttpError::not_found(format!("token '{id}' not found")));
     }

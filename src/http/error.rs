@@ -99,6 +99,27 @@ impl From<crate::actors::deploy_sync::SyncError> for HttpError {
     }
 }
 
+impl From<crate::cluster::engine::EngineError> for HttpError {
+    fn from(e: crate::cluster::engine::EngineError) -> Self {
+        use crate::cluster::engine::EngineError;
+        match e {
+            EngineError::Conflict => HttpError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "changed on another node meanwhile; try again",
+            ),
+            EngineError::Unreachable(_) => {
+                tracing::warn!(error = %e, "account change refused: the cluster engine is unreachable");
+                HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
 impl From<StateError> for HttpError {
     fn from(e: StateError) -> Self {
         match e {

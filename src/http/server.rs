@@ -338,6 +338,11 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             view.clone(),
             store.clone(),
         );
+        crate::actors::account_sync::spawn_watcher(
+            cluster.clone(),
+            registry.clone(),
+            store.clone(),
+        );
     }
 
     let body_limit = config.body_limit();

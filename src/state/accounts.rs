@@ -266,25 +266,86 @@ impl DeploymentStore {
         account: &str,
         label: Option<&str>,
     ) -> Result<(TokenInfo, String), StateError> {
+        let (info, secret, hash) = self.new_token(account, label)?;
+        self.put_token(&info, &hash)?;
+        Ok((info, secret))
+    }
+
+    /// A token for `account` that is not stored yet: its info, its secret
+    /// and the digest to store.
+    pub fn new_token(
+        &self,
+        account: &str,
+        label: Option<&str>,
+    ) -> Result<(TokenInfo, String, String), StateError> {
         if !self.account_exists(account)? {
             return Err(StateError::NotFound(format!("account '{account}'")));
         }
         let id = format!("tok_{}", hex::encode(rand::random::<[u8; 6]>()));
         let secret = format!("edg_{}", hex::encode(rand::random::<[u8; 24]>()));
-        let created_at = now_secs();
-        self.conn().execute(
-            "INSERT INTO tokens (id, account, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, account, digest(&secret), label, created_at as i64],
+        let hash = digest(&secret);
+        let info = TokenInfo {
+            id,
+            account: account.to_owned(),
+            label: label.map(str::to_owned),
+            created_at: now_secs(),
+        };
+        Ok((info, secret, hash))
+    }
+
+    /// Stores a token by its digest (made here, or replicated from another
+    /// PoP); its account is recorded too if this PoP has not seen it yet.
+    pub fn put_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StateError> {
+        super::names::check_account(&info.account).map_err(|e| StateError::Invalid(e.0))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO accounts (id, created_at) VALUES (?1, ?2)",
+            params![info.account, info.created_at as i64],
         )?;
-        Ok((
-            TokenInfo {
-                id,
-                account: account.to_owned(),
-                label: label.map(str::to_owned),
-                created_at,
-            },
-            secret,
-        ))
+        tx.execute(
+            "INSERT OR REPLACE INTO tokens (id, account, hash, label, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                info.id,
+                info.account,
+                hash,
+                info.label,
+                info.created_at as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records an account another PoP made (nothing if it is known here).
+    pub fn put_account(&self, id: &str, created_at: u64) -> Result<(), StateError> {
+        super::names::check_account(id).map_err(|e| StateError::Invalid(e.0))?;
+        self.conn().execute(
+            "INSERT OR IGNORE INTO accounts (id, created_at) VALUES (?1, ?2)",
+            params![id, created_at as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Every token with its digest (to publish what this PoP made before it
+    /// joined a cluster).
+    pub fn token_digests(&self) -> Result<Vec<(TokenInfo, String)>, StateError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, account, label, created_at, hash FROM tokens ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                TokenInfo {
+                    id: r.get(0)?,
+                    account: r.get(1)?,
+                    label: r.get(2)?,
+                    created_at: r.get::<_, i64>(3)? as u64,
+                },
+                r.get(4)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Revokes a token; returns whether it existed.
@@ -358,6 +419,15 @@ impl DeploymentStore {
     }
 
     /// The account a worker name belongs to (live, or kept after a delete).
+    /// The KV namespaces this PoP's store says `account` owns.
+    pub fn namespaces_of(&self, account: &str) -> Result<Vec<String>, StateError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name FROM kv_namespaces WHERE account = ?1 ORDER BY name")?;
+        let rows = stmt.query_map(params![account], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn worker_owner(&self, name: &str) -> Result<Option<String>, StateError> {
         Ok(self
             .conn()

@@ -191,27 +191,77 @@ impl KvService {
             return Err("KV replication is off".into());
         };
         let last = upto;
-        // One transaction per namespace and batch; the order within each
-        // namespace is the log's, and namespaces are independent.
+        // One transaction per namespace and run of records between namespace
+        // drops; the order within each namespace is the log's, and
+        // namespaces are independent.
         let mut by_ns: Vec<(&str, Vec<store::Applied<'_>>)> = Vec::new();
         for (seq, rec) in records {
             let ns = rec.header.ns.as_str();
+            if rec.header.drop {
+                self.apply_runs(&mut by_ns)?;
+                self.drop_namespace(ns);
+                continue;
+            }
             let item = (*seq, rec.header.key.as_str(), rec.entry());
             match by_ns.iter_mut().find(|(n, _)| *n == ns) {
                 Some((_, items)) => items.push(item),
                 None => by_ns.push((ns, vec![item])),
             }
         }
-        for (ns, items) in &by_ns {
-            let store = self.store(ns).map_err(|e| e.to_string())?;
-            store.apply(items).map_err(|e| e.to_string())?;
-            for (_, key, _) in items {
-                self.cache.remove(ns, key);
-            }
-        }
+        self.apply_runs(&mut by_ns)?;
         replica::write_applied(&r.path, last)?;
         r.applied.send_replace(last);
         Ok(())
+    }
+
+    fn apply_runs(&self, by_ns: &mut Vec<(&str, Vec<store::Applied<'_>>)>) -> Result<(), String> {
+        for (ns, items) in by_ns.drain(..) {
+            let store = self.store(ns).map_err(|e| e.to_string())?;
+            store.apply(&items).map_err(|e| e.to_string())?;
+            for (_, key, _) in &items {
+                self.cache.remove(ns, key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a namespace with its data (its account was removed): on
+    /// every PoP through the log in cluster mode, in log order with the
+    /// other writes (a write made before it is gone everywhere, one made
+    /// after it — by a new owner of the name — is kept); here only
+    /// otherwise.
+    pub fn remove_namespace(&self, ns: &str) -> KvFuture<()> {
+        let Some(r) = self.replica.get() else {
+            self.drop_namespace(ns);
+            return Box::pin(std::future::ready(Ok(())));
+        };
+        if !valid_namespace(ns) {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let record = replica::KvRecord {
+            header: replica::Header {
+                ns: ns.to_owned(),
+                key: String::new(),
+                put: false,
+                metadata: None,
+                expiration: None,
+                at_ms: now_ms(),
+                blob: None,
+                drop: true,
+            },
+            value: Bytes::new(),
+        };
+        let append = r.log.append(ns, record.encode(), None);
+        let mut applied = r.applied.subscribe();
+        Box::pin(async move {
+            let seq = append.await.map_err(|e| {
+                KvError::Unavailable(format!(
+                    "KV namespace removal failed: 503 storage unavailable: {e}"
+                ))
+            })?;
+            let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= seq)).await;
+            Ok(())
+        })
     }
 
     /// Writes every live key of every namespace to a snapshot file as of
@@ -233,6 +283,7 @@ impl KvService {
                             expiration: value.expiration,
                             at_ms: 0,
                             blob: None,
+                            drop: false,
                         },
                         value: value.value,
                     })
@@ -350,6 +401,7 @@ impl KvService {
                 expiration,
                 at_ms: now_ms(),
                 blob: blob_name,
+                drop: false,
             },
             value: inline,
         };

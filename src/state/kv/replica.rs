@@ -58,6 +58,9 @@ pub struct Header {
     /// name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<String>,
+    /// The whole namespace is removed (its account was): `key` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop: bool,
 }
 
 /// One write as the log carries it: a header and, for an inline put, the value.
@@ -231,6 +234,7 @@ mod tests {
                 expiration: Some(99),
                 at_ms: 5,
                 blob: None,
+                drop: false,
             },
             value: Bytes::from_static(b"\x00value"),
         };
