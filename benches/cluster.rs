@@ -64,7 +64,10 @@ fn bench(c: &mut Criterion) {
     for n in &nodes {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while n.get(HOST, "/read").0 != 200 {
-            assert!(std::time::Instant::now() < deadline, "the worker never served");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never served"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -38,6 +38,7 @@ fn script(name: &str) -> WorkerScript {
 
 fn request() -> InvokeRequest {
     InvokeRequest {
+        cf: None,
         depth: 0,
         cancel: Default::default(),
         method: "GET".into(),

@@ -137,6 +137,34 @@ impl ControlClient {
         }
     }
 
+    /// A client that also trusts the CA certificate(s) in PEM file `ca` (a
+    /// control plane with a self-signed certificate). The server is always
+    /// verified: against the system's roots, and these.
+    pub fn with_ca(base: &str, token: Option<String>, ca: &Path) -> Result<Self, ClientError> {
+        let pem = std::fs::read(ca)
+            .map_err(|e| ClientError(format!("cannot read CA file {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ClientError(format!("{} is not a PEM certificate: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(ClientError(format!(
+                "{} holds no certificate",
+                ca.display()
+            )));
+        }
+        let mut builder = reqwest::blocking::Client::builder().use_rustls_tls();
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError(format!("cannot make an HTTPS client: {e}")))?;
+        Ok(ControlClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
     /// A JSON call: the response body as JSON.
     fn call(
         &self,

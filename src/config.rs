@@ -24,6 +24,9 @@ pub struct Config {
     /// Present: this node is one PoP of a cluster (`src/cluster/`); absent: a
     /// standalone node that needs no NATS.
     pub cluster: Option<ClusterConfig>,
+    /// Present: the data plane also serves HTTPS (`src/http/tls.rs`), and the
+    /// control plane may.
+    pub tls: Option<TlsConfig>,
     /// `edged dev`: no control-plane token, permissive egress.
     #[serde(skip)]
     pub dev: bool,
@@ -41,6 +44,9 @@ pub struct ServerConfig {
     pub metrics_token: bool,
     pub request_body_mb: u64,
     pub pass_through_origin: String,
+    /// The PoP's name as workers see it in `request.cf.colo`; empty: the
+    /// cluster region, or `local`.
+    pub colo: String,
 }
 
 /// Per-request and per-isolate resource limits.
@@ -104,6 +110,109 @@ pub struct KvConfig {
     pub cache_mb: u64,
     /// How often expired keys are purged and namespaces compacted.
     pub purge_interval_s: u64,
+}
+
+/// What the plain-HTTP data plane does once HTTPS is on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlainHttp {
+    /// Serves workers as before.
+    #[default]
+    Serve,
+    /// Answers every request with a 308 to the same URL on `https:`.
+    Redirect,
+    /// Not listened on at all.
+    Off,
+}
+
+/// One certificate, for the host names it covers (chosen by SNI).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostCertificate {
+    /// Names this certificate answers for: `shop.example`, or `*.shop.example`
+    /// (one label).
+    pub hosts: Vec<String>,
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[tls]`: HTTPS at the PoP.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where the HTTPS data plane listens (HTTP/2 and HTTP/1.1 by ALPN).
+    pub listen: SocketAddr,
+    /// The certificate for names no `certificates` entry covers (and for
+    /// clients that send no SNI); empty: such handshakes are refused.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Per-host certificates, chosen by SNI.
+    pub certificates: Vec<HostCertificate>,
+    /// The plain-HTTP data plane (`server.listen`): serve, redirect or off.
+    pub plain_http: PlainHttp,
+    /// The control plane's certificate and key: set, it speaks only HTTPS.
+    pub control_cert: Option<PathBuf>,
+    pub control_key: Option<PathBuf>,
+    /// How often the certificate files are checked for change, in seconds
+    /// (0: only on SIGHUP). Open connections are never dropped by a reload.
+    pub reload_s: u64,
+    /// A handshake that has not completed in this long is dropped.
+    pub handshake_timeout_s: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            cert: None,
+            key: None,
+            certificates: Vec::new(),
+            plain_http: PlainHttp::Serve,
+            control_cert: None,
+            control_key: None,
+            reload_s: 2,
+            handshake_timeout_s: 10,
+        }
+    }
+}
+
+impl TlsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.cert.is_some() != self.key.is_some() {
+            return bad("tls.cert and tls.key go together");
+        }
+        if self.control_cert.is_some() != self.control_key.is_some() {
+            return bad("tls.control_cert and tls.control_key go together");
+        }
+        if self.cert.is_none() && self.certificates.is_empty() {
+            return bad("[tls] needs tls.cert/tls.key or at least one [[tls.certificates]]");
+        }
+        for c in &self.certificates {
+            if c.hosts.is_empty() {
+                return bad("each [[tls.certificates]] needs hosts");
+            }
+            for h in &c.hosts {
+                let name = h.strip_prefix("*.").unwrap_or(h);
+                let ok = !name.is_empty()
+                    && name.len() <= 253
+                    && name.split('.').all(|l| {
+                        !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !ok {
+                    return Err(ConfigError::Invalid(format!(
+                        "tls.certificates: '{h}' is not a host name or '*.' wildcard"
+                    )));
+                }
+            }
+        }
+        if self.handshake_timeout_s == 0 {
+            return bad("tls.handshake_timeout_s must be > 0");
+        }
+        Ok(())
+    }
 }
 
 /// `[cluster]`: this node's place in a cluster of PoPs on NATS JetStream.
@@ -221,6 +330,7 @@ impl Default for ServerConfig {
             metrics_token: false,
             request_body_mb: 100,
             pass_through_origin: String::new(),
+            colo: String::new(),
         }
     }
 }
@@ -364,6 +474,9 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         Ok(())
     }
 
@@ -430,6 +543,29 @@ mod tests {
         assert_eq!(cluster.vnodes, ClusterConfig::default().vnodes);
         assert_eq!(cluster.lease_ms, ClusterConfig::default().lease_ms);
         assert!(cluster.validate().is_ok());
+    }
+
+    /// The shipped file's commented `[tls]` section, uncommented, parses and
+    /// validates.
+    #[test]
+    fn shipped_tls_section_parses() {
+        let text = include_str!("../config/edged.toml");
+        let section: String = text
+            .lines()
+            .skip_while(|l| *l != "# [tls]")
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed = Config::parse(&section).expect("tls section parses");
+        let tls = parsed.tls.expect("a [tls] section");
+        assert_eq!(tls.certificates.len(), 1);
+        assert_eq!(tls.reload_s, TlsConfig::default().reload_s);
+        assert!(tls.validate().is_ok());
+        let mut bad = tls.clone();
+        bad.certificates[0].hosts = vec!["bad host".into()];
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -56,6 +56,19 @@ struct ControlFlags {
     /// Control-plane bearer token
     #[arg(long, global = true, env = "EDGED_TOKEN")]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// control plane with a
+    /// self-signed certificate
+    #[arg(long, global = true, env = "EDGED_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+}
+
+impl ControlFlags {
+    fn client(&self) -> Result<ControlClient, edged::client::ClientError> {
+        match &self.ca {
+            Some(ca) => ControlClient::with_ca(&self.control, self.token.clone(), ca),
+            None => Ok(ControlClient::new(&self.control, self.token.clone())),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -318,7 +331,7 @@ fn run(cli: Cli) -> Result<(), String> {
             control,
         } => {
             let (main_module, modules, flags) = load_worker(&script, &bindings)?;
-            let client = ControlClient::new(&control.control, control.token);
+            let client = control.client().map_err(|e| e.0)?;
             let out = client
                 .deploy(
                     &name,
@@ -338,7 +351,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Kv { action, control } => {
-            let client = ControlClient::new(&control.control, control.token);
+            let client = control.client().map_err(|e| e.0)?;
             match action {
                 KvAction::Get { namespace, key } => {
                     use std::io::Write;
@@ -391,7 +404,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::Workers { action, control } => {
-            let client = ControlClient::new(&control.control, control.token);
+            let client = control.client().map_err(|e| e.0)?;
             let out = match action {
                 WorkersAction::Ls => client.list(),
                 WorkersAction::Rm { name, keep_storage } => client.delete(&name, keep_storage),
@@ -402,7 +415,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Cluster { action, control } => {
-            let client = ControlClient::new(&control.control, control.token);
+            let client = control.client().map_err(|e| e.0)?;
             let out = match action {
                 ClusterAction::Status => client.cluster(),
             }
@@ -411,7 +424,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Accounts { action, control } => {
-            let client = ControlClient::new(&control.control, control.token);
+            let client = control.client().map_err(|e| e.0)?;
             let out = match action {
                 AccountsAction::Create { id } => client.create_account(&id),
                 AccountsAction::Ls => client.accounts(),
@@ -423,7 +436,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Tokens { action, control } => {
-            let client = ControlClient::new(&control.control, control.token);
+            let client = control.client().map_err(|e| e.0)?;
             let out = match action {
                 TokensAction::Create { account, label } => {
                     client.create_token(&account, label.as_deref())

@@ -29,6 +29,7 @@ fn script(name: &str, source: &str) -> Arc<WorkerScript> {
 
 fn get(path: &str) -> InvokeRequest {
     InvokeRequest {
+        cf: None,
         depth: 0,
         cancel: Default::default(),
         method: "GET".into(),

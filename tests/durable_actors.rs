@@ -27,6 +27,7 @@ export default { fetch() { return new Response("worker"); } };
 
 fn request(path: &str) -> InvokeRequest {
     InvokeRequest {
+        cf: None,
         depth: 0,
         cancel: Default::default(),
         method: "GET".into(),

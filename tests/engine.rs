@@ -44,6 +44,7 @@ async fn bind(source: &str) -> Result<Worker, EngineError> {
 async fn invoke(worker: &mut Worker, url: &str) -> Result<InvokeResponse, InvokeError> {
     let (tx, mut rx) = oneshot::channel();
     let req = InvokeRequest {
+        cf: None,
         depth: 0,
         cancel: Default::default(),
         method: "GET".into(),

@@ -85,13 +85,13 @@ def wait_http(url, host=None, timeout=30.0):
 # ---------------------------------------------------------------- edged
 
 class Edged:
-    def __init__(self, workdir):
+    def __init__(self, workdir, extra_config=""):
         self.dir = tempfile.mkdtemp(dir=workdir, prefix="edged-")
         cfg = os.path.join(self.dir, "edged.toml")
         with open(cfg, "w") as f:
             f.write(
                 "[server]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\n"
-                f"data_dir = \"{self.dir}/data\"\ntoken = \"{TOKEN}\"\n"
+                f"data_dir = \"{self.dir}/data\"\ntoken = \"{TOKEN}\"\n" + extra_config
             )
         env = dict(os.environ, EDGED_LOG="warn")
         self.proc = subprocess.Popen(

@@ -43,6 +43,7 @@ pub async fn run_scheduled(
     scheduled_ms: i64,
 ) -> Result<(), String> {
     let request = InvokeRequest {
+        cf: None,
         method: "SCHEDULED".into(),
         url: format!("scheduled:{scheduled_ms}:{cron}"),
         headers: Vec::new(),

@@ -356,6 +356,7 @@ impl DurableObjectDirectory {
             let me = ctx.address();
             actix::spawn(async move {
                 let request = InvokeRequest {
+                    cf: None,
                     depth: 0,
                     cancel: Default::default(),
                     method: "ALARM".into(),
@@ -473,6 +474,7 @@ impl Handler<AlarmFinished> for DurableObjectDirectory {
                         .send(ObjectInvoke {
                             request_id: 0,
                             request: InvokeRequest {
+                                cf: None,
                                 method: "ALARM".into(),
                                 url: "alarm:drop".into(),
                                 headers: Vec::new(),

@@ -19,6 +19,7 @@ use super::body::read_or_stream;
 use super::error::error_body;
 use super::metrics::{REQUESTS, REQUEST_SECONDS};
 use super::routes::RouteTable;
+use super::tls::ConnInfo;
 use crate::actors::{next_request_id, Deployment, WorkersView};
 use crate::js::script::Cancel;
 use crate::js::{Body, BodyStream, InvokeError, InvokeRequest, InvokeResponse};
@@ -30,6 +31,10 @@ pub struct DataPlane {
     view: WorkersView,
     routes: RwLock<(u64, Arc<RouteTable>)>,
     body_limit: usize,
+    /// `request.cf.colo`.
+    colo: String,
+    /// Plain-HTTP requests are redirected to HTTPS on this port.
+    redirect_to: Option<u16>,
 }
 
 impl DataPlane {
@@ -38,7 +43,21 @@ impl DataPlane {
             view,
             routes: RwLock::new((u64::MAX, Arc::new(RouteTable::build([])))),
             body_limit,
+            colo: "local".into(),
+            redirect_to: None,
         }
+    }
+
+    /// The PoP's name in `request.cf.colo`.
+    pub fn with_colo(mut self, colo: &str) -> Self {
+        self.colo = colo.to_owned();
+        self
+    }
+
+    /// Plain-HTTP requests get a 308 to `https:` on `port`.
+    pub fn redirecting_to(mut self, port: u16) -> Self {
+        self.redirect_to = Some(port);
+        self
     }
 
     /// The deployment serving `host` (no port) and `path`.
@@ -119,6 +138,53 @@ fn valid_host(host: &str) -> bool {
     name_ok && port_ok
 }
 
+/// `request.cf`: what this PoP knows of the request's connection, with the
+/// names and types Workers uses (TLS fields empty on plain HTTP, as there).
+fn cf_json(req: &HttpRequest, conn: Option<&ConnInfo>, colo: &str) -> String {
+    let protocol = match req.version() {
+        actix_web::http::Version::HTTP_2 => "HTTP/2",
+        actix_web::http::Version::HTTP_10 => "HTTP/1.0",
+        actix_web::http::Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
+    };
+    let (version, cipher) = conn
+        .and_then(|c| c.tls.as_ref())
+        .map(|(v, c)| (*v, c.as_str()))
+        .unwrap_or(("", ""));
+    let mut cf = serde_json::json!({
+        "colo": colo,
+        "httpProtocol": protocol,
+        "tlsVersion": version,
+        "tlsCipher": cipher,
+    });
+    if let Some(rtt) = conn.and_then(|c| c.rtt_ms) {
+        cf["clientTcpRtt"] = rtt.into();
+    }
+    cf.to_string()
+}
+
+/// A 308 to the same URL on `https:` (the plain listener, when `[tls]`
+/// says `plain_http = "redirect"`).
+fn redirect_to_https(req: &HttpRequest, host: &str, port: u16) -> HttpResponse {
+    let name = strip_port(host);
+    let authority = if port == 443 {
+        name.to_owned()
+    } else {
+        format!("{name}:{port}")
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    HttpResponse::PermanentRedirect()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("https://{authority}{path}"),
+        ))
+        .finish()
+}
+
 /// The catch-all handler of the data plane.
 pub async fn serve(
     req: HttpRequest,
@@ -134,6 +200,12 @@ pub async fn serve(
             "the Host header is not a valid host name with an optional port",
         );
     }
+    if let Some(port) = plane.redirect_to {
+        let plain = req.conn_data::<ConnInfo>().is_none_or(|c| c.tls.is_none());
+        if plain && !host.is_empty() {
+            return redirect_to_https(&req, &host, port);
+        }
+    }
     let hostname = strip_port(&host);
     let Some(deployment) = plane.resolve(hostname, req.path()) else {
         return error_body(
@@ -143,6 +215,8 @@ pub async fn serve(
         );
     };
     let worker = deployment.name().to_owned();
+    let conn = req.conn_data::<ConnInfo>();
+    let secure = conn.is_some_and(|c| c.tls.is_some());
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -153,7 +227,7 @@ pub async fn serve(
         Ok(body) => {
             let method = req.method().as_str().to_owned();
             let has_body = !(method == "GET" || method == "HEAD") && body.is_some();
-            let scheme = req.connection_info().scheme().to_owned();
+            let scheme = if secure { "https" } else { "http" };
             let url = format!(
                 "{scheme}://{}{}",
                 if host.is_empty() { "localhost" } else { &host },
@@ -168,6 +242,7 @@ pub async fn serve(
                 .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
                 .collect();
             let request = InvokeRequest {
+                cf: Some(cf_json(&req, conn, &plane.colo)),
                 depth: 0,
                 cancel: Default::default(),
                 method,

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod peer;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 pub use error::HttpError;
 pub use server::{start, Node, ServeError};

@@ -104,6 +104,7 @@ async fn object(
     };
     let address: ObjectAddress = head.object.into();
     let request = InvokeRequest {
+        cf: None,
         method: head.method,
         url: head.url,
         headers,

@@ -39,11 +39,16 @@ pub struct Node {
     pub control_addr: SocketAddr,
     /// The peer listener, in a cluster.
     pub peer_addr: Option<SocketAddr>,
+    /// The HTTPS data plane, with `[tls]`.
+    pub https_addr: Option<SocketAddr>,
+    /// Whether the plain data plane listens (`data_addr` is the HTTPS one
+    /// when it does not) and the control plane speaks HTTPS.
+    plain_data: bool,
+    control_tls: bool,
     pub view: WorkersView,
     pub registry: actix::Addr<WorkerRegistry>,
-    data: actix_web::dev::Server,
-    control: actix_web::dev::Server,
-    peer: Option<actix_web::dev::Server>,
+    /// Every listener's server: data planes, control plane, peer listener.
+    servers: Vec<actix_web::dev::Server>,
     cluster: Option<Cluster>,
 }
 
@@ -70,28 +75,18 @@ impl Node {
     /// once), then the listeners finish what they are serving and stop.
     pub async fn run(self) -> std::io::Result<()> {
         let Node {
-            data,
-            control,
-            peer,
-            cluster,
-            ..
+            servers, cluster, ..
         } = self;
-        let handles = (
-            data.handle(),
-            control.handle(),
-            peer.as_ref().map(|p| p.handle()),
-        );
+        let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
         // Stopping a server needs its future polled (it holds the server's
-        // command channel), so the three run to completion below while this
-        // stops them: on a signal (a cluster node leaves first), or when any
-        // of them ends by itself.
+        // command channel), so every server runs to completion below while
+        // this stops them: on a signal (a cluster node leaves first), or when
+        // any of them ends by itself.
         let stop_all = move || {
-            let (d, c, p) = handles.clone();
+            let handles = handles.clone();
             async move {
-                d.stop(true).await;
-                c.stop(true).await;
-                if let Some(p) = p {
-                    p.stop(true).await;
+                for h in handles {
+                    h.stop(true).await;
                 }
             }
         };
@@ -104,24 +99,16 @@ impl Node {
             }
             on_signal().await;
         });
-        type Run = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>;
-        let watch = |server: Option<Run>| {
+        let watch = |server: actix_web::dev::Server| {
             let stop = stop_all.clone();
             async move {
-                let Some(server) = server else {
-                    return Ok(());
-                };
                 let r = server.await;
                 actix_web::rt::spawn(stop());
                 r
             }
         };
-        let (d, c, p) = tokio::join!(
-            watch(Some(Box::pin(data))),
-            watch(Some(Box::pin(control))),
-            watch(peer.map(|p| Box::pin(p) as Run))
-        );
-        d.and(c).and(p)
+        let results = futures::future::join_all(servers.into_iter().map(watch)).await;
+        results.into_iter().collect()
     }
 }
 
@@ -257,9 +244,39 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         host,
     );
     let threads_for_objects = threads.clone();
+    // Certificates before anything listens: a missing or bad file stops the
+    // start with its name.
+    let tls = match &config.tls {
+        None => None,
+        Some(t) => Some(TlsSetup {
+            data: super::tls::CertResolver::new(super::tls::CertSource::data_plane(t))
+                .map_err(ServeError::Other)?,
+            control: super::tls::CertSource::control_plane(t)
+                .map(super::tls::CertResolver::new)
+                .transpose()
+                .map_err(ServeError::Other)?,
+            listener: bind(t.listen)?,
+            config: t.clone(),
+        }),
+    };
+    let plain_data = tls
+        .as_ref()
+        .is_none_or(|t| t.config.plain_http != crate::config::PlainHttp::Off);
     // Listeners first: a cluster node tells the others where they are.
-    let data_listener = bind(config.server.listen)?;
-    let data_addr = local(&data_listener, config.server.listen)?;
+    let data_listener = if plain_data {
+        Some(bind(config.server.listen)?)
+    } else {
+        None
+    };
+    let https_addr = match &tls {
+        Some(t) => Some(local(&t.listener, t.config.listen)?),
+        None => None,
+    };
+    let data_addr = match (&data_listener, https_addr) {
+        (Some(l), _) => local(l, config.server.listen)?,
+        (None, Some(a)) => a,
+        (None, None) => return Err(ServeError::Other("no data plane listener".into())),
+    };
     let control_listener = bind(config.server.control_listen)?;
     let control_addr = local(&control_listener, config.server.control_listen)?;
     let (cluster, peer_listener) = match &config.cluster {
@@ -346,27 +363,71 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     }
 
     let body_limit = config.body_limit();
-    let data_plane = web::Data::new(DataPlane::new(view.clone(), body_limit));
+    let colo = if !config.server.colo.is_empty() {
+        config.server.colo.clone()
+    } else if let Some(c) = &config.cluster {
+        c.region.clone()
+    } else {
+        "local".to_owned()
+    };
+    let mut plane = DataPlane::new(view.clone(), body_limit).with_colo(&colo);
+    if let (Some(t), Some(addr)) = (&tls, https_addr) {
+        if t.config.plain_http == crate::config::PlainHttp::Redirect {
+            plane = plane.redirecting_to(addr.port());
+        }
+    }
+    let data_plane = web::Data::new(plane);
+    let mut servers = Vec::new();
+    if let (Some(t), Some(addr)) = (&tls, https_addr) {
+        let listener = t
+            .listener
+            .try_clone()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        servers.push(
+            super::tls::https_server(
+                listener,
+                t.data.clone(),
+                std::time::Duration::from_secs(t.config.handshake_timeout_s),
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                data_plane.clone(),
+            )
+            .map_err(ServeError::Other)?,
+        );
+        let mut resolvers = vec![t.data.clone()];
+        resolvers.extend(t.control.clone());
+        super::tls::spawn_reloader(resolvers, std::time::Duration::from_secs(t.config.reload_s));
+    }
     let http_workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let data_server = HttpServer::new(move || {
-        App::new()
-            .app_data(data_plane.clone())
-            .default_service(web::to(data_plane::serve))
-    })
-    .workers(http_workers)
-    // Signals are handled once, in `Node::run` (a cluster node leaves first).
-    .disable_signals()
-    .shutdown_timeout(10)
-    // A client that closes its side is gone: its request is dropped (and the
-    // isolate ends it) instead of running on for nobody.
-    .h1_allow_half_closed(false)
-    .listen(data_listener)
-    .map_err(|source| ServeError::Bind {
-        addr: config.server.listen,
-        source,
-    })?;
+    if let Some(data_listener) = data_listener {
+        let data_server = HttpServer::new(move || {
+            App::new()
+                .app_data(data_plane.clone())
+                .default_service(web::to(data_plane::serve))
+        })
+        .workers(http_workers)
+        // Signals are handled once, in `Node::run` (a cluster node leaves first).
+        .disable_signals()
+        .shutdown_timeout(10)
+        // A client that closes its side is gone: its request is dropped (and the
+        // isolate ends it) instead of running on for nobody.
+        .h1_allow_half_closed(false)
+        // What `request.cf` says of the connection.
+        .on_connect(|conn, ext| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                ext.insert(super::tls::ConnInfo::plain(tcp));
+            }
+        })
+        .listen(data_listener)
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+        servers.push(data_server.run());
+    }
 
     let control = web::Data::new(ControlPlane {
         registry: registry.clone(),
@@ -392,12 +453,22 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(10)
-    .listen(control_listener)
+    .shutdown_timeout(10);
+    let control_tls = tls.as_ref().and_then(|t| t.control.clone());
+    let control_server = match &control_tls {
+        Some(resolver) => control_server.listen_rustls_0_23(
+            control_listener,
+            std::sync::Arc::unwrap_or_clone(
+                super::tls::server_config(resolver.clone(), false).map_err(ServeError::Other)?,
+            ),
+        ),
+        None => control_server.listen(control_listener),
+    }
     .map_err(|source| ServeError::Bind {
         addr: config.server.control_listen,
         source,
     })?;
+    servers.push(control_server.run());
 
     let cluster_handle = cluster.clone();
     let (peer, peer_addr) = match (cluster, peer_listener) {
@@ -426,25 +497,43 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         }
         _ => (None, None),
     };
+    servers.extend(peer);
 
     Ok(Node {
         data_addr,
         control_addr,
         peer_addr,
+        https_addr,
+        plain_data,
+        control_tls: control_tls.is_some(),
         view,
         registry,
-        data: data_server.run(),
-        control: control_server.run(),
-        peer,
+        servers,
         cluster: cluster_handle,
     })
 }
 
+/// `[tls]` loaded at start.
+struct TlsSetup {
+    data: std::sync::Arc<super::tls::CertResolver>,
+    control: Option<std::sync::Arc<super::tls::CertResolver>>,
+    listener: std::net::TcpListener,
+    config: crate::config::TlsConfig,
+}
+
 fn announce(node: &Node) {
     // Tests and scripts read these lines to find the ports.
-    println!("edged: data plane listening on http://{}", node.data_addr);
+    let scheme = if node.plain_data { "http" } else { "https" };
     println!(
-        "edged: control plane listening on http://{}",
+        "edged: data plane listening on {scheme}://{}",
+        node.data_addr
+    );
+    if let (true, Some(a)) = (node.plain_data, node.https_addr) {
+        println!("edged: HTTPS data plane listening on https://{a}");
+    }
+    let scheme = if node.control_tls { "https" } else { "http" };
+    println!(
+        "edged: control plane listening on {scheme}://{}",
         node.control_addr
     );
     if let Some(peer) = node.peer_addr {

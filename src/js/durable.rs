@@ -329,6 +329,7 @@ pub fn op_do_fetch(
     async move {
         let (backend, address, depth) = target?;
         let request = InvokeRequest {
+            cf: None,
             depth,
             cancel: Default::default(),
             method,
@@ -369,6 +370,7 @@ pub fn op_do_rpc(
     async move {
         let (backend, address, depth) = target?;
         let request = InvokeRequest {
+            cf: None,
             depth,
             cancel: Default::default(),
             method: "RPC".into(),

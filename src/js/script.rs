@@ -100,6 +100,9 @@ pub struct InvokeRequest {
     pub depth: u8,
     /// Set when the request's client can go away (see [`Cancel`]).
     pub cancel: Cancel,
+    /// `request.cf` as JSON, for a request from a client (what the PoP
+    /// knows of the connection); `None` otherwise.
+    pub cf: Option<String>,
 }
 
 /// Headers as JS hands them to an op (`[name, value, name, value, …]`), as

@@ -107,6 +107,7 @@ pub fn op_service_fetch(
     async move {
         let (backend, account, service, depth) = target?;
         let request = InvokeRequest {
+            cf: None,
             method,
             url,
             headers: super::script::headers_from_flat(&headers),
@@ -137,6 +138,7 @@ pub fn op_service_rpc(
     async move {
         let (backend, account, service, depth) = target?;
         let request = InvokeRequest {
+            cf: None,
             method: "RPC".into(),
             url: format!("rpc:{method}"),
             headers: Vec::new(),

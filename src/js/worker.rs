@@ -264,10 +264,19 @@ impl Worker {
                 _ => None,
             };
             let scope = &mut runtime.handle_scope();
+            let cf = match &request.cf {
+                Some(cf) => v8::String::new(scope, cf)
+                    .map(Into::into)
+                    .unwrap_or_else(|| v8::null(scope).into()),
+                None => v8::null(scope).into(),
+            };
             let mut args = request_args(scope, request, stream_rid)?.to_vec();
-            if let Some(slot) = slot {
-                args.push(v8::Integer::new_from_unsigned(scope, slot).into());
-            }
+            // `dispatch(method, url, headers, body, slot, cf)`.
+            args.push(match slot {
+                Some(slot) => v8::Integer::new_from_unsigned(scope, slot).into(),
+                None => v8::undefined(scope).into(),
+            });
+            args.push(cf);
             // Everything the handler starts runs as this request.
             let previous = context::enter(scope, request_id, slot);
             let value = call(scope, &dispatch, &args);

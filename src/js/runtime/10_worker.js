@@ -24,7 +24,7 @@ import {
 } from "ext:core/ops";
 import { core } from "ext:core/mod.js";
 import { InnerBody } from "ext:deno_fetch/22_body.js";
-import { fromInnerRequest, newInnerRequest } from "ext:deno_fetch/23_request.js";
+import { fromInnerRequest, newInnerRequest, RequestPrototype } from "ext:deno_fetch/23_request.js";
 import { ResponsePrototype, toInnerResponse } from "ext:deno_fetch/23_response.js";
 import { ReadableStreamPrototype } from "ext:deno_web/06_streams.js";
 import { URL } from "ext:deno_url/00_url.js";
@@ -73,11 +73,28 @@ const {
   StringPrototypeSlice,
   StringPrototypeStartsWith,
   StringPrototypeToLowerCase,
+  Symbol,
   TypeError,
   Uint8Array,
 } = primordials;
 
 const CFW_KEY = "__edged_cloudflare_workers";
+
+// `request.cf` of a request from a client: what the PoP knows of its
+// connection (Rust hands it over as JSON, parsed on first use). Requests the
+// worker makes itself have none, as in Workers.
+const requestCf = Symbol("[[cf]]");
+ObjectDefineProperty(RequestPrototype, "cf", {
+  get() {
+    const value = this[requestCf];
+    if (typeof value !== "string") return value;
+    const parsed = JSONParse(value);
+    this[requestCf] = parsed;
+    return parsed;
+  },
+  configurable: true,
+  enumerable: true,
+});
 
 function settleWaitUntil() {
   op_edged_wait_until(true);
@@ -381,7 +398,7 @@ async function pump(stream, rid) {
 }
 
 function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null) {
-  return async function dispatch(method, url, flatHeaders, body) {
+  return async function dispatch(method, url, flatHeaders, body, _slot, cf) {
     if (method === "SCHEDULED" && callScheduled !== null) {
       // url: "scheduled:<ms since epoch>:<cron>"
       const rest = StringPrototypeSlice(url, 10);
@@ -438,6 +455,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
         newInnerRequest(method, url, () => headerList, innerBody, false),
         "immutable",
       );
+      if (cf !== null && cf !== undefined) request[requestCf] = cf;
       let response;
       try {
         response = await callFetch(request, ctx);
