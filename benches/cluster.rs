@@ -9,7 +9,8 @@
 //!   replicated to the core before the answer), the same call from both sides.
 //!
 //! Each iteration is one HTTP request on a kept-alive connection to the
-//! PoP's data plane. Run: `cargo bench --bench cluster`.
+//! PoP's data plane. Run: `cargo bench --bench cluster`
+//! (`EDGED_BENCH_PEER_TLS=1`: the peer transport over TLS).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -49,10 +50,38 @@ fn events(node: &TestNode) -> f64 {
 
 fn bench(c: &mut Criterion) {
     let core = NatsCore::start(3);
-    let nodes = [
-        start_node(&core, "pop-a", "eu"),
-        start_node(&core, "pop-b", "us"),
-    ];
+    // `EDGED_BENCH_PEER_TLS=1`: the peer transport over TLS (a CA made here).
+    let certs = tempfile::tempdir().expect("tempdir");
+    let tls = std::env::var("EDGED_BENCH_PEER_TLS").is_ok_and(|v| v == "1");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).expect("ca");
+    std::fs::write(certs.path().join("ca.pem"), ca.pem()).expect("write");
+    let node = |id: &str, region: &str| {
+        if !tls {
+            return start_node(&core, id, region);
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("cert");
+        let d = certs.path().display();
+        std::fs::write(certs.path().join(format!("{id}.pem")), cert.pem()).expect("write");
+        std::fs::write(certs.path().join(format!("{id}.key")), key.serialize_pem()).expect("write");
+        let keys = format!(
+            "[cluster]\npeer_cert = \"{d}/{id}.pem\"\npeer_key = \"{d}/{id}.key\"\npeer_ca = \"{d}/ca.pem\"\n"
+        );
+        TestNode::start_with(
+            &common::cluster::cluster_config(&core.urls, id, region).replacen(
+                "[cluster]\n",
+                &keys,
+                1,
+            ),
+        )
+    };
+    let nodes = [node("pop-a", "eu"), node("pop-b", "us")];
     wait_members(&nodes.iter().collect::<Vec<_>>(), 2);
     let (s, b) = nodes[0].deploy(
         "bench",
@@ -74,7 +103,9 @@ fn bench(c: &mut Criterion) {
     let before: Vec<f64> = nodes.iter().map(events).collect();
     nodes[1].get(HOST, "/read");
     let after: Vec<f64> = nodes.iter().map(events).collect();
-    let owner = (0..2).find(|&i| after[i] > before[i]).unwrap_or(0);
+    let owner = (0..2)
+        .find(|&i| after[i] > before[i])
+        .expect("the owner counts the event in edged_do_events_total");
     let (local, remote) = (&nodes[owner], &nodes[1 - owner]);
 
     let mut group = c.benchmark_group("remote_do");

@@ -248,6 +248,12 @@ pub struct ClusterConfig {
     pub kv_log_max_age_s: u64,
     /// How often the KV snapshot is refreshed, in seconds (by one node).
     pub kv_snapshot_interval_s: u64,
+    /// TLS on the peer transport: this node's certificate and key (PEM) for
+    /// its peer listener, and the CA (PEM) every peer's certificate must
+    /// chain to. All three or none; none: plain HTTP between PoPs.
+    pub peer_cert: Option<PathBuf>,
+    pub peer_key: Option<PathBuf>,
+    pub peer_ca: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -266,6 +272,9 @@ impl Default for ClusterConfig {
             peer_timeout_s: 30,
             kv_log_max_age_s: 7 * 86_400,
             kv_snapshot_interval_s: 600,
+            peer_cert: None,
+            peer_key: None,
+            peer_ca: None,
         }
     }
 }
@@ -295,6 +304,10 @@ impl ClusterConfig {
         }
         if !(1..=5).contains(&self.replicas) {
             return bad("cluster.replicas must be 1 to 5".into());
+        }
+        let tls = [&self.peer_cert, &self.peer_key, &self.peer_ca];
+        if tls.iter().any(|p| p.is_some()) && !tls.iter().all(|p| p.is_some()) {
+            return bad("cluster.peer_cert, peer_key and peer_ca go together".into());
         }
         if self.kv_snapshot_interval_s == 0 || self.kv_snapshot_interval_s >= self.kv_log_max_age_s
         {

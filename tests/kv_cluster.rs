@@ -725,6 +725,23 @@ fn accounts_and_tokens_work_on_every_pop() {
         });
         within("its worker is gone", || n.get("acme.example", "/").0 == 404);
     }
+    // The name made again is a new account: the old tokens stay refused.
+    let (s, b) = call(
+        &nodes[0],
+        common::TOKEN,
+        post.clone(),
+        "/v1/accounts",
+        Some(&json!({"id": "acme"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    std::thread::sleep(Duration::from_millis(300));
+    for n in &nodes {
+        assert_eq!(
+            call(n, &acme, get.clone(), "/v1/workers", None).0,
+            401,
+            "an old token of a re-made name"
+        );
+    }
     let other = nodes[2].account("other");
     within("other's token works on pop-a", || {
         call(&nodes[0], &other, get.clone(), "/v1/workers", None).0 == 200

@@ -251,8 +251,18 @@ fn check_sni_alpn_and_cf(t: &TlsNode) {
         .send()
         .unwrap();
     assert_eq!(Some(peer_der(&resp)), t.default_der);
-    // Plain HTTP still serves, with an http: URL and empty TLS fields.
-    let (s, b) = t.node.get("a.example", "/plain");
+    // Plain HTTP still serves, with an http: URL and empty TLS fields; a
+    // client's forwarding headers do not make it https.
+    let resp = t
+        .node
+        .http
+        .get(format!("{}/plain", t.node.data))
+        .header("host", "a.example")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "proto=https")
+        .send()
+        .unwrap();
+    let (s, b) = (resp.status().as_u16(), resp.text().unwrap());
     assert_eq!(s, 200);
     let body: Value = serde_json::from_str(&b).unwrap();
     assert!(body["url"]
@@ -561,4 +571,90 @@ fn control_plane_over_tls_with_deploy_ca() {
     assert_eq!(s, 200, "{b}");
     let (s, body) = node.get_worker("secure", "/");
     assert_eq!((s, body.as_str()), (200, "over tls"));
+}
+
+/// PoPs talk to each other over TLS when the cluster has a CA: a remote
+/// actor message crosses it (the owner verified against the cluster CA), and
+/// the peer listener no longer answers plain HTTP.
+#[test]
+fn peers_speak_tls_with_the_cluster_ca() {
+    use common::cluster::{cluster_config, status, wait_members, NatsCore};
+    let core = NatsCore::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_file = dir.path().join("cluster-ca.pem");
+    ca.write_pem(&ca_file);
+    let d = dir.path().display();
+    let nodes: Vec<TestNode> = ["pop-a", "pop-b"]
+        .iter()
+        .map(|id| {
+            ca.issue(dir.path(), id, &["127.0.0.1"]);
+            let tls = format!(
+                "[cluster]\npeer_cert = \"{d}/{id}.pem\"\npeer_key = \"{d}/{id}.key\"\npeer_ca = \"{}\"\n",
+                ca_file.display()
+            );
+            TestNode::start_with(&cluster_config(&core.urls, id, "eu").replacen("[cluster]\n", &tls, 1))
+        })
+        .collect();
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 2);
+    let source = "import { DurableObject } from 'cloudflare:workers';\n\
+        export class Counter extends DurableObject {\n\
+          async fetch() { const v = ((await this.ctx.storage.get('v')) ?? 0) + 1;\n\
+            this.ctx.storage.put('v', v); return new Response(String(v)); } }\n\
+        export default { fetch(req, env) { return env.C.get(env.C.idFromName('one')).fetch(req); } };";
+    let (s, b) = nodes[0].deploy(
+        "peer-tls",
+        source,
+        serde_json::json!([{"type": "durable_object_namespace", "name": "C", "class_name": "Counter"}]),
+        &[],
+    );
+    assert_eq!(s, 200, "{b}");
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        let n = &nodes[i % 2];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, body) = n.get_worker("peer-tls", "/");
+            if s == 200 {
+                seen.push(body.parse::<u64>().unwrap());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{s} {body}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![1, 2, 3, 4, 5, 6],
+        "one object, served across PoPs"
+    );
+    let remote: f64 = nodes
+        .iter()
+        .map(|n| {
+            n.metrics()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("edged_cluster_remote_calls_total")
+                        && l.contains("outcome=\"ok\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(
+        remote >= 3.0,
+        "the calls from the non-owner went over the peer transport ({remote})"
+    );
+    // Plain HTTP to a peer listener gets no answer from it.
+    let peer = status(&nodes[0])["members"][0]["peer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let plain = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .post(format!("http://{peer}/peer/v1/object"))
+        .send();
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }

@@ -31,6 +31,9 @@ pub fn spawn_watcher(
 ) {
     actix::spawn(async move {
         let mut published = false;
+        // The revision applied per key: a watch made again replays the
+        // latest of every key, which needs no second application.
+        let mut applied: std::collections::HashMap<String, u64> = Default::default();
         loop {
             let watch = match cluster.buckets() {
                 Ok(b) => cluster.run(async move { b.watch_accounts().await }).await,
@@ -52,6 +55,13 @@ pub fn spawn_watcher(
             while made.elapsed() < Duration::from_secs(30) {
                 match tokio::time::timeout(Duration::from_secs(1), changes.next()).await {
                     Ok(Some(change)) => {
+                        if applied
+                            .get(&change.key)
+                            .is_some_and(|r| *r >= change.revision)
+                        {
+                            continue;
+                        }
+                        applied.insert(change.key.clone(), change.revision);
                         match AccountChange::parse(&change.key, change.value.as_deref()) {
                             Ok(c) => apply(&cluster, &registry, &store, c).await,
                             Err(e) => tracing::error!(error = %e, "ignoring an account record"),
@@ -95,6 +105,13 @@ async fn apply(
                 }
             }
         }
+        // A token of an account this PoP does not know is not taken: its
+        // account was removed (the engine deletes it right after), and
+        // taking it would revive the account.
+        AccountChange::Token(id, Some(r)) if !store.account_exists(&r.account).unwrap_or(false) => {
+            tracing::warn!(token = %id, account = %r.account, "ignoring a token of an unknown account");
+            Ok(())
+        }
         AccountChange::Token(id, Some(r)) => store.put_token(
             &TokenInfo {
                 id,
@@ -117,9 +134,14 @@ async fn publish_local(cluster: &Cluster, store: &Arc<DeploymentStore>) -> bool 
     let (Ok(accounts), Ok(tokens)) = (store.accounts(), store.token_digests()) else {
         return false;
     };
+    // Only what is this PoP's alone: an account the engine has never seen,
+    // and that account's tokens. A name the engine knows (live, or removed)
+    // is another tenant's or gone, never merged with this one.
+    let mut mine = std::collections::HashSet::new();
     for account in accounts.iter().filter(|a| a.id != DEFAULT_ACCOUNT) {
         match cluster.account_presence(&format!("a.{}", account.id)).await {
             Ok(Presence::Never) => {
+                mine.insert(account.id.clone());
                 if let Err(e) = cluster
                     .create_account(&account.id, account.created_at)
                     .await
@@ -135,6 +157,9 @@ async fn publish_local(cluster: &Cluster, store: &Arc<DeploymentStore>) -> bool 
         }
     }
     for (info, hash) in tokens {
+        if !mine.contains(&info.account) && info.account != DEFAULT_ACCOUNT {
+            continue;
+        }
         match cluster.account_presence(&format!("t.{}", info.id)).await {
             Ok(Presence::Never) => {
                 let record = TokenRecord {

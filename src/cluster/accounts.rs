@@ -12,11 +12,14 @@
 //! leave a marker in the engine, so a PoP that was away applies them on
 //! return. While the core is down, these changes answer 503 and change nothing.
 //!
-//! Removing an account releases everything it claimed cluster-wide: its
-//! namespace claims and host patterns (`claims`), so the names can be taken
-//! again; its KV data goes with a drop record through the KV log, and its
-//! workers with delete records through `edged_deploys` (both applied by
-//! every PoP in order with the other writes).
+//! Removing an account goes in this order: its record, then its tokens (no
+//! PoP authenticates it from then on, and a token made meanwhile withdraws
+//! itself when it sees the record gone); its workers with delete records
+//! through `edged_deploys`; its KV data with a drop record per namespace
+//! through the KV log (both applied by every PoP in order with the other
+//! writes); last, its namespace claims and host patterns (`claims`), so the
+//! names can be taken again only once the data under them is gone. A retry
+//! finishes a removal the engine interrupted.
 
 use std::collections::BTreeMap;
 
@@ -124,13 +127,13 @@ impl Cluster {
             .await
     }
 
-    /// Removes an account's tokens and record and releases its namespace
-    /// and host claims. Its workers and KV data are the caller's (they go
-    /// through their own logs first).
-    pub async fn remove_account(&self, id: &str) -> Result<(), EngineError> {
+    /// Deletes an account's record, then every token of it (a token made
+    /// meanwhile sees the record gone and withdraws itself).
+    pub async fn retire_account(&self, id: &str) -> Result<(), EngineError> {
         let account = id.to_owned();
         self.accounts_call(move |b| {
             Box::pin(async move {
+                b.account_delete(&format!("a.{account}")).await?;
                 for key in b.account_keys().await? {
                     if !key.starts_with("t.") {
                         continue;
@@ -143,7 +146,20 @@ impl Cluster {
                         }
                     }
                 }
-                b.account_delete(&format!("a.{account}")).await?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.forget_account(id);
+        Ok(())
+    }
+
+    /// Releases a removed account's namespace and host claims (its data must
+    /// be gone first: the names can then be taken by anyone).
+    pub async fn release_claims(&self, id: &str) -> Result<(), EngineError> {
+        let account = id.to_owned();
+        self.accounts_call(move |b| {
+            Box::pin(async move {
                 for ns in b.namespaces_of(&account).await? {
                     b.namespace_release(&ns, &account).await?;
                 }

@@ -223,6 +223,13 @@ impl Cluster {
                 })
                 .map_err(|e| format!("cannot start the cluster runtime: {e}"))
         };
+        let peer_ca = match &config.peer_ca {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| format!("cannot read cluster.peer_ca {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
         let handle = runtime("edged-cluster")?;
         let peer_handle = runtime("edged-peer")?;
         let name = format!("edged-{}", config.node_id);
@@ -259,7 +266,8 @@ impl Cluster {
                 me.id.clone(),
                 Duration::from_secs(config.peer_timeout_s),
                 answer_timeout,
-            ),
+                peer_ca.as_deref(),
+            )?,
             peer_handle,
             key: NodeKey::derived(&secret, "deployment bundles"),
             me,

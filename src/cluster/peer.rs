@@ -331,6 +331,8 @@ where
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    /// `https` with `cluster.peer_ca`.
+    scheme: &'static str,
     secret: String,
     me: String,
     /// Bounds reaching the peer and every gap in a body.
@@ -345,22 +347,44 @@ impl PeerClient {
         me: String,
         timeout: Duration,
         answer_timeout: Duration,
-    ) -> PeerClient {
-        let http = reqwest::Client::builder()
+        ca: Option<&[u8]>,
+    ) -> Result<PeerClient, String> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
-            .no_proxy()
+            .no_proxy();
+        let scheme = match ca {
+            None => "http",
+            Some(pem) => {
+                // Peers are verified against the cluster's CA only.
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| format!("cluster.peer_ca is not a PEM certificate: {e}"))?;
+                if certs.is_empty() {
+                    return Err("cluster.peer_ca holds no certificate".into());
+                }
+                builder = builder
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .http1_only();
+                for c in certs {
+                    builder = builder.add_root_certificate(c);
+                }
+                "https"
+            }
+        };
+        let http = builder
             .build()
-            .unwrap_or_default();
-        PeerClient {
+            .map_err(|e| format!("cannot make the peer client: {e}"))?;
+        Ok(PeerClient {
             http,
+            scheme,
             secret,
             me,
             timeout,
             answer_timeout,
-        }
+        })
     }
 
     /// Sends one event to `peer` (host:port) and returns its answer.
@@ -390,7 +414,7 @@ impl PeerClient {
         metrics::counter!(super::FORWARDED_BYTES, "direction" => "out").increment(sent);
         let send = self
             .http
-            .post(format!("http://{peer}{PATH}"))
+            .post(format!("{}://{peer}{PATH}", self.scheme))
             .header(SECRET_HEADER, &self.secret)
             .body(reqwest::Body::wrap_stream(body))
             .send();

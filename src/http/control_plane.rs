@@ -596,10 +596,22 @@ async fn delete_account_everywhere(
     if id == crate::state::DEFAULT_ACCOUNT {
         return Err(StateError::Forbidden("the default account cannot be removed".into()).into());
     }
-    match c.cluster.account_presence(&format!("a.{id}")).await? {
-        crate::cluster::engine::Presence::Live(_) => {}
-        _ if plane.store.account_exists(&id)? => {}
-        _ => return Err(StateError::NotFound(format!("account '{id}'")).into()),
+    // A removal stopped half-way (the record already deleted) is finished
+    // by a retry.
+    let presence = c.cluster.account_presence(&format!("a.{id}")).await?;
+    let known = matches!(presence, crate::cluster::engine::Presence::Live(_))
+        || plane.store.account_exists(&id)?;
+    if !known && presence == crate::cluster::engine::Presence::Never {
+        return Err(StateError::NotFound(format!("account '{id}'")).into());
+    }
+    let local_namespaces = plane.store.namespaces_of(&id)?;
+    // First the record and the tokens: from here no PoP authenticates the
+    // account, makes it a token or deploys for it.
+    c.cluster.retire_account(&id).await?;
+    match plane.registry.send(DeleteAccount { id: id.clone() }).await {
+        Ok(Ok(_)) | Ok(Err(ActorError::Store(StateError::NotFound(_)))) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(HttpError::internal(e.to_string())),
     }
     let workers = c.workers_of(&id).await?;
     for name in &workers {
@@ -609,7 +621,7 @@ async fn delete_account_everywhere(
         }
     }
     let mut namespaces = c.cluster.namespaces_of(&id).await?;
-    for ns in plane.store.namespaces_of(&id)? {
+    for ns in local_namespaces {
         if !namespaces.contains(&ns) {
             namespaces.push(ns);
         }
@@ -624,11 +636,10 @@ async fn delete_account_everywhere(
             )
         })?;
     }
-    c.cluster.remove_account(&id).await?;
-    match plane.registry.send(DeleteAccount { id: id.clone() }).await {
-        Ok(Ok(_)) | Ok(Err(ActorError::Store(StateError::NotFound(_)))) => {}
-        Ok(Err(e)) => return Err(e.into()),
-        Err(e) => return Err(HttpError::internal(e.to_string())),
+    // Last, the names: free once the data under them is gone everywhere.
+    c.cluster.release_claims(&id).await?;
+    if !known && workers.is_empty() && namespaces.is_empty() {
+        return Err(StateError::NotFound(format!("account '{id}'")).into());
     }
     Ok(HttpResponse::Ok().json(json!({
         "deleted": id,
@@ -700,6 +711,18 @@ async fn create_token(
                 created_at: info.created_at,
             };
             c.cluster.create_token(&info.id, &record).await?;
+            // The account may have been removed on another PoP meanwhile:
+            // a token must never outlive it (a later account of the same
+            // name would inherit it).
+            if !matches!(
+                c.cluster
+                    .account_presence(&format!("a.{}", info.account))
+                    .await?,
+                crate::cluster::engine::Presence::Live(_)
+            ) {
+                c.cluster.revoke_token(&info.id).await?;
+                return Err(StateError::NotFound(format!("account '{}'", info.account)).into());
+            }
             plane.store.put_token(&info, &hash)?;
             (info, secret)
         }
@@ -734,6 +757,9 @@ async fn revoke_token(
             return Err(HttpError::not_found(format!("token '{id}' not found")));
         }
         c.cluster.revoke_token(&id).await?;
+        // This PoP's watch may have removed it already.
+        plane.store.revoke_token(&id)?;
+        return Ok(HttpResponse::Ok().json(json!({ "revoked": id })));
     }
     if !plane.store.revoke_token(&id)? {
         return Err(HttpError::not_found(format!("token '{id}' not found")));

@@ -45,6 +45,7 @@ pub struct Node {
     /// when it does not) and the control plane speaks HTTPS.
     plain_data: bool,
     control_tls: bool,
+    peer_tls: bool,
     pub view: WorkersView,
     pub registry: actix::Addr<WorkerRegistry>,
     /// Every listener's server: data planes, control plane, peer listener.
@@ -191,6 +192,16 @@ fn raise_open_file_limit(max_live: usize) {
 
 pub async fn start(config: Config) -> Result<Node, ServeError> {
     config.validate()?;
+    let hup = if config.tls.is_some()
+        || config
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.peer_cert.is_some())
+    {
+        Some(super::tls::hangup().map_err(ServeError::Other)?)
+    } else {
+        None
+    };
     super::metrics::prometheus();
     raise_open_file_limit(config.durable_objects.max_live);
     // Everything the node writes is its user's alone (tokens, keys, secrets,
@@ -258,6 +269,19 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             listener: bind(t.listen)?,
             config: t.clone(),
         }),
+    };
+    // The peer listener's certificate (`cluster.peer_cert`), reloaded with
+    // the others.
+    let peer_tls = match config.cluster.as_ref().map(|c| (&c.peer_cert, &c.peer_key)) {
+        Some((Some(cert), Some(key))) => Some(
+            super::tls::CertResolver::new(vec![super::tls::CertSource {
+                hosts: Vec::new(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }])
+            .map_err(ServeError::Other)?,
+        ),
+        _ => None,
     };
     let plain_data = tls
         .as_ref()
@@ -395,9 +419,15 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             )
             .map_err(ServeError::Other)?,
         );
-        let mut resolvers = vec![t.data.clone()];
-        resolvers.extend(t.control.clone());
-        super::tls::spawn_reloader(resolvers, std::time::Duration::from_secs(t.config.reload_s));
+    }
+    let mut resolvers: Vec<_> = tls
+        .iter()
+        .flat_map(|t| std::iter::once(t.data.clone()).chain(t.control.clone()))
+        .collect();
+    resolvers.extend(peer_tls.clone());
+    if let Some(hup) = hup {
+        let every = tls.as_ref().map(|t| t.config.reload_s).unwrap_or(2);
+        super::tls::spawn_reloader(resolvers, std::time::Duration::from_secs(every), hup);
     }
     let http_workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -471,6 +501,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     servers.push(control_server.run());
 
     let cluster_handle = cluster.clone();
+    let peer_tls_on = peer_tls.is_some();
     let (peer, peer_addr) = match (cluster, peer_listener) {
         (Some(cluster), Some((listener, addr))) => {
             let plane = web::Data::new(PeerPlane { cluster, objects });
@@ -484,14 +515,26 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
             // without this, Nagle holds the frame for the caller's delayed ACK
             // (40 ms a call).
             .on_connect(|conn, _| {
+                type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
                 if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                     let _ = tcp.set_nodelay(true);
+                } else if let Some(tls) = conn.downcast_ref::<Tls>() {
+                    let _ = tls.get_ref().0.set_nodelay(true);
                 }
             })
             .workers(http_workers)
             .disable_signals()
-            .shutdown_timeout(10)
-            .listen(listener)
+            .shutdown_timeout(10);
+            let server = match &peer_tls {
+                Some(resolver) => server.listen_rustls_0_23(
+                    listener,
+                    Arc::unwrap_or_clone(
+                        super::tls::server_config(resolver.clone(), false)
+                            .map_err(ServeError::Other)?,
+                    ),
+                ),
+                None => server.listen(listener),
+            }
             .map_err(|source| ServeError::Bind { addr, source })?;
             (Some(server.run()), Some(addr))
         }
@@ -506,6 +549,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         https_addr,
         plain_data,
         control_tls: control_tls.is_some(),
+        peer_tls: peer_tls_on,
         view,
         registry,
         servers,
@@ -537,7 +581,8 @@ fn announce(node: &Node) {
         node.control_addr
     );
     if let Some(peer) = node.peer_addr {
-        println!("edged: peer listener on http://{peer}");
+        let scheme = if node.peer_tls { "https" } else { "http" };
+        println!("edged: peer listener on {scheme}://{peer}");
     }
 }
 

@@ -252,10 +252,21 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// SIGHUP, registered at the start of a node with certificates (before
+/// anything listens: its default action would end the process).
+pub fn hangup() -> Result<tokio::signal::unix::Signal, String> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP (certificate reload): {e}"))
+}
+
 /// Reloads `resolvers` when their files change (every `every`; never if
 /// zero) and on SIGHUP, for as long as the node runs.
-pub fn spawn_reloader(resolvers: Vec<Arc<CertResolver>>, every: Duration) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+pub fn spawn_reloader(
+    resolvers: Vec<Arc<CertResolver>>,
+    every: Duration,
+    hup: tokio::signal::unix::Signal,
+) {
+    let mut hup = Some(hup);
     actix::spawn(async move {
         loop {
             let tick = async {

@@ -259,7 +259,16 @@ impl KvService {
                     "KV namespace removal failed: 503 storage unavailable: {e}"
                 ))
             })?;
-            let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= seq)).await;
+            // Claims are released after this: the data must be gone here.
+            if tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= seq))
+                .await
+                .is_err()
+            {
+                return Err(KvError::Unavailable(
+                    "KV namespace removal failed: 503 this PoP has not applied it yet; retry"
+                        .into(),
+                ));
+            }
             Ok(())
         })
     }
