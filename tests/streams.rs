@@ -81,6 +81,14 @@ export default {
 };
 "#;
 
+/// The tests here run one at a time: two streams on 2 cores starve each
+/// other's isolate, and a lagging isolate collects its garbage chunks later,
+/// which the 1 GiB tests would measure as memory.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn node() -> TestNode {
     // Uploads of 1 GiB need a body limit above the default 100 MiB, and a worker
     // that touches every chunk of 1 GiB in JS needs more than the default 50 ms
@@ -93,11 +101,6 @@ fn node() -> TestNode {
 /// Samples the node's RSS every 20 ms while `work` runs; returns the growth
 /// over the RSS measured just before (KiB).
 fn rss_growth_during(node: &TestNode, work: impl FnOnce()) -> u64 {
-    // One 1 GiB stream at a time: two on 2 cores starve each other's
-    // isolate, and a lagging isolate collects its garbage chunks later, which
-    // is CPU contention measured as memory.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = node.rss_kib();
     let peak = Arc::new(AtomicU64::new(before));
     let stop = Arc::new(AtomicBool::new(false));
@@ -125,6 +128,7 @@ fn rss_growth_during(node: &TestNode, work: impl FnOnce()) -> u64 {
 
 #[test]
 fn one_gib_response_streams_with_bounded_memory() {
+    let _turn = serial();
     let node = node();
     // Warm the isolate and the path first so the measurement sees only the stream.
     let (s, _) = node.get_worker("streams", "/generate?mb=4");
@@ -170,6 +174,7 @@ impl Read for Zeros {
 
 #[test]
 fn one_gib_upload_streams_with_bounded_memory() {
+    let _turn = serial();
     let node = node();
     let (s, _) = node.get_worker("streams", "/");
     assert_eq!(s, 200);
@@ -199,6 +204,7 @@ fn one_gib_upload_streams_with_bounded_memory() {
 
 #[test]
 fn bodies_echo_and_transform_while_streaming() {
+    let _turn = serial();
     let node = node();
     // 5 MiB of varied bytes, echoed: request.body straight into the Response.
     let data: Vec<u8> = (0..5u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
@@ -239,6 +245,7 @@ fn bodies_echo_and_transform_while_streaming() {
 
 #[test]
 fn stream_errors_truncate_the_response_and_the_node_keeps_serving() {
+    let _turn = serial();
     let node = node();
     let result = node
         .http
@@ -281,6 +288,7 @@ fn stream_errors_truncate_the_response_and_the_node_keeps_serving() {
 
 #[test]
 fn upload_limits_hold_for_declared_and_streamed_bodies() {
+    let _turn = serial();
     let node = TestNode::start_with("request_body_mb = 1\n");
     node.deploy_ok("streams", WORKER);
     // Declared too large: 413 before the worker runs.

@@ -418,3 +418,45 @@ fn console_errors_and_non_responses() {
     assert!(line("worker returned no Response").contains("an object of type Object"));
     assert!(line("stray rejection").contains("Uncaught (in promise)"));
 }
+
+/// A request asking for a WebSocket upgrade reaches the worker as a normal
+/// request, and whatever plain response the worker gives (or its failure)
+/// reaches the client at once: the upgrade's open-ended "body" is never
+/// waited for.
+#[test]
+fn an_upgrade_request_answered_plainly_does_not_hang() {
+    use std::io::{Read, Write};
+    let node = TestNode::start();
+    node.deploy_ok(
+        "upgrader",
+        "export default { fetch(req) { \
+           if (new URL(req.url).pathname === '/throw') throw new Error('no sockets here'); \
+           return new Response('plain ' + req.headers.get('upgrade'), { status: 426 }); } }",
+    );
+    let addr = node.data.trim_start_matches("http://").to_owned();
+    for (path, status) in [("/", "426"), ("/throw", "500")] {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: upgrader.workers.localhost\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = tcp
+                .read(&mut buf)
+                .expect("an answer within 10 s, not a hang");
+            assert!(n > 0, "closed without an answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {text}"
+        );
+    }
+}

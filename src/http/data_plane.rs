@@ -222,7 +222,20 @@ pub async fn serve(
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let response = match read_or_stream(payload, plane.body_limit, declared).await {
+    // A GET or HEAD body is never handed to the worker (as in Workers), so it
+    // is not waited for either: an `Upgrade` request's "body" is the rest of
+    // the connection, and waiting for its end would hang the request.
+    let bodiless = matches!(
+        *req.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    );
+    let read = if bodiless {
+        drop(payload);
+        Ok(None)
+    } else {
+        read_or_stream(payload, plane.body_limit, declared).await
+    };
+    let response = match read {
         Err(e) => actix_web::ResponseError::error_response(&e),
         Ok(body) => {
             let method = req.method().as_str().to_owned();
