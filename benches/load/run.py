@@ -244,9 +244,10 @@ def parse_ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
 
 
-def wrk(url, host, seconds, connections, threads):
+def wrk(url, host, seconds, connections, threads, headers=None):
+    """`headers`: extra request headers (default: the scenarios' HEADER_ARGS)."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}"]
-    for h in HEADER_ARGS:
+    for h in HEADER_ARGS if headers is None else headers:
         cmd += ["-H", h]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

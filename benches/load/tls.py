@@ -22,10 +22,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import (  # noqa: E402
-    Edged, Workerd, WORKERS, free_port, log, wait_http, workerd_binary, workerd_version, parse_ms,
-)
-import re  # noqa: E402
+import run  # noqa: E402
+from run import Edged, Workerd, WORKERS, free_port, log, wait_http, workerd_binary, workerd_version  # noqa: E402
 
 
 def make_cert(d):
@@ -43,22 +41,9 @@ def make_cert(d):
 HOST = "hello.workers.localhost"
 
 
-def wrk(url, seconds, close=False):
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-H", f"Host: {HOST}"]
-    if close:
-        cmd += ["-H", "Connection: close"]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": float(rps.group(1)) if rps else None,
-        "p50": parse_ms(p50.group(1)) if p50 else None,
-        "p99": parse_ms(p99.group(1)) if p99 else None,
-        "errors": (errors.group(1) if errors else "") + (f" non-2xx {non2xx.group(1)}" if non2xx else ""),
-    }
+def load(url, seconds, close=False):
+    """wrk -t2 -c32; `close`: a new connection (full handshake) per request."""
+    return run.wrk(url, HOST, seconds, 32, 2, headers=["Connection: close"] if close else [])
 
 
 def main():
@@ -78,10 +63,10 @@ def main():
         wait_http(edged.url("/"), HOST)
         https = f"https://127.0.0.1:{port}/"
         log("edged: keep-alive")
-        rows[("edged", "https keep-alive")] = wrk(https, args.seconds)
+        rows[("edged", "https keep-alive")] = load(https, args.seconds)
         log("edged: new connection per request")
-        rows[("edged", "https new connection")] = wrk(https, args.seconds, close=True)
-        rows[("edged", "http keep-alive")] = wrk(edged.url("/"), args.seconds)
+        rows[("edged", "https new connection")] = load(https, args.seconds, close=True)
+        rows[("edged", "http keep-alive")] = load(edged.url("/"), args.seconds)
     finally:
         edged.stop()
 
@@ -113,10 +98,10 @@ def main():
             wait_http(f"http://127.0.0.1:{plain_port}/")
             https = f"https://127.0.0.1:{tls_port}/"
             log(f"workerd ({workerd_version(binary)}): keep-alive")
-            rows[("workerd", "https keep-alive")] = wrk(https, args.seconds)
+            rows[("workerd", "https keep-alive")] = load(https, args.seconds)
             log("workerd: new connection per request")
-            rows[("workerd", "https new connection")] = wrk(https, args.seconds, close=True)
-            rows[("workerd", "http keep-alive")] = wrk(f"http://127.0.0.1:{plain_port}/", args.seconds)
+            rows[("workerd", "https new connection")] = load(https, args.seconds, close=True)
+            rows[("workerd", "http keep-alive")] = load(f"http://127.0.0.1:{plain_port}/", args.seconds)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -126,8 +111,8 @@ def main():
     print("| --- | ---: | ---: | ---: | ---: |")
     for mode in ["https keep-alive", "https new connection", "http keep-alive"]:
         e, w = rows.get(("edged", mode), {}), rows.get(("workerd", mode), {})
-        cell = lambda r: (f"{r['rps']:,.0f}" + (f" ({r['errors'].strip()})" if r.get("errors") else "")) if r.get("rps") else "–"
-        lat = lambda r: f"{r.get('p50')} / {r.get('p99')}" if r.get("rps") else "–"
+        cell = lambda r: run.rps_cell(r) if r.get("rps") else "–"
+        lat = lambda r: f"{r.get('p50_ms')} / {r.get('p99_ms')}" if r.get("rps") else "–"
         print(f"| {mode} | {cell(e)} | {lat(e)} | {cell(w)} | {lat(w)} |")
 
 
