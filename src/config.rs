@@ -60,6 +60,9 @@ pub struct Limits {
     pub wait_until_s: u64,
     /// Wall time to produce a response (its head); 0: no limit.
     pub response_timeout_s: u64,
+    /// Client WebSockets one worker may hold open on the node; an upgrade
+    /// past it gets a 429.
+    pub websockets_per_worker: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -80,6 +83,8 @@ pub struct DurableObjectConfig {
     pub max_queue: usize,
     pub max_live: usize,
     pub max_object_mb: u64,
+    /// Hibernatable WebSockets (`ctx.acceptWebSocket`) one object may hold.
+    pub max_websockets: usize,
 }
 
 /// Where workers' outbound `fetch()` may go.
@@ -357,6 +362,7 @@ impl Default for Limits {
             subrequests: 50,
             wait_until_s: 30,
             response_timeout_s: 300,
+            websockets_per_worker: 10_000,
         }
     }
 }
@@ -412,6 +418,7 @@ impl Default for DurableObjectConfig {
             max_queue: 1000,
             max_live: 2_000,
             max_object_mb: 10_240,
+            max_websockets: 32_768,
         }
     }
 }

@@ -29,6 +29,7 @@ use super::registry::WorkersView;
 use crate::cluster::peer::Outcome;
 use crate::cluster::{Cluster, Placed};
 use crate::js::durable::{DurableObjectBackend, ObjectAddress, ObjectFuture};
+use crate::js::hibernation::ObjectSockets;
 use crate::js::{InvokeError, InvokeRequest};
 use crate::state;
 use crate::state::alarms::AlarmIndex;
@@ -133,7 +134,15 @@ pub struct DurableObjectDirectory {
     alarms: HashMap<ObjectAddress, (u64, u32)>,
     /// Set in a cluster: while the node is fenced, alarms wait.
     cluster: Option<Cluster>,
+    /// Objects' hibernatable WebSockets, kept across activations (an entry
+    /// goes when its object stops holding none).
+    sockets: HashMap<ObjectAddress, Arc<ObjectSockets>>,
+    /// Hibernatable WebSockets one object may hold.
+    socket_cap: usize,
 }
+
+/// Hibernatable WebSockets per object unless configured (Workers' limit).
+pub const DEFAULT_OBJECT_SOCKETS: usize = 32_768;
 
 impl DurableObjectDirectory {
     pub fn new(
@@ -157,7 +166,31 @@ impl DurableObjectDirectory {
             alarm_index: None,
             alarms: HashMap::new(),
             cluster: None,
+            sockets: HashMap::new(),
+            socket_cap: DEFAULT_OBJECT_SOCKETS,
         }
+    }
+
+    /// Hibernatable WebSockets one object may hold.
+    pub fn with_socket_cap(mut self, cap: usize) -> Self {
+        self.socket_cap = cap;
+        self
+    }
+
+    /// The object's hibernatable sockets: the set it had, or a new one whose
+    /// events go to the object on this node (reconstructing it if it
+    /// hibernated).
+    fn sockets_of(&mut self, address: &ObjectAddress, ctx: &Context<Self>) -> Arc<ObjectSockets> {
+        if let Some(s) = self.sockets.get(address) {
+            return s.clone();
+        }
+        let handle = handle(ctx.address(), None);
+        let target = address.clone();
+        let deliver: crate::js::hibernation::Deliver =
+            Arc::new(move |request| Box::pin(handle.invoke_local(target.clone(), 0, request)));
+        let set = ObjectSockets::new(deliver, self.socket_cap);
+        self.sockets.insert(address.clone(), set.clone());
+        set
     }
 
     /// This node is one of a cluster's.
@@ -277,7 +310,9 @@ impl DurableObjectDirectory {
         let last_used = Arc::new(AtomicU64::new(super::durable_object::epoch_ms()));
         self.last_used
             .insert(activation, (last_used.clone(), deployment.script.version));
+        let sockets = self.sockets_of(&address, ctx);
         let msg = SpawnObject {
+            sockets,
             script: deployment.script.clone(),
             address: address.clone(),
             activation,
@@ -582,6 +617,13 @@ impl Handler<WorkerGone> for DurableObjectDirectory {
                 o.addr.do_send(Kill("the worker was deleted".into()));
             }
         }
+        self.sockets.retain(|address, set| {
+            let keep = address.storage != msg.storage;
+            if !keep {
+                set.close_all(1001, "the worker was deleted");
+            }
+            keep
+        });
         if msg.keep {
             return;
         }
@@ -630,6 +672,9 @@ impl Handler<ForgetObject> for DurableObjectDirectory {
             o.addr
                 .do_send(Kill("the object was reset by an operator".into()));
         }
+        if let Some(set) = self.sockets.remove(&address) {
+            set.close_all(1001, "the object was reset by an operator");
+        }
         self.alarms.remove(&address);
         if let Some(index) = &self.alarm_index {
             index.forget_object(&address).map_err(|e| e.to_string())?;
@@ -663,6 +708,9 @@ impl Handler<ObjectStopped> for DurableObjectDirectory {
             .is_some_and(|o| o.activation == msg.activation)
         {
             self.live.remove(&msg.address);
+            if self.sockets.get(&msg.address).is_some_and(|s| s.is_empty()) {
+                self.sockets.remove(&msg.address);
+            }
         }
     }
 }
@@ -680,6 +728,10 @@ impl Handler<FenceAll> for DurableObjectDirectory {
             o.addr.do_send(Kill(
                 "this node fenced itself off the cluster (its membership lease lapsed)".into(),
             ));
+        }
+        // The objects may be served elsewhere now: their clients reconnect there.
+        for (_, set) in self.sockets.drain() {
+            set.close_all(1012, "the Durable Object moved to another node");
         }
     }
 }

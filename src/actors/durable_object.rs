@@ -389,6 +389,7 @@ impl DurableObjectActor {
             && self.held.is_empty()
             && !self.committing
             && !self.store.has_pending()
+            && !self.host.busy(self.slot)
     }
 }
 

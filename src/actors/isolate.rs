@@ -10,7 +10,7 @@
 //! supervisor with [`IsolateExited`].
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub struct IsolateExited {
 pub struct IsolateControl {
     stop: AtomicBool,
     waker: AtomicWaker,
+    /// WebSocket ends the isolate held at its last check: an isolate with
+    /// open sockets is not reaped as idle.
+    sockets: AtomicUsize,
 }
 
 impl IsolateControl {
@@ -57,6 +60,10 @@ impl IsolateControl {
 
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn sockets(&self) -> usize {
+        self.sockets.load(Ordering::Relaxed)
     }
 }
 
@@ -122,6 +129,8 @@ impl Actor for IsolateActor {
         ctx.spawn(Driver);
         let mut quiet_ticks = 0u32;
         ctx.run_interval(COMPACT_AFTER_IDLE / 2, move |act, _| {
+            let sockets = act.worker.sockets();
+            act.control.sockets.store(sockets, Ordering::Relaxed);
             if act.worker.in_flight() > 0 || std::mem::take(&mut act.recent_requests) {
                 quiet_ticks = 0;
                 return;

@@ -105,6 +105,7 @@ impl ObjectHost {
         id: &str,
         name: Option<&str>,
         store: Rc<ObjectStore>,
+        sockets: std::sync::Arc<crate::js::hibernation::ObjectSockets>,
     ) -> Result<u32, EngineError> {
         if let Some(cause) = self.death() {
             return Err(cause);
@@ -117,6 +118,7 @@ impl ObjectHost {
             id,
             name,
             store.clone(),
+            sockets,
             super::deployment::next_request_id(),
         );
         match result {
@@ -156,6 +158,12 @@ impl ObjectHost {
         }
         self.wake_driver();
         result
+    }
+
+    /// Whether the object in `slot` must stay live though no event runs: it
+    /// streams a response or holds an accepted WebSocket.
+    pub fn busy(&self, slot: u32) -> bool {
+        self.death.borrow().is_none() && self.worker.borrow().slot_busy(slot)
     }
 
     /// Drops the object in `slot` (its actor is stopping).

@@ -68,6 +68,9 @@ pub struct SpawnObject {
     /// In a cluster: the object's log (its database has just been brought up
     /// to it) and whether the log holds a base image.
     pub replica: Option<(std::sync::Arc<crate::cluster::replication::ObjectLog>, bool)>,
+    /// The object's hibernatable WebSockets (kept by the directory across
+    /// activations).
+    pub sockets: std::sync::Arc<crate::js::hibernation::ObjectSockets>,
 }
 
 /// Create one blank isolate if the pool is below its target.
@@ -293,6 +296,7 @@ impl Handler<SpawnObject> for IsolatePool {
                     &msg.address.id,
                     msg.address.name.as_deref(),
                     store.clone(),
+                    msg.sockets.clone(),
                 )
                 .map_err(activation_error)?;
             let settings = ObjectSettings {

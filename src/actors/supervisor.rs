@@ -206,7 +206,7 @@ impl WorkerSupervisor {
                 break;
             }
             let idle_for = now.saturating_sub(slot.last_used_ms.load(Ordering::Relaxed));
-            if slot.in_flight() == 0 && idle_for >= idle_ms {
+            if slot.in_flight() == 0 && slot.control.sockets() == 0 && idle_for >= idle_ms {
                 if let Some(s) = self.table.remove(slot.isolate_id) {
                     s.control.stop();
                     live -= 1;

@@ -465,6 +465,7 @@ impl PeerClient {
                         .map(|(k, v)| (k.into_bytes(), v))
                         .collect(),
                     body,
+                    websocket: None,
                 }))
             }
         }

@@ -20,11 +20,15 @@ use super::error::error_body;
 use super::metrics::{REQUESTS, REQUEST_SECONDS};
 use super::routes::RouteTable;
 use super::tls::ConnInfo;
+use super::websocket::{is_upgrade, OpenSockets};
 use crate::actors::{next_request_id, Deployment, WorkersView};
 use crate::js::script::Cancel;
 use crate::js::{Body, BodyStream, InvokeError, InvokeRequest, InvokeResponse};
 
 const WORKERS_LOCALHOST: &str = ".workers.localhost";
+
+/// Client WebSockets per worker when the config sets no cap.
+pub const DEFAULT_SOCKETS_PER_WORKER: usize = 10_000;
 
 /// Shared state of the data plane's handlers.
 pub struct DataPlane {
@@ -35,6 +39,9 @@ pub struct DataPlane {
     colo: String,
     /// Plain-HTTP requests are redirected to HTTPS on this port.
     redirect_to: Option<u16>,
+    /// Client WebSockets open, per worker, and the cap on them.
+    sockets: Arc<OpenSockets>,
+    sockets_per_worker: usize,
 }
 
 impl DataPlane {
@@ -45,7 +52,15 @@ impl DataPlane {
             body_limit,
             colo: "local".into(),
             redirect_to: None,
+            sockets: Arc::default(),
+            sockets_per_worker: DEFAULT_SOCKETS_PER_WORKER,
         }
+    }
+
+    /// At most `n` client WebSockets open per worker on this node.
+    pub fn with_socket_cap(mut self, n: usize) -> Self {
+        self.sockets_per_worker = n;
+        self
     }
 
     /// The PoP's name in `request.cf.colo`.
@@ -229,11 +244,35 @@ pub async fn serve(
         *req.method(),
         actix_web::http::Method::GET | actix_web::http::Method::HEAD
     );
+    // A WebSocket upgrade keeps the connection (its "body") for the socket,
+    // if the worker accepts one; the worker may hold only so many.
+    let mut upgrade = None;
+    if bodiless && is_upgrade(&req) {
+        match plane.sockets.hold(&worker, plane.sockets_per_worker) {
+            Some(held) => upgrade = Some(held),
+            None => {
+                return error_body(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_websockets",
+                    &format!(
+                        "worker {worker} has {} WebSockets open on this node, its limit",
+                        plane.sockets_per_worker
+                    ),
+                )
+            }
+        }
+    }
+    let mut payload = Some(payload);
     let read = if bodiless {
-        drop(payload);
+        if upgrade.is_none() {
+            payload = None;
+        }
         Ok(None)
     } else {
-        read_or_stream(payload, plane.body_limit, declared).await
+        match payload.take() {
+            Some(p) => read_or_stream(p, plane.body_limit, declared).await,
+            None => Ok(None),
+        }
     };
     let response = match read {
         Err(e) => actix_web::ResponseError::error_response(&e),
@@ -268,8 +307,24 @@ pub async fn serve(
             // isolate then ends the request (see `Cancel`).
             let (_client_present, cancel) = Cancel::guard();
             let request = InvokeRequest { cancel, ..request };
-            let result = deployment.invoke(request_id, request).await;
-            to_http(&worker, request_id, result)
+            let mut result = deployment.invoke(request_id, request).await;
+            // A 101 with a socket end: the client's connection becomes the socket.
+            let socket = match &mut result {
+                Ok(r) if r.status == 101 => r.websocket.take().and_then(|s| s.take()),
+                _ => None,
+            };
+            match (socket, upgrade, payload) {
+                (Some(end), Some(held), Some(payload)) => {
+                    let headers = result.map(|r| r.headers).unwrap_or_default();
+                    super::websocket::upgrade(&req, payload, end, &headers, &worker, held)
+                }
+                (Some(_), _, _) => error_body(
+                    StatusCode::BAD_REQUEST,
+                    "bad_websocket_upgrade",
+                    "the worker answered with a WebSocket, but the request is not a WebSocket upgrade",
+                ),
+                _ => to_http(&worker, request_id, result),
+            }
         }
     };
     let status = response.status().as_u16().to_string();
@@ -293,6 +348,19 @@ fn to_http(
     result: Result<InvokeResponse, InvokeError>,
 ) -> HttpResponse {
     match result {
+        // A 101 needs a socket to switch to; without one it is no response.
+        Ok(r) if r.status == 101 => {
+            tracing::error!(
+                worker,
+                request_id,
+                "worker returned a 101 without a WebSocket"
+            );
+            error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "worker_bad_response",
+                "the worker returned a 101 response without a WebSocket",
+            )
+        }
         Ok(r) => {
             let status =
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

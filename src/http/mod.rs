@@ -6,7 +6,9 @@
 //! `kv_admin.rs`: the KV API; `auth.rs`: who the caller is and what it may
 //! see), started by
 //! `server.rs`; in a cluster a third, the peer listener (`peer.rs`), takes
-//! remote actor messages from other nodes. Route matching is `routes.rs`; Prometheus is `metrics.rs`.
+//! remote actor messages from other nodes. Route matching is `routes.rs`; Prometheus is `metrics.rs`;
+//! a WebSocket the worker accepts is joined to the client's connection by
+//! `websocket.rs`.
 //!
 //! Invariants:
 //! - Every error leaves as `{"error":{"code","message"}}` (`error.rs`); stacks
@@ -26,6 +28,7 @@ pub mod peer;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod websocket;
 
 pub use error::HttpError;
 pub use server::{start, Node, ServeError};

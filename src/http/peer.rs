@@ -25,7 +25,7 @@ use crate::cluster::peer::{
 };
 use crate::cluster::{Cluster, FORWARDED_BYTES, PEER_REFUSED};
 use crate::js::durable::ObjectAddress;
-use crate::js::{body_channel, Body, InvokeRequest, StreamSlot};
+use crate::js::{body_channel, Body, InvokeError, InvokeRequest, StreamSlot};
 use crate::state::names;
 
 pub struct PeerPlane {
@@ -127,6 +127,14 @@ async fn object(
         };
         let (reply, body) = match owner {
             Ok(Owner::Local) => match objects.invoke_local(address, request_id, request).await {
+                // The socket's end stays here and closes (1006 to the object).
+                Ok(r) if r.websocket.is_some() => {
+                    let (kind, message) = error_to_wire(&InvokeError::Exception(
+                        "Error: a WebSocket cannot yet be relayed from a Durable Object on another PoP"
+                            .into(),
+                    ));
+                    (ReplyHead::Failed { kind, message }, None)
+                }
                 Ok(r) => (
                     ReplyHead::Response {
                         status: r.status,

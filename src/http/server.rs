@@ -342,6 +342,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         max_object_bytes: config.durable_objects.max_object_mb << 20,
     })
     .with_cluster(cluster.clone())
+    .with_socket_cap(config.durable_objects.max_websockets.max(1))
     .start();
     metrics::gauge!(crate::state::durable::STORAGE_BYTES)
         .set(crate::state::durable::stored_bytes(&config.server.data_dir.join("do")) as f64);
@@ -394,7 +395,9 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     } else {
         "local".to_owned()
     };
-    let mut plane = DataPlane::new(view.clone(), body_limit).with_colo(&colo);
+    let mut plane = DataPlane::new(view.clone(), body_limit)
+        .with_colo(&colo)
+        .with_socket_cap(config.limits.websockets_per_worker);
     if let (Some(t), Some(addr)) = (&tls, https_addr) {
         if t.config.plain_http == crate::config::PlainHttp::Redirect {
             plane = plane.redirecting_to(addr.port());

@@ -234,6 +234,14 @@ impl Contexts {
         }
     }
 
+    /// Whether a context of the Durable Object in `slot` is still streaming a
+    /// response or holds an accepted WebSocket (the object must stay).
+    pub fn slot_streaming(&self, slot: u32) -> bool {
+        self.map
+            .values()
+            .any(|c| c.slot == Some(slot) && c.streams > 0)
+    }
+
     /// Ends every context of the Durable Object in `slot` (it left the isolate).
     pub fn end_slot(&mut self, slot: u32) {
         let ids: Vec<RequestId> = self

@@ -299,7 +299,13 @@ fn remote_error(e: InvokeError) -> DoError {
     }
 }
 
-type FetchResult = (u16, Vec<String>, Option<ToJsBuffer>, Option<u32>);
+type FetchResult = (
+    u16,
+    Vec<String>,
+    Option<ToJsBuffer>,
+    Option<u32>,
+    Option<u32>,
+);
 
 #[allow(clippy::too_many_arguments)]
 #[op2(async)]
@@ -317,6 +323,7 @@ pub fn op_do_fetch(
 ) -> impl Future<Output = Result<FetchResult, DoError>> {
     let (method, url, headers) = head;
     let target = target(scope, &binding, id, name, "Durable Object fetch()");
+    let owner = super::context::current(scope);
     let state = deno_core::JsRuntime::op_state_from(scope);
     // An untouched stream from Rust (a client's upload) goes on as a stream.
     let streamed = u32::try_from(source)
@@ -328,6 +335,9 @@ pub fn op_do_fetch(
     };
     async move {
         let (backend, address, depth) = target?;
+        if super::script::mimics_event(&method, &url) {
+            return Err(DoError::Invalid(format!("Fetch API cannot load: {url}")));
+        }
         let request = InvokeRequest {
             cf: None,
             depth,
@@ -344,7 +354,9 @@ pub fn op_do_fetch(
         let headers = super::script::headers_to_flat(response.headers);
         // A streamed response stays streamed: the caller reads it as it comes.
         let (bytes, rid) = super::body::into_js(&state, response.body);
-        Ok((response.status, headers, bytes, rid))
+        let socket = super::websocket::into_js(&state, response.websocket, owner)
+            .map_err(|e| DoError::Invalid(e.to_string()))?;
+        Ok((response.status, headers, bytes, rid, socket))
     }
 }
 

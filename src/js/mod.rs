@@ -30,7 +30,8 @@
 //!   `worker.rs`: serving requests; `limits.rs`: the CPU watchdog; `loader.rs`:
 //!   module resolution; `script.rs`: what a worker version is made of;
 //!   `body.rs`: bodies as bytes or bounded streams across the engine boundary;
-//!   `context.rs`: request contexts; `clock.rs`: Workers' frozen clock.
+//!   `context.rs`: request contexts; `clock.rs`: Workers' frozen clock;
+//!   `websocket.rs`: WebSocket ends across the engine boundary.
 
 pub mod body;
 pub mod cache;
@@ -41,6 +42,7 @@ pub mod durable;
 pub mod egress;
 pub mod error;
 pub mod extension;
+pub mod hibernation;
 pub mod isolate;
 pub mod kv;
 pub mod late_bound;
@@ -50,7 +52,9 @@ pub mod memory;
 pub mod script;
 pub mod service;
 pub mod snapshot;
+pub mod websocket;
 pub mod worker;
+pub mod ws_client;
 
 pub use body::{body_channel, Body, BodySink, BodyStream, StreamSlot};
 pub use cache::{CacheBackend, CachedResponse};
@@ -60,4 +64,5 @@ pub use isolate::{BindMode, BlankIsolate, HostServices, IsolateLimits, RuntimePo
 pub use kv::{KvBackend, KvError, KvListOptions, KvListResult, KvPutOptions, KvValue};
 pub use script::{Binding, InvokeRequest, InvokeResponse, WorkerScript};
 pub use service::{ServiceBackend, ServiceSlot};
+pub use websocket::{SocketSlot, WsEnd, WsMessage};
 pub use worker::{Reply, Worker};

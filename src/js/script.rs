@@ -105,6 +105,17 @@ pub struct InvokeRequest {
     pub cf: Option<String>,
 }
 
+/// Methods the runtime uses for events that are not HTTP requests (an RPC
+/// call, an alarm, a cron run, a hibernatable WebSocket's message); their
+/// URLs are not `http:`/`https:`.
+const EVENT_METHODS: [&str; 4] = ["RPC", "ALARM", "SCHEDULED", "WEBSOCKET"];
+
+/// Whether a `fetch()` from JS would pass for one of the runtime's own
+/// events: such a request is refused rather than delivered as that event.
+pub fn mimics_event(method: &str, url: &str) -> bool {
+    EVENT_METHODS.contains(&method) && !(url.starts_with("http://") || url.starts_with("https://"))
+}
+
 /// Headers as JS hands them to an op (`[name, value, name, value, …]`), as
 /// an [`InvokeRequest`] carries them; an odd trailing name is dropped.
 pub fn headers_from_flat(flat: &[String]) -> Vec<(String, Vec<u8>)> {
@@ -156,4 +167,6 @@ pub struct InvokeResponse {
     pub status: u16,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     pub body: Option<Body>,
+    /// A 101's end of a WebSocket (`new Response(null, {status: 101, webSocket})`).
+    pub websocket: Option<super::websocket::SocketSlot>,
 }

@@ -89,7 +89,13 @@ fn failed(service: &str, e: InvokeError) -> ServiceError {
 
 /// The response of a service `fetch()`: status, flat headers, and the body as
 /// bytes or as a stream resource.
-type FetchResult = (u16, Vec<String>, Option<ToJsBuffer>, Option<u32>);
+type FetchResult = (
+    u16,
+    Vec<String>,
+    Option<ToJsBuffer>,
+    Option<u32>,
+    Option<u32>,
+);
 
 #[op2(async)]
 #[serde]
@@ -102,10 +108,16 @@ pub fn op_service_fetch(
     #[buffer] body: Option<JsBuffer>,
 ) -> impl Future<Output = Result<FetchResult, ServiceError>> {
     let target = target(scope, &binding, "service binding fetch()");
+    let owner = super::context::current(scope);
     let state = deno_core::JsRuntime::op_state_from(scope);
     let body = body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b)));
     async move {
         let (backend, account, service, depth) = target?;
+        if super::script::mimics_event(&method, &url) {
+            return Err(ServiceError::Invalid(format!(
+                "Fetch API cannot load: {url}"
+            )));
+        }
         let request = InvokeRequest {
             cf: None,
             method,
@@ -121,7 +133,9 @@ pub fn op_service_fetch(
             .map_err(|e| failed(&service, e))?;
         let headers = super::script::headers_to_flat(response.headers);
         let (bytes, rid) = super::body::into_js(&state, response.body);
-        Ok((response.status, headers, bytes, rid))
+        let socket = super::websocket::into_js(&state, response.websocket, owner)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        Ok((response.status, headers, bytes, rid, socket))
     }
 }
 

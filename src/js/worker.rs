@@ -123,6 +123,22 @@ impl Worker {
         self.engine.runtime.v8_isolate().low_memory_notification();
     }
 
+    /// Whether the Durable Object in `slot` still streams a response or holds
+    /// an accepted WebSocket.
+    pub fn slot_busy(&self, slot: u32) -> bool {
+        self.contexts.borrow().slot_streaming(slot)
+    }
+
+    /// WebSocket ends the isolate holds.
+    pub fn sockets(&mut self) -> usize {
+        self.engine
+            .runtime
+            .op_state()
+            .borrow()
+            .try_borrow::<super::websocket::Sockets>()
+            .map_or(0, |s| s.held().get())
+    }
+
     /// Requests started and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -145,6 +161,7 @@ impl Worker {
     /// starts belong to the object). `Err(Script)`: the constructor threw (or
     /// the class is missing) and the slot stays empty; any other `Err` means the
     /// isolate is dead.
+    #[allow(clippy::too_many_arguments)]
     pub fn activate(
         &mut self,
         slot: u32,
@@ -152,18 +169,27 @@ impl Worker {
         id: &str,
         name: Option<&str>,
         storage: std::rc::Rc<dyn super::durable::ObjectStorage>,
+        sockets: std::sync::Arc<super::hibernation::ObjectSockets>,
         request_id: u64,
     ) -> Result<(), EngineError> {
         let Some(fns) = &self.objects else {
             return Err(EngineError::Internal("not a Durable Object host".into()));
         };
-        self.engine
-            .runtime
-            .op_state()
-            .borrow_mut()
-            .borrow_mut::<super::durable::ObjectStorages>()
-            .0
-            .insert(slot, storage);
+        {
+            let state = self.engine.runtime.op_state();
+            let mut state = state.borrow_mut();
+            state
+                .borrow_mut::<super::durable::ObjectStorages>()
+                .0
+                .insert(slot, storage);
+            if !state.has::<super::hibernation::ObjectSocketSets>() {
+                state.put(super::hibernation::ObjectSocketSets::default());
+            }
+            state
+                .borrow_mut::<super::hibernation::ObjectSocketSets>()
+                .0
+                .insert(slot, sockets);
+        }
         let budget = self.engine.limits.startup_cpu;
         // The constructor runs as a request of its own, an event of the object:
         // timers and storage calls it makes belong to the object.
@@ -230,13 +256,12 @@ impl Worker {
     }
 
     fn forget(&mut self, slot: u32) {
-        if let Some(s) = self
-            .engine
-            .runtime
-            .op_state()
-            .borrow_mut()
-            .try_borrow_mut::<super::durable::ObjectStorages>()
-        {
+        let state = self.engine.runtime.op_state();
+        let mut state = state.borrow_mut();
+        if let Some(s) = state.try_borrow_mut::<super::durable::ObjectStorages>() {
+            s.0.remove(&slot);
+        }
+        if let Some(s) = state.try_borrow_mut::<super::hibernation::ObjectSocketSets>() {
             s.0.remove(&slot);
         }
     }
@@ -445,6 +470,7 @@ impl Worker {
                 // request ends now, and its timers and I/O with it.
                 let gone = self.in_flight.swap_remove(i);
                 self.contexts.borrow_mut().end(gone.id);
+                super::websocket::sweep(&mut op_state.borrow_mut(), gone.id);
                 continue;
             }
             let outcome = {
@@ -470,6 +496,9 @@ impl Worker {
                 Some(result) => {
                     let done = self.in_flight.swap_remove(i);
                     self.contexts.borrow_mut().settle(done.id);
+                    // Ends the handler made and neither accepted nor returned
+                    // are let go (their peers see them close).
+                    super::websocket::sweep(&mut op_state.borrow_mut(), done.id);
                     let _ = done.reply.send(result);
                 }
             }
@@ -690,10 +719,26 @@ fn read_outcome(
         }
         _ => None,
     };
+    // A WebSocket's end (the fifth element of a 101), out of the isolate's table.
+    let websocket = match array.get_index(scope, 4) {
+        Some(v) if v.is_number() => {
+            let id = v.uint32_value(scope).ok_or_else(malformed)?;
+            let end =
+                super::websocket::take_socket(&mut op_state.borrow_mut(), id).ok_or_else(|| {
+                    InvokeError::Exception(
+                        "TypeError: Can't return WebSocket that was already used in a response."
+                            .into(),
+                    )
+                })?;
+            Some(super::websocket::SocketSlot::new(end))
+        }
+        _ => None,
+    };
     Ok(InvokeResponse {
         status,
         headers,
         body,
+        websocket,
     })
 }
 

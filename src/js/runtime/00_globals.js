@@ -50,8 +50,10 @@ import * as response from "ext:deno_fetch/23_response.js";
 import * as fetch from "ext:deno_fetch/26_fetch.js";
 import * as crypto from "ext:deno_crypto/00_crypto.js";
 import { bytesOf } from "ext:edged/05_body.js";
+import * as websocket from "ext:edged/15_websocket.js";
 
 const {
+  ArrayPrototypePush,
   Date: IntrinsicDate,
   DatePrototypeToString,
   Error,
@@ -77,6 +79,7 @@ const {
   StringPrototypeIncludes,
   StringPrototypeSlice,
   StringPrototypeStartsWith,
+  StringPrototypeToLowerCase,
   StringPrototypeToUpperCase,
   SyntaxError,
   TypedArrayPrototypeGetByteLength,
@@ -157,7 +160,25 @@ export function rethrowFetchError(e) {
   throw e;
 }
 const denoFetch = fetch.fetch;
+// Whether a fetch asks for a WebSocket (`Upgrade: websocket`).
+function wantsWebSocket(input, init) {
+  let source;
+  if (init !== undefined && init !== null && init.headers !== undefined) source = init.headers;
+  else if (ObjectPrototypeIsPrototypeOf(request.RequestPrototype, input)) source = input.headers;
+  if (source === undefined || source === null) return false;
+  const upgrade = new headers.Headers(source).get("upgrade");
+  return upgrade !== null && StringPrototypeToLowerCase(upgrade) === "websocket";
+}
+
 async function workersFetch(input, init = undefined) {
+  if (wantsWebSocket(input, init)) {
+    // An outbound WebSocket: Rust counts the subrequest and checks egress.
+    const req = new request.Request(input, init);
+    if (outputGate !== null) await outputGate();
+    const flat = [];
+    for (const { 0: name, 1: value } of req.headers) ArrayPrototypePush(flat, name, value);
+    return await websocket.connect(req.url, flat);
+  }
   op_edged_subrequest("fetch()");
   if (outputGate !== null) await outputGate();
   try {
@@ -306,7 +327,10 @@ ObjectDefineProperties(globalThis, {
   // Fetch
   Headers: writable(headers.Headers),
   Request: writable(request.Request),
-  Response: writable(response.Response),
+  Response: writable(websocket.Response),
+  WebSocket: writable(websocket.WebSocket),
+  WebSocketPair: writable(websocket.WebSocketPair),
+  WebSocketRequestResponsePair: writable(websocket.WebSocketRequestResponsePair),
   FormData: writable(formData.FormData),
   fetch: writable(workersFetch),
   // Encoding, base64
@@ -337,6 +361,7 @@ ObjectDefineProperties(globalThis, {
   EventTarget: writable(event.EventTarget),
   CustomEvent: writable(event.CustomEvent),
   ErrorEvent: writable(event.ErrorEvent),
+  CloseEvent: writable(event.CloseEvent),
   MessageEvent: writable(event.MessageEvent),
   PromiseRejectionEvent: writable(event.PromiseRejectionEvent),
   AbortController: writable(abortSignal.AbortController),

@@ -34,9 +34,12 @@ import {
   DurableObjectNamespace,
   DurableObjectState,
   flushWrites,
+  hibernatableClosed,
+  hibernatableSocket,
 } from "ext:edged/30_durable.js";
 import { clearTimers, rethrowFetchError, setOutputGate } from "ext:edged/00_globals.js";
 import { Fetcher } from "ext:edged/50_service.js";
+import { setSendGate, takeResponseSocket } from "ext:edged/15_websocket.js";
 import {
   getReader,
   readerCancel,
@@ -49,6 +52,8 @@ import {
 import { fetch as denoFetch } from "ext:deno_fetch/26_fetch.js";
 
 const {
+  ArrayBuffer,
+  ArrayBufferPrototypeSlice,
   ArrayPrototypeFilter,
   ArrayPrototypePush,
   Error,
@@ -71,6 +76,7 @@ const {
   String,
   StringPrototypeIndexOf,
   StringPrototypeSlice,
+  StringPrototypeSplit,
   StringPrototypeStartsWith,
   StringPrototypeToLowerCase,
   Symbol,
@@ -312,6 +318,8 @@ function isCallable(instance, method) {
 export function bindObjects(ns) {
   delete globalThis[CFW_KEY];
   setOutputGate(flushWrites);
+  // WebSocket sends from objects pass the output gate too.
+  setSendGate(flushWrites);
   const objects = new SafeMap();
   const activate = (slot, className, idHex, idName) => {
     const cls = ns[className];
@@ -345,7 +353,35 @@ export function bindObjects(ns) {
       }
       return await ReflectApply(instance[method], instance, args);
     };
-    MapPrototypeSet(objects, slot, makeDispatch(callFetch, callRpc, callAlarm));
+    // A hibernatable socket's event: url "ws:<kind>:<id>[:<code>:<clean>]",
+    // the message (or the close reason) in the body.
+    const callWebSocket = async (url, body) => {
+      const parts = StringPrototypeSplit(url, ":");
+      const kind = parts[1];
+      const hid = Number(parts[2]);
+      if (kind === "close") {
+        const ws = hibernatableClosed(state, hid);
+        if (typeof instance.webSocketClose === "function") {
+          const reason = body === null ? "" : core.decode(body);
+          await instance.webSocketClose(ws, Number(parts[3]), reason, parts[4] === "1");
+        }
+        return;
+      }
+      const ws = hibernatableSocket(state, hid);
+      if (typeof instance.webSocketMessage !== "function") return;
+      let data;
+      if (kind === "text") {
+        data = body === null ? "" : core.decode(body);
+      } else if (body === null) {
+        data = new ArrayBuffer(0);
+      } else {
+        data = body.byteLength === body.buffer.byteLength
+          ? body.buffer
+          : ArrayBufferPrototypeSlice(body.buffer, body.byteOffset, body.byteOffset + body.byteLength);
+      }
+      await instance.webSocketMessage(ws, data);
+    };
+    MapPrototypeSet(objects, slot, makeDispatch(callFetch, callRpc, callAlarm, null, callWebSocket));
   };
   const dispatch = (method, url, headers, body, slot) => {
     const serve = MapPrototypeGet(objects, slot);
@@ -397,8 +433,17 @@ async function pump(stream, rid) {
   }
 }
 
-function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null) {
+function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null, callWebSocket = null) {
   return async function dispatch(method, url, flatHeaders, body, _slot, cf) {
+    if (method === "WEBSOCKET" && callWebSocket !== null) {
+      try {
+        await callWebSocket(url, body);
+        return [200, [], null];
+      } catch (e) {
+        op_edged_log(3, `WebSocket event handler threw: ${errorText(e)}`);
+        return ["error", "exception", errorText(e)];
+      }
+    }
     if (method === "SCHEDULED" && callScheduled !== null) {
       // url: "scheduled:<ms since epoch>:<cron>"
       const rest = StringPrototypeSlice(url, 10);
@@ -511,6 +556,9 @@ async function passThrough(method, url, headerList, request, body) {
 function responseResult(response) {
   const inner = toInnerResponse(response);
   const headers = flattenHeaders(inner.headerList);
+  // A 101 with a WebSocket: the socket's end leaves the isolate with it.
+  const socket = takeResponseSocket(response);
+  if (socket !== null) return [101, headers, null, null, socket];
   if (inner.body === null) return [inner.status, headers, null];
   const stored = inner.body.streamOrStatic;
   if (!ObjectPrototypeIsPrototypeOf(ReadableStreamPrototype, stored) && !stored.consumed) {

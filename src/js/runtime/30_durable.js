@@ -34,12 +34,27 @@ import {
   op_do_storage_list,
   op_do_storage_put,
   op_do_txn,
+  op_do_ws_auto_response,
+  op_do_ws_auto_response_at,
+  op_do_ws_event_timeout,
+  op_do_ws_list,
+  op_do_ws_set_auto_response,
+  op_do_ws_set_event_timeout,
+  op_do_ws_tags,
   op_edged_log,
 } from "ext:core/ops";
 import { beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
 import { bytesOf, readableFromRid, takeStreamRid } from "ext:edged/05_body.js";
 import { Request } from "ext:deno_fetch/23_request.js";
 import { Response } from "ext:deno_fetch/23_response.js";
+import {
+  closedIncoming,
+  fromHibernatable,
+  hibernate,
+  hidOf,
+  socketResponse,
+  WebSocketRequestResponsePair,
+} from "ext:edged/15_websocket.js";
 
 const {
   ArrayIsArray,
@@ -48,7 +63,10 @@ const {
   DatePrototypeGetTime,
   Error,
   FunctionPrototypeBind,
+  Date,
   Map,
+  MapPrototypeDelete,
+  MapPrototypeGet,
   MapPrototypeSet,
   MathFloor,
   Number,
@@ -62,12 +80,16 @@ const {
   RangeError,
   ReflectGet,
   RegExpPrototypeTest,
+  SafeMap,
   SafeRegExp,
+  SafeWeakMap,
   String,
   TypeError,
   TypedArrayPrototypeSlice,
   TypedArrayPrototypeGetBuffer,
   Uint8Array,
+  WeakMapPrototypeGet,
+  WeakMapPrototypeSet,
 } = primordials;
 const DatePrototype = primordials.Date.prototype;
 
@@ -197,6 +219,8 @@ class DurableObjectStub {
     for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
       ArrayPrototypePush(headers, [flatHeaders[i], flatHeaders[i + 1]]);
     }
+    // A 101 with the object's end of a WebSocket (the chat-room pattern).
+    if (result[4] !== null) return socketResponse(headers, result[4]);
     // A streamed response arrives as a stream resource and is read as it comes.
     let body = rid !== null ? readableFromRid(rid) : result[2];
     if (status === 101 || status === 204 || status === 205 || status === 304 || request.method === "HEAD") {
@@ -471,11 +495,90 @@ export function flushWrites() {
   return op_do_dirty() ? op_do_flush() : undefined;
 }
 
+// The WebSocket object for a hibernatable socket, one per socket and
+// activation (so the same socket is the same object within an activation).
+const socketsOf = new SafeWeakMap();
+export function hibernatableSocket(state, hid, closedOut = false) {
+  const map = WeakMapPrototypeGet(socketsOf, state);
+  let ws = MapPrototypeGet(map, hid);
+  if (ws === undefined) {
+    ws = fromHibernatable(hid, closedOut);
+    MapPrototypeSet(map, hid, ws);
+  }
+  return ws;
+}
+// The client closed a hibernatable socket: after its close event, it is gone.
+export function hibernatableClosed(state, hid) {
+  const ws = hibernatableSocket(state, hid, true);
+  closedIncoming(ws);
+  MapPrototypeDelete(WeakMapPrototypeGet(socketsOf, state), hid);
+  return ws;
+}
+
 export class DurableObjectState {
   #waitUntil = [];
   constructor(id) {
     this.id = id;
     this.storage = new DurableObjectStorage();
+    WeakMapPrototypeSet(socketsOf, this, new SafeMap());
+  }
+  // Hibernatable WebSockets: the runtime holds the socket (and its tags,
+  // attachment and auto-response), so the object may hibernate while it is
+  // open; its messages arrive as webSocketMessage/webSocketClose events.
+  acceptWebSocket(ws, tags = undefined) {
+    const list = [];
+    if (tags !== undefined && tags !== null) {
+      for (const tag of tags) ArrayPrototypePush(list, String(tag));
+    }
+    const hid = hibernate(ws, list);
+    MapPrototypeSet(WeakMapPrototypeGet(socketsOf, this), hid, ws);
+  }
+  getWebSockets(tag = undefined) {
+    const views = op_do_ws_list(tag === undefined || tag === null ? null : String(tag));
+    const out = [];
+    for (let i = 0; i < views.length; i++) {
+      ArrayPrototypePush(out, hibernatableSocket(this, views[i][0], views[i][1]));
+    }
+    return out;
+  }
+  getTags(ws) {
+    const hid = hidOf(ws);
+    if (hid === null) {
+      throw new TypeError("getTags() takes a WebSocket accepted with acceptWebSocket().");
+    }
+    return op_do_ws_tags(hid);
+  }
+  setWebSocketAutoResponse(pair = undefined) {
+    if (pair === undefined || pair === null) {
+      op_do_ws_set_auto_response(null);
+      return;
+    }
+    if (!ObjectPrototypeIsPrototypeOf(WebSocketRequestResponsePair.prototype, pair)) {
+      throw new TypeError("setWebSocketAutoResponse() takes a WebSocketRequestResponsePair.");
+    }
+    op_do_ws_set_auto_response([pair.request, pair.response]);
+  }
+  getWebSocketAutoResponse() {
+    const pair = op_do_ws_auto_response();
+    return pair === null ? null : new WebSocketRequestResponsePair(pair[0], pair[1]);
+  }
+  getWebSocketAutoResponseTimestamp(ws) {
+    const hid = hidOf(ws);
+    if (hid === null) return null;
+    const at = op_do_ws_auto_response_at(hid);
+    return at === null ? null : new Date(at);
+  }
+  setHibernatableWebSocketEventTimeout(ms = undefined) {
+    if (ms === undefined || ms === null || ms === 0) {
+      op_do_ws_set_event_timeout(null);
+      return;
+    }
+    ms = Number(ms);
+    if (!NumberIsFinite(ms) || ms < 0) throw new TypeError("The event timeout must be a number of milliseconds.");
+    op_do_ws_set_event_timeout(MathFloor(ms));
+  }
+  getHibernatableWebSocketEventTimeout() {
+    return op_do_ws_event_timeout();
   }
   waitUntil(promise) {
     ArrayPrototypePush(

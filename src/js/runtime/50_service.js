@@ -8,6 +8,7 @@ import { beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
 import { readableFromRid } from "ext:edged/05_body.js";
 import { Request } from "ext:deno_fetch/23_request.js";
 import { Response } from "ext:deno_fetch/23_response.js";
+import { socketResponse } from "ext:edged/15_websocket.js";
 
 const {
   ArrayPrototypePush,
@@ -58,6 +59,7 @@ export class Fetcher {
     const rid = result[3];
     const pairs = [];
     for (let i = 0; i + 1 < flat.length; i += 2) ArrayPrototypePush(pairs, [flat[i], flat[i + 1]]);
+    if (result[4] !== null) return socketResponse(pairs, result[4]);
     let responseBody = rid !== null ? readableFromRid(rid) : result[2];
     if (nullBody(status) || request.method === "HEAD") {
       if (rid !== null) core.tryClose(rid);
