@@ -38,6 +38,8 @@ export default {
       out.ctor = (() => { try { new WebSocket("ftp://x"); return "made"; } catch (e) { return e.name; } })();
       return Response.json(out);
     }
+    if (url.pathname === "/bad") return new Response("bad", { status: 400 });
+    if (url.pathname === "/throw") throw new Error("boom");
     if (url.pathname === "/fresh") {
       const [c, s] = Object.values(new WebSocketPair());
       s.accept();
@@ -176,6 +178,27 @@ fn the_websocket_api_refuses_misuse_with_workers_errors() {
             assert_eq!(r.status().as_u16(), 500)
         }
         other => panic!("expected a 500, got {other:?}"),
+    }
+    // An upgrade answered with a plain 200, a 400 or a throw: the client gets
+    // that answer at once, never a hang.
+    for (path, want) in [("/errors", 200), ("/bad", 400), ("/throw", 500)] {
+        let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("host", "echo.workers.localhost".parse().unwrap());
+        let answered = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                tokio_tungstenite::connect_async(request),
+            )
+            .await
+        });
+        match answered {
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => {
+                assert_eq!(r.status().as_u16(), want, "{path}")
+            }
+            other => panic!("{path}: expected a plain {want}, got {other:?}"),
+        }
     }
     // A plain GET that the worker answers with a socket is a 400, not a 101.
     let (status, body) = node.get_worker("echo", "/fresh");
