@@ -31,6 +31,7 @@ fn script(name: &str) -> WorkerScript {
         modules: BTreeMap::from([("worker.js".to_owned(), HELLO.to_owned())]),
         bindings: vec![],
         compatibility_date: None,
+        compatibility_flags: Vec::new(),
         account: "default".into(),
         storage: "0".repeat(32),
     }

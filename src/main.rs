@@ -302,6 +302,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 modules,
                 bindings: flags,
                 compatibility_date: None,
+                compatibility_flags: Vec::new(),
                 account: edged::state::DEFAULT_ACCOUNT.to_owned(),
                 storage: String::new(),
             };

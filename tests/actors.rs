@@ -22,6 +22,7 @@ fn script(name: &str, source: &str) -> Arc<WorkerScript> {
         modules: BTreeMap::from([("worker.js".to_owned(), source.to_owned())]),
         bindings: vec![],
         compatibility_date: None,
+        compatibility_flags: Vec::new(),
         account: "default".into(),
         storage: "0".repeat(32),
     })

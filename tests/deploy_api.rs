@@ -5,7 +5,7 @@ mod common;
 
 use common::{TestNode, TOKEN};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const HELLO_V1: &str = "export default { fetch() { return new Response('v1'); } }";
 const HELLO_V2: &str = "export default { fetch() { return new Response('v2'); } }";
@@ -27,7 +27,7 @@ fn deploy_list_get_delete() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        json!({"name":"api","version":1,"routes":["api.example.com/*"]})
+        json!({"name":"api","version":1,"routes":["api.example.com/*"],"warnings":[]})
     );
 
     assert_eq!(node.get("api.example.com", "/x"), (200, "hi 6".to_owned()));
@@ -354,4 +354,75 @@ fn redeploy_under_load_has_no_errors() {
     assert!(total > 50, "too few requests to mean anything: {total}");
     assert!(versions.contains("v6"), "{versions:?}");
     assert_eq!(node.get_worker("live", "/").1, "v6");
+}
+
+#[test]
+fn compatibility_dates_and_flags_are_checked_as_workerd_checks_them() {
+    let node = TestNode::start();
+    let deploy = |flags: Value, date: &str| {
+        node.deploy_body(
+            "compat",
+            &json!({
+                "main_module": "worker.js",
+                "modules": { "worker.js": "export default { fetch() { return new Response('v'); } };" },
+                "compatibility_date": date,
+                "compatibility_flags": flags,
+            }),
+        )
+    };
+    // Known flags deploy; the ones edged does not act on are named in a warning.
+    let (status, body) = deploy(
+        json!(["nodejs_compat", "web_socket_auto_reply_to_close"]),
+        "2024-09-23",
+    );
+    assert_eq!(status, 200, "{body}");
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{body}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.contains("nodejs_compat") && !w.contains("web_socket_auto_reply_to_close"),
+        "{w}"
+    );
+    let (_, got) = node.control_request(Method::GET, "/v1/workers/compat", None);
+    assert_eq!(
+        got["compatibility_flags"],
+        json!(["nodejs_compat", "web_socket_auto_reply_to_close"])
+    );
+    // Refusals: each a 400 naming the problem, and the deployed version serves on.
+    for (flags, date, code, says) in [
+        (
+            json!(["nodejs_compat_but_not"]),
+            "2024-09-23",
+            "unknown_compatibility_flag",
+            "No such compatibility flag: nodejs_compat_but_not",
+        ),
+        (
+            json!(["nodejs_compat", "no_nodejs_compat"]),
+            "2024-09-23",
+            "conflicting_compatibility_flags",
+            "nodejs_compat and no_nodejs_compat conflict",
+        ),
+        (
+            json!([]),
+            "2024-02-30",
+            "invalid_compatibility_date",
+            "Invalid compatibility date",
+        ),
+        (
+            json!([]),
+            "2999-01-01",
+            "invalid_compatibility_date",
+            "in the future",
+        ),
+    ] {
+        let (status, body) = deploy(flags, date);
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(
+        node.get("compat.workers.localhost", "/"),
+        (200, "v".to_owned())
+    );
 }

@@ -90,6 +90,7 @@ async fn setup(
             class_name: "Counter".into(),
         }],
         compatibility_date: None,
+        compatibility_flags: Vec::new(),
         account: "default".into(),
         storage: "0".repeat(32),
     };

@@ -21,6 +21,7 @@ fn script(source: &str) -> WorkerScript {
         modules,
         bindings: vec![],
         compatibility_date: None,
+        compatibility_flags: Vec::new(),
         account: "default".into(),
         storage: "0".repeat(32),
     }

@@ -457,7 +457,12 @@ impl Actor for DurableObjectDirectory {
         }
         ctx.run_interval(ALARM_TICK, |act, ctx| act.fire_due_alarms(ctx));
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
-            act.retire_outdated()
+            act.retire_outdated();
+            // Socket sets whose last socket closed while the object hibernated.
+            let (live, activating) = (&act.live, &act.activating);
+            act.sockets.retain(|address, set| {
+                !set.is_empty() || live.contains_key(address) || activating.contains_key(address)
+            });
         });
     }
 }

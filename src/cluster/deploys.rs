@@ -110,6 +110,7 @@ mod tests {
                 modules: [("m.js".to_owned(), "export default {}".to_owned())].into(),
                 bindings: Vec::new(),
                 compatibility_date: None,
+                compatibility_flags: Vec::new(),
                 crons: Vec::new(),
                 account: "a".into(),
                 storage: "s".into(),

@@ -57,6 +57,8 @@ struct DeployBody {
     #[serde(default)]
     compatibility_date: Option<String>,
     #[serde(default)]
+    compatibility_flags: Vec<String>,
+    #[serde(default)]
     crons: Vec<String>,
 }
 
@@ -219,6 +221,17 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
     for cron in &body.crons {
         crate::actors::cron::parse(cron).map_err(|m| HttpError::bad_request("invalid_cron", m))?;
     }
+    if body.compatibility_flags.len() > 256 {
+        return Err(HttpError::bad_request(
+            "bad_request",
+            "too many compatibility flags (at most 256)",
+        ));
+    }
+    crate::js::compat::resolve(
+        body.compatibility_date.as_deref(),
+        &body.compatibility_flags,
+    )
+    .map_err(|e| HttpError::bad_request(e.code, e.message))?;
     Ok(Deploy {
         script: WorkerScript {
             crons: body.crons,
@@ -228,6 +241,7 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
             modules: body.modules,
             bindings,
             compatibility_date: body.compatibility_date,
+            compatibility_flags: body.compatibility_flags,
             account: account.to_owned(),
             storage: String::new(),
         },
@@ -258,6 +272,12 @@ async fn put_worker(
     let name = path.into_inner();
     let body = read_body(payload, plane.body_limit).await?;
     let deploy = validate_deploy(&name, &account, &body)?;
+    let warnings = crate::js::compat::resolve(
+        deploy.script.compatibility_date.as_deref(),
+        &deploy.script.compatibility_flags,
+    )
+    .map(|r| r.warnings)
+    .unwrap_or_default();
     // A service of another account is refused outright (at call time it would
     // not be there for this worker either).
     for b in &deploy.script.bindings {
@@ -285,6 +305,7 @@ async fn put_worker(
         "name": activated.name,
         "version": activated.version,
         "routes": activated.routes,
+        "warnings": warnings,
     })))
 }
 
@@ -352,6 +373,7 @@ async fn get_worker(
         "main_module": active.script.main_module,
         "modules": active.script.modules.keys().collect::<Vec<_>>(),
         "compatibility_date": active.script.compatibility_date,
+        "compatibility_flags": active.script.compatibility_flags,
         "crons": active.script.crons,
         "created_at": active.created_at,
         "isolates": plane.view.get(&name).map(|d| d.isolates()).unwrap_or(0),

@@ -36,6 +36,7 @@
 pub mod body;
 pub mod cache;
 pub mod clock;
+pub mod compat;
 pub mod context;
 pub mod cpu;
 pub mod durable;

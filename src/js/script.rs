@@ -20,6 +20,9 @@ pub struct WorkerScript {
     pub bindings: Vec<Binding>,
     #[serde(default)]
     pub compatibility_date: Option<String>,
+    /// Compatibility flags as deployed (validated by `compat::resolve`).
+    #[serde(default)]
+    pub compatibility_flags: Vec<String>,
     /// Cron Triggers: five-field expressions that fire `scheduled()`.
     #[serde(default)]
     pub crons: Vec<String>,

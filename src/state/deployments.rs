@@ -432,6 +432,7 @@ mod tests {
                 text: "s3cr3t".into(),
             }],
             compatibility_date: None,
+            compatibility_flags: Vec::new(),
             account: DEFAULT_ACCOUNT.into(),
             storage: "0".repeat(32),
         }
