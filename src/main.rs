@@ -303,6 +303,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 bindings: flags,
                 compatibility_date: None,
                 compatibility_flags: Vec::new(),
+                deployed_at_ms: 0,
                 account: edged::state::DEFAULT_ACCOUNT.to_owned(),
                 storage: String::new(),
             };

@@ -23,6 +23,7 @@ fn script(name: &str, source: &str) -> Arc<WorkerScript> {
         bindings: vec![],
         compatibility_date: None,
         compatibility_flags: Vec::new(),
+        deployed_at_ms: 0,
         account: "default".into(),
         storage: "0".repeat(32),
     })

@@ -426,3 +426,33 @@ fn compatibility_dates_and_flags_are_checked_as_workerd_checks_them() {
         (200, "v".to_owned())
     );
 }
+
+#[test]
+fn the_version_metadata_binding_names_the_running_version() {
+    let node = TestNode::start();
+    let source =
+        "export default { fetch(req, env) { return Response.json(env.CF_VERSION_METADATA); } };";
+    let bindings = json!([{"type":"version_metadata","name":"CF_VERSION_METADATA"}]);
+    let meta = || {
+        let (status, body) = node.get("meta.workers.localhost", "/");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).expect("json")
+    };
+    let (status, body) = node.deploy("meta", source, bindings.clone(), &[]);
+    assert_eq!(status, 200, "{body}");
+    let first = meta();
+    let id = first["id"].as_str().expect("id");
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(id.matches('-').count(), 4, "a UUID: {id}");
+    assert_eq!(first["tag"], "");
+    let ts = first["timestamp"].as_str().expect("timestamp");
+    let year: i32 = ts[..4].parse().expect("ISO 8601");
+    assert!(
+        year >= 2024 && ts.ends_with('Z') && ts.contains('T'),
+        "{ts}"
+    );
+    let (status, _) = node.deploy("meta", source, bindings, &[]);
+    assert_eq!(status, 200);
+    let second = meta();
+    assert_ne!(second["id"], first["id"], "a new version has a new id");
+}

@@ -91,6 +91,7 @@ async fn setup(
         }],
         compatibility_date: None,
         compatibility_flags: Vec::new(),
+        deployed_at_ms: 0,
         account: "default".into(),
         storage: "0".repeat(32),
     };

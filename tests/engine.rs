@@ -22,6 +22,7 @@ fn script(source: &str) -> WorkerScript {
         bindings: vec![],
         compatibility_date: None,
         compatibility_flags: Vec::new(),
+        deployed_at_ms: 0,
         account: "default".into(),
         storage: "0".repeat(32),
     }

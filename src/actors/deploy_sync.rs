@@ -174,6 +174,8 @@ impl ClusterDeploys {
             };
         script.version = version;
         script.storage = storage.clone();
+        // Set once, where the deploy is made: every PoP shows the same time.
+        script.deployed_at_ms = super::durable_object::epoch_ms();
         self.registry
             .send(Check {
                 script: script.clone(),

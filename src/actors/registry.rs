@@ -333,6 +333,7 @@ impl Handler<Deploy> for WorkerRegistry {
             Ok((storage, version)) => {
                 script.storage = storage;
                 script.version = version;
+                script.deployed_at_ms = super::durable_object::epoch_ms();
             }
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         }

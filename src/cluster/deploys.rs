@@ -111,6 +111,7 @@ mod tests {
                 bindings: Vec::new(),
                 compatibility_date: None,
                 compatibility_flags: Vec::new(),
+                deployed_at_ms: 0,
                 crons: Vec::new(),
                 account: "a".into(),
                 storage: "s".into(),

@@ -385,7 +385,7 @@ impl BlankIsolate {
         // 1. env and the cloudflare:workers exports.
         let (result, seg) = engine.run(budget, |runtime| {
             let scope = &mut runtime.handle_scope();
-            let bindings = deno_core::serde_v8::to_v8(scope, &script.bindings)
+            let bindings = deno_core::serde_v8::to_v8(scope, script.bindings_for_js())
                 .map_err(|e| EngineError::Script(format!("TypeError: bad bindings: {e}")))?;
             let options = PrepareOptions {
                 pass_through_origin: host.policy.pass_through_origin.as_deref(),

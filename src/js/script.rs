@@ -34,6 +34,47 @@ pub struct WorkerScript {
     /// after the worker is deleted (`state::names`).
     #[serde(default)]
     pub storage: String,
+    /// When this version was deployed (ms since the epoch; 0: not recorded).
+    #[serde(default)]
+    pub deployed_at_ms: u64,
+}
+
+impl WorkerScript {
+    /// The bindings as JS's `makeEnv` takes them: a `version_metadata`
+    /// binding becomes the JSON of this version's metadata.
+    pub fn bindings_for_js(&self) -> Vec<Binding> {
+        self.bindings
+            .iter()
+            .map(|b| match b {
+                Binding::VersionMetadata { name } => Binding::Json {
+                    name: name.clone(),
+                    json: self.version_metadata().to_string(),
+                },
+                other => other.clone(),
+            })
+            .collect()
+    }
+
+    /// `{id, tag, timestamp}`: `id` a UUID fixed by the worker's storage id
+    /// and version (the same on every PoP), `tag` empty (edged has no version
+    /// tags), `timestamp` the deploy time in ISO 8601.
+    pub fn version_metadata(&self) -> serde_json::Value {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"edged-version-id-v1\0");
+        h.update(self.storage.as_bytes());
+        h.update(b"\0");
+        h.update(self.version.to_be_bytes());
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let timestamp = chrono::DateTime::from_timestamp_millis(self.deployed_at_ms as i64)
+            .unwrap_or_default()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string();
+        serde_json::json!({"id": id.to_string(), "tag": "", "timestamp": timestamp})
+    }
 }
 
 /// An `env` binding, tagged by `type` as in the deploy API.
@@ -66,6 +107,11 @@ pub enum Binding {
         name: String,
         class_name: String,
     },
+    /// `{id, tag, timestamp}` of the running version (Workers'
+    /// `version_metadata` binding).
+    VersionMetadata {
+        name: String,
+    },
 }
 
 impl Binding {
@@ -76,7 +122,8 @@ impl Binding {
             | Binding::Json { name, .. }
             | Binding::KvNamespace { name, .. }
             | Binding::Service { name, .. }
-            | Binding::DurableObjectNamespace { name, .. } => name,
+            | Binding::DurableObjectNamespace { name, .. }
+            | Binding::VersionMetadata { name } => name,
         }
     }
 

@@ -433,6 +433,7 @@ mod tests {
             }],
             compatibility_date: None,
             compatibility_flags: Vec::new(),
+            deployed_at_ms: 0,
             account: DEFAULT_ACCOUNT.into(),
             storage: "0".repeat(32),
         }
