@@ -487,7 +487,9 @@ export class Room extends DurableObject {
       const [a, b] = Object.values(new WebSocketPair());
       a.accept();
       try { this.ctx.acceptWebSocket(a); } catch (e) { out.afterAccept = `${e.name}: ${e.message}`; }
-      try { this.ctx.acceptWebSocket(b, Array.from({ length: 11 }, (_, i) => `t${i}`)); } catch (e) { out.tags = `${e.name}: ${e.message}`; }
+      try { this.ctx.acceptWebSocket(b); } catch (e) { out.pairAccepted = `${e.name}: ${e.message}`; }
+      const [c] = Object.values(new WebSocketPair());
+      try { this.ctx.acceptWebSocket(c, Array.from({ length: 11 }, (_, i) => `t${i}`)); } catch (e) { out.tags = `${e.name}: ${e.message}`; }
       try { this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("x".repeat(2049), "y")); } catch (e) { out.bigAuto = `${e.name}: ${e.message}`; }
       try { this.ctx.setHibernatableWebSocketEventTimeout(604800001); } catch (e) { out.timeout = `${e.name}: ${e.message}`; }
       try { this.ctx.getTags(a); } catch (e) { out.getTags = e.name; }
@@ -545,6 +547,10 @@ fn a_hibernating_chat_room_keeps_its_sockets_and_attachments() {
         "Error: Cannot call `acceptWebSocket()` if the WebSocket was already accepted via `accept()`"
     );
     assert_eq!(
+        out["pairAccepted"],
+        "Error: Cannot call `acceptWebSocket()` on this WebSocket because its pair has already been accepted or used in a Response."
+    );
+    assert_eq!(
         out["tags"],
         "Error: a Hibernatable WebSocket cannot have more than 10 tags"
     );
@@ -559,6 +565,21 @@ fn a_hibernating_chat_room_keeps_its_sockets_and_attachments() {
     assert_eq!(out["getTags"], "TypeError");
     assert_eq!(out["eventTimeout"], 5000);
     assert_eq!(out["auto"], "pong");
+    // A client's request with an event's method is an HTTP request for the
+    // object's fetch(), never its webSocketMessage (here: fetch() answers
+    // with a socket, which a non-upgrade request cannot take: a 400).
+    for method in ["WEBSOCKET", "ALARM", "RPC"] {
+        let resp = reqwest::blocking::Client::new()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/?room=r9&who=mallory", node.data),
+            )
+            .header("host", "hchat.workers.localhost")
+            .send()
+            .expect("answered");
+        assert_eq!(resp.status().as_u16(), 400, "{method}");
+        assert!(resp.text().unwrap().contains("bad_websocket_upgrade"), "{method}");
+    }
     let counter = |name: &str| gauge(&node, name);
     let rt = runtime();
     rt.block_on(async {

@@ -202,6 +202,26 @@ fn error_code(e: &ProtocolError) -> (u16, &'static str) {
     }
 }
 
+/// How long one write to the client may wait for it to read: a client that
+/// stops reading is dropped rather than holding the worker's queue for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn written<E>(write: impl std::future::Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+/// A close code as a metric label: the codes the protocol defines as they
+/// are, application ranges grouped (a client picks the code, and each label
+/// is a series).
+fn code_label(code: u16) -> String {
+    match code {
+        1000..=1015 => code.to_string(),
+        3000..=3999 => "3xxx".into(),
+        4000..=4999 => "4xxx".into(),
+        _ => "other".into(),
+    }
+}
+
 /// Moves messages both ways until both sides have closed, one side is gone,
 /// or a close waited [`CLOSE_GRACE`] for its answer.
 async fn bridge(
@@ -217,7 +237,7 @@ async fn bridge(
     let bytes_in = metrics::counter!(BYTES, "worker" => worker.clone(), "direction" => "in");
     let bytes_out = metrics::counter!(BYTES, "worker" => worker.clone(), "direction" => "out");
     let closes = |code: u16, by: &'static str| {
-        metrics::counter!(CLOSES, "worker" => worker.clone(), "code" => code.to_string(), "by" => by)
+        metrics::counter!(CLOSES, "worker" => worker.clone(), "code" => code_label(code), "by" => by)
             .increment(1);
     };
     // Which closes have passed: from the client, to the client.
@@ -300,14 +320,14 @@ async fn bridge(
                 Some(WsMessage::Text(text)) => {
                     msgs_out.increment(1);
                     bytes_out.increment(text.len() as u64);
-                    if session.text(text).await.is_err() {
+                    if !written(session.text(text)).await {
                         break;
                     }
                 }
                 Some(WsMessage::Binary(bytes)) => {
                     msgs_out.increment(1);
                     bytes_out.increment(bytes.len() as u64);
-                    if session.binary(bytes).await.is_err() {
+                    if !written(session.binary(bytes)).await {
                         break;
                     }
                 }

@@ -37,7 +37,8 @@ pub const OPEN: &str = "edged_do_websockets_open";
 /// Messages answered by an auto-response (the object not woken).
 pub const AUTO_RESPONSES: &str = "edged_do_websocket_auto_responses_total";
 
-/// Tags per socket and bytes per tag (workerd's limits).
+/// Tags per socket and bytes per tag (workerd's limits; workerd's message says
+/// characters, its check counts bytes).
 pub const MAX_TAGS: usize = 10;
 pub const MAX_TAG_LENGTH: usize = 256;
 /// Bytes of a serialized attachment (Workers' limit).
@@ -143,6 +144,14 @@ impl ObjectSockets {
         end: WsEnd,
         tags: Vec<String>,
     ) -> Result<u32, HibernationError> {
+        let distinct = self.check(tags)?;
+        let WsEnd { tx, rx } = end;
+        self.insert(tx, rx, distinct)
+    }
+
+    /// Validates and deduplicates tags as workerd does, and checks the cap,
+    /// before anything is taken from the isolate.
+    pub fn check(&self, tags: Vec<String>) -> Result<Vec<String>, HibernationError> {
         let mut distinct: Vec<String> = Vec::new();
         for tag in tags {
             if distinct.len() >= MAX_TAGS && !distinct.contains(&tag) {
@@ -150,7 +159,7 @@ impl ObjectSockets {
                     "a Hibernatable WebSocket cannot have more than {MAX_TAGS} tags"
                 )));
             }
-            if tag.chars().count() > MAX_TAG_LENGTH {
+            if tag.len() > MAX_TAG_LENGTH {
                 return Err(HibernationError::Failed(format!(
                     "\"{tag}\" is longer than the max tag length ({MAX_TAG_LENGTH} characters)."
                 )));
@@ -159,7 +168,21 @@ impl ObjectSockets {
                 distinct.push(tag);
             }
         }
-        let WsEnd { tx, rx } = end;
+        if self.len() >= self.cap {
+            return Err(HibernationError::Failed(format!(
+                "too many WebSockets accepted by this Durable Object (the limit is {})",
+                self.cap
+            )));
+        }
+        Ok(distinct)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        tx: WsSender,
+        rx: WsReceiver,
+        distinct: Vec<String>,
+    ) -> Result<u32, HibernationError> {
         let id = {
             let mut inner = self.inner.lock();
             if inner.sockets.len() >= self.cap {
@@ -471,6 +494,16 @@ pub fn op_do_ws_accept(
 ) -> Result<u32, HibernationError> {
     let sockets = current(scope)?;
     let state = deno_core::JsRuntime::op_state_from(scope);
+    let refused = || {
+        HibernationError::Failed(
+            "Cannot call `acceptWebSocket()` on this WebSocket because its pair has already been accepted or used in a Response.".into(),
+        )
+    };
+    if !super::websocket::peer_waiting(&mut state.borrow_mut(), rid) {
+        return Err(refused());
+    }
+    // Refusals leave the socket where it was.
+    sockets.check(tags.clone())?;
     let end = super::websocket::take_socket(&mut state.borrow_mut(), rid).ok_or_else(|| {
         HibernationError::Failed(
             "Cannot call `acceptWebSocket()` on this WebSocket because its pair has already been accepted or used in a Response.".into(),

@@ -231,6 +231,9 @@ struct Socket {
     tx: WsSender,
     /// Taken by the read loop while it waits (one reader at a time).
     rx: RefCell<Option<WsReceiver>>,
+    /// The other end, when the pair was made in this isolate: while it is
+    /// still here, messages between the two never refresh a CPU budget.
+    peer: Cell<Option<u32>>,
     /// Counted in [`SOCKETS`] until dropped.
     _counted: Counted,
 }
@@ -297,6 +300,7 @@ impl Sockets {
                 accepted: Cell::new(false),
                 tx: end.tx,
                 rx: RefCell::new(Some(end.rx)),
+                peer: Cell::new(None),
                 _counted: Counted::new(),
             }),
         );
@@ -361,6 +365,18 @@ pub fn sweep(state: &mut OpState, owner: super::context::RequestId) {
     }
 }
 
+/// Whether the other end of `id`'s pair is still in this isolate, neither
+/// accepted nor handed on (`ctx.acceptWebSocket` needs it so, as in workerd:
+/// one pair cannot have both ends held by the runtime). An end whose pair
+/// was made elsewhere passes.
+pub fn peer_waiting(state: &mut OpState, id: u32) -> bool {
+    let t = table(state);
+    match t.map.get(&id).and_then(|s| s.peer.get()) {
+        None => true,
+        Some(p) => t.map.get(&p).is_some_and(|s| !s.accepted.get()),
+    }
+}
+
 /// Takes an end out of the isolate (it leaves with a response). `None` if it
 /// is unknown or a read loop holds it (it was accepted).
 pub fn take_socket(state: &mut OpState, id: u32) -> Option<WsEnd> {
@@ -399,7 +415,13 @@ pub fn op_ws_pair(scope: &mut v8::HandleScope) -> Result<(u32, u32), WsError> {
     if t.map.len() + 2 > t.cap {
         return Err(WsError::Limit(t.cap));
     }
-    Ok((t.insert(a, owner)?, t.insert(b, owner)?))
+    let (ia, ib) = (t.insert(a, owner)?, t.insert(b, owner)?);
+    for (me, other) in [(ia, ib), (ib, ia)] {
+        if let Some(s) = t.map.get(&me) {
+            s.peer.set(Some(other));
+        }
+    }
+    Ok((ia, ib))
 }
 
 /// `accept()`: the end stays until its read loop releases it.
@@ -462,15 +484,30 @@ pub fn op_ws_release(state: &mut OpState, #[smi] id: u32) {
     table(state).remove(id);
 }
 
-/// A message arrived for the calling request's accepted socket: the CPU
-/// limit applies per message from here on, as for a Durable Object's events
-/// in Workers (a socket open for hours is not held to one request's budget).
+/// A message arrived for the calling request's accepted socket `rid`: the
+/// CPU limit applies per message from here on, as for a Durable Object's
+/// events in Workers (a socket open for hours is not held to one request's
+/// budget). Only a message from outside the isolate refreshes it: two ends
+/// of one pair both still here would otherwise let a worker bounce messages
+/// to itself for ever on fresh budgets.
 #[op2(nofast)]
-pub fn op_ws_message(scope: &mut v8::HandleScope) {
+pub fn op_ws_message(scope: &mut v8::HandleScope, #[smi] rid: u32) {
     let Some(id) = super::context::current(scope) else {
         return;
     };
     let state = deno_core::JsRuntime::op_state_from(scope);
+    {
+        let mut st = state.borrow_mut();
+        let t = table(&mut st);
+        let local_peer = t
+            .map
+            .get(&rid)
+            .and_then(|s| s.peer.get())
+            .is_some_and(|p| t.map.contains_key(&p));
+        if local_peer {
+            return;
+        }
+    }
     let Some(table) = super::context::contexts(&state.borrow()) else {
         return;
     };

@@ -37,6 +37,10 @@ const OWN_HEADERS: [&str; 6] = [
     "sec-websocket-extensions",
 ];
 
+/// How long one write to the server may wait, and how long a close waits
+/// for the other side's.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -164,6 +168,10 @@ fn flat(headers: &http::HeaderMap) -> Vec<String> {
         .collect()
 }
 
+async fn timely<E>(io: impl std::future::Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(IO_TIMEOUT, io).await, Ok(Ok(())))
+}
+
 type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -173,11 +181,17 @@ async fn relay(mut stream: Stream, end: WsEnd) {
     let WsEnd { tx, mut rx } = end;
     let mut closed_in = false;
     let mut closed_out = false;
+    let mut grace: Option<tokio::time::Instant> = None;
     loop {
         if closed_in && closed_out {
             break;
         }
+        if (closed_in || closed_out) && grace.is_none() {
+            grace = Some(tokio::time::Instant::now() + IO_TIMEOUT);
+        }
+        let deadline = grace.unwrap_or_else(|| tokio::time::Instant::now() + IO_TIMEOUT);
         tokio::select! {
+            _ = tokio::time::sleep_until(deadline), if grace.is_some() => break,
             got = stream.next(), if !closed_in => match got {
                 Some(Ok(Message::Text(t))) => {
                     if tx.send(WsMessage::Text(t.to_string())).await.is_err() {
@@ -199,12 +213,10 @@ async fn relay(mut stream: Stream, end: WsEnd) {
                 }
                 Some(Err(TError::Capacity(_))) => {
                     let _ = tx.try_send(WsMessage::Close(1009, "Message is too large".into()));
-                    let _ = stream
-                        .close(Some(CloseFrame {
+                    let _ = timely(stream.close(Some(CloseFrame {
                             code: CloseCode::Size,
                             reason: "Message is too large".into(),
-                        }))
-                        .await;
+                        }))).await;
                     break;
                 }
                 // Gone without a close: the worker's end reads its peer gone.
@@ -212,12 +224,12 @@ async fn relay(mut stream: Stream, end: WsEnd) {
             },
             out = rx.recv(), if !closed_out => match out {
                 Some(WsMessage::Text(t)) => {
-                    if stream.send(Message::text(t)).await.is_err() {
+                    if !timely(stream.send(Message::text(t))).await {
                         break;
                     }
                 }
                 Some(WsMessage::Binary(b)) => {
-                    if stream.send(Message::Binary(b)).await.is_err() {
+                    if !timely(stream.send(Message::Binary(b))).await {
                         break;
                     }
                 }
@@ -227,15 +239,13 @@ async fn relay(mut stream: Stream, end: WsEnd) {
                         code: CloseCode::from(code),
                         reason: reason.into(),
                     });
-                    let _ = stream.close(frame).await;
+                    let _ = timely(stream.close(frame)).await;
                 }
                 None => {
-                    let _ = stream
-                        .close(Some(CloseFrame {
+                    let _ = timely(stream.close(Some(CloseFrame {
                             code: CloseCode::Error,
                             reason: "the worker's end of the WebSocket went away".into(),
-                        }))
-                        .await;
+                        }))).await;
                     break;
                 }
             },

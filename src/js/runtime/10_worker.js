@@ -433,9 +433,15 @@ async function pump(stream, rid) {
   }
 }
 
+// The runtime's own events (an RPC call, an alarm, a cron run, a hibernatable
+// WebSocket's message) are told apart from HTTP requests by method *and* URL
+// scheme: an HTTP request always has an http(s) URL (the data plane makes it,
+// and a fetch() from JS to a non-http URL with one of these methods is refused
+// in Rust), so a client sending `ALARM /` or `WEBSOCKET /` gets the fetch
+// handler, never the event handler.
 function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null, callWebSocket = null) {
   return async function dispatch(method, url, flatHeaders, body, _slot, cf) {
-    if (method === "WEBSOCKET" && callWebSocket !== null) {
+    if (method === "WEBSOCKET" && callWebSocket !== null && StringPrototypeStartsWith(url, "ws:")) {
       try {
         await callWebSocket(url, body);
         return [200, [], null];
@@ -444,7 +450,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
         return ["error", "exception", errorText(e)];
       }
     }
-    if (method === "SCHEDULED" && callScheduled !== null) {
+    if (method === "SCHEDULED" && callScheduled !== null && StringPrototypeStartsWith(url, "scheduled:")) {
       // url: "scheduled:<ms since epoch>:<cron>"
       const rest = StringPrototypeSlice(url, 10);
       const sep = StringPrototypeIndexOf(rest, ":");
@@ -460,7 +466,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
         return ["error", "exception", errorText(e)];
       }
     }
-    if (method === "ALARM" && callAlarm !== null) {
+    if (method === "ALARM" && callAlarm !== null && StringPrototypeStartsWith(url, "alarm:")) {
       try {
         await callAlarm(url === "alarm:drop" ? null : Number(StringPrototypeSlice(url, 6)) || 0);
         return [200, [], null];
@@ -468,7 +474,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
         return ["error", "exception", errorText(e)];
       }
     }
-    if (method === "RPC" && callRpc !== null) {
+    if (method === "RPC" && callRpc !== null && StringPrototypeStartsWith(url, "rpc:")) {
       try {
         const args = core.deserialize(body, { forStorage: true });
         const result = await callRpc(StringPrototypeSlice(url, 4), args);

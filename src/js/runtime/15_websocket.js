@@ -242,7 +242,7 @@ class WebSocket extends EventTarget {
       while (!this.#closedIncoming) {
         const got = await op_ws_recv(rid);
         const kind = got[0];
-        op_ws_message();
+        op_ws_message(rid);
         if (kind === 0) {
           this.dispatchEvent(trusted(new MessageEvent("message", { data: got[1] })));
         } else if (kind === 1) {
