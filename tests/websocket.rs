@@ -578,7 +578,10 @@ fn a_hibernating_chat_room_keeps_its_sockets_and_attachments() {
             .send()
             .expect("answered");
         assert_eq!(resp.status().as_u16(), 400, "{method}");
-        assert!(resp.text().unwrap().contains("bad_websocket_upgrade"), "{method}");
+        assert!(
+            resp.text().unwrap().contains("bad_websocket_upgrade"),
+            "{method}"
+        );
     }
     let counter = |name: &str| gauge(&node, name);
     let rt = runtime();
