@@ -28,7 +28,7 @@ fn script(name: &str) -> WorkerScript {
         name: name.into(),
         version: 1,
         main_module: "worker.js".into(),
-        modules: BTreeMap::from([("worker.js".to_owned(), HELLO.to_owned())]),
+        modules: BTreeMap::from([("worker.js".to_owned(), HELLO.into())]),
         bindings: vec![],
         compatibility_date: None,
         compatibility_flags: Vec::new(),
@@ -124,7 +124,7 @@ fn kv(c: &mut Criterion) {
     };
     let make = |source: &str| {
         let mut s = script("kvbench");
-        s.modules.insert("worker.js".into(), source.to_owned());
+        s.modules.insert("worker.js".into(), source.into());
         s.bindings = vec![Binding::KvNamespace {
             name: "KV".into(),
             namespace: "bench".into(),

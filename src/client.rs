@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::js::Binding;
+use crate::js::{Binding, Module};
 
 /// A CLI or client failure, printed as is.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,7 @@ pub struct ClientError(pub String);
 /// Reads a worker script and the other JavaScript modules beside it (recursively,
 /// skipping `node_modules` and dot-directories, at most 200 files), keyed by path
 /// relative to the script's directory. Returns (main module name, modules).
-pub fn read_modules(script: &Path) -> Result<(String, BTreeMap<String, String>), ClientError> {
+pub fn read_modules(script: &Path) -> Result<(String, BTreeMap<String, Module>), ClientError> {
     let main_src = std::fs::read_to_string(script)
         .map_err(|e| ClientError(format!("cannot read {}: {e}", script.display())))?;
     let dir = script
@@ -53,12 +53,12 @@ pub fn read_modules(script: &Path) -> Result<(String, BTreeMap<String, String>),
                     .to_string_lossy()
                     .into_owned();
                 if let Ok(src) = std::fs::read_to_string(&path) {
-                    modules.insert(rel, src);
+                    modules.insert(rel, Module::Esm(src));
                 }
             }
         }
     }
-    modules.insert(main.clone(), main_src);
+    modules.insert(main.clone(), Module::Esm(main_src));
     Ok((main, modules))
 }
 
@@ -186,7 +186,7 @@ impl ControlClient {
         name: &str,
         account: Option<&str>,
         main_module: &str,
-        modules: &BTreeMap<String, String>,
+        modules: &BTreeMap<String, Module>,
         bindings: &[Binding],
         routes: &[String],
         crons: &[String],

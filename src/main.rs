@@ -261,7 +261,7 @@ fn init_logging() {
 /// The script's modules and the bindings given as flags.
 type LoadedWorker = (
     String,
-    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, edged::js::Module>,
     Vec<edged::js::Binding>,
 );
 

@@ -19,7 +19,7 @@ fn script(name: &str, source: &str) -> Arc<WorkerScript> {
         name: name.into(),
         version: 1,
         main_module: "worker.js".into(),
-        modules: BTreeMap::from([("worker.js".to_owned(), source.to_owned())]),
+        modules: BTreeMap::from([("worker.js".to_owned(), source.into())]),
         bindings: vec![],
         compatibility_date: None,
         compatibility_flags: Vec::new(),

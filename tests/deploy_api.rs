@@ -456,3 +456,141 @@ fn the_version_metadata_binding_names_the_running_version() {
     let second = meta();
     assert_ne!(second["id"], first["id"], "a new version has a new id");
 }
+
+/// `(i32, i32) -> i32` exported as `add`.
+const ADD_WASM: [u8; 41] = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x07, 0x01, 0x60, 0x02, 0x7f, 0x7f, 0x01,
+    0x7f, 0x03, 0x02, 0x01, 0x00, 0x07, 0x07, 0x01, 0x03, 0x61, 0x64, 0x64, 0x00, 0x00, 0x0a, 0x09,
+    0x01, 0x07, 0x00, 0x20, 0x00, 0x20, 0x01, 0x6a, 0x0b,
+];
+
+#[test]
+fn module_types_text_data_json_wasm_and_commonjs() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let node = TestNode::start();
+    let main = r#"
+import wasm from "./add.wasm";
+import text from "./hello.txt";
+import data from "./blob.bin";
+import cfg from "./cfg.json";
+import lib from "./lib/index.cjs";
+export default {
+  async fetch() {
+    const instance = await WebAssembly.instantiate(wasm, {});
+    let refused = "none";
+    try {
+      await WebAssembly.compile(new Uint8Array(data));
+    } catch (e) {
+      refused = e.constructor.name + ": " + e.message;
+    }
+    return Response.json({
+      isModule: wasm instanceof WebAssembly.Module,
+      add: instance.exports.add(2, 3),
+      text,
+      isBuffer: data instanceof ArrayBuffer,
+      data: [...new Uint8Array(data)],
+      cfg,
+      lib,
+      refused,
+    });
+  },
+};
+"#;
+    let body = json!({
+        "main_module": "worker.js",
+        "modules": {
+            "worker.js": main,
+            "add.wasm": {"type": "wasm", "content_base64": b64(&ADD_WASM)},
+            "hello.txt": {"type": "text", "content": "héllo\n\u{2028}"},
+            "blob.bin": {"type": "data", "content_base64": b64(&[0, 1, 2, 255])},
+            "cfg.json": {"type": "json", "content": "{\"name\": \"cfg\", \"__proto__\": {\"x\": 1}}"},
+            "lib/index.cjs": {"type": "commonjs", "content": "const u = require('./util'); const again = require('./util.cjs'); module.exports = { sum: u.sum(1, 2), same: u === again, text: require('../hello.txt'), cfg: require('../cfg.json').name, self: typeof __filename + ':' + __filename };"},
+            "lib/util.cjs": {"type": "commonjs", "content": "exports.sum = (a, b) => a + b;"},
+        },
+    });
+    let (status, out) = node.deploy_body("types", &body);
+    assert_eq!(status, 200, "{out}");
+    let (status, text) = node.get_worker("types", "/");
+    assert_eq!(status, 200, "{text}");
+    let got: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(got["isModule"], true, "{got}");
+    assert_eq!(got["add"], 5);
+    assert_eq!(got["text"], "héllo\n\u{2028}");
+    assert_eq!(got["isBuffer"], true);
+    assert_eq!(got["data"], json!([0, 1, 2, 255]));
+    assert_eq!(got["cfg"]["name"], "cfg");
+    assert_eq!(
+        got["cfg"]["__proto__"]["x"], 1,
+        "JSON is parsed, not evaluated as an object literal"
+    );
+    assert_eq!(
+        got["lib"],
+        json!({"sum": 3, "same": true, "text": "héllo\n\u{2028}", "cfg": "cfg", "self": "string:lib/index.cjs"})
+    );
+    assert!(
+        got["refused"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("CompileError")),
+        "WebAssembly from bytes at run time is refused: {got}"
+    );
+
+    // Refusals: each a 400 naming the module, and nothing deployed.
+    let refuse = |modules: Value, main: &str, code: &str, needle: &str| {
+        let (status, err) = node.deploy_body(
+            "types-bad",
+            &json!({"main_module": main, "modules": modules}),
+        );
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["code"], code, "{err}");
+        let msg = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{needle:?} in {msg}");
+    };
+    let ok = "export default { fetch() { return new Response('x'); } };";
+    refuse(
+        json!({"w.js": ok, "a.bin": {"type": "data", "content_base64": "%%%"}}),
+        "w.js",
+        "invalid_module",
+        "'a.bin'",
+    );
+    refuse(
+        json!({"w.js": ok, "a.wasm": {"type": "wasm", "content_base64": b64(b"not wasm")}}),
+        "w.js",
+        "invalid_module",
+        "WebAssembly",
+    );
+    refuse(
+        json!({"w.js": ok, "a.json": {"type": "json", "content": "{nope"}}),
+        "w.js",
+        "invalid_module",
+        "JSON",
+    );
+    refuse(
+        json!({"w.js": ok, "a.x": {"type": "python", "content": ""}}),
+        "w.js",
+        "invalid_module",
+        "'a.x'",
+    );
+    refuse(
+        json!({"w.txt": {"type": "text", "content": ok}}),
+        "w.txt",
+        "invalid_module",
+        "must be an ES module",
+    );
+    // Starts like WebAssembly, does not compile: the deploy's script error.
+    refuse(
+        json!({"w.js": format!("import m from './a.wasm'; {ok}"), "a.wasm": {"type": "wasm", "content_base64": b64(&ADD_WASM[..20])}}),
+        "w.js",
+        "script_error",
+        "a.wasm",
+    );
+    // A CommonJS module requiring what is not there throws as Node's does.
+    refuse(
+        json!({"w.js": format!("import m from './a.cjs'; {ok}"), "a.cjs": {"type": "commonjs", "content": "require('./missing')"}}),
+        "w.js",
+        "script_error",
+        "No such module \"./missing\"",
+    );
+    let (status, _) = node.control_request(Method::GET, "/v1/workers/types-bad", None);
+    assert_eq!(status, 404);
+}

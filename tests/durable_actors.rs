@@ -84,7 +84,7 @@ async fn setup(
         name: "objects".into(),
         version: 0,
         main_module: "worker.js".into(),
-        modules: BTreeMap::from([("worker.js".to_owned(), SCRIPT.to_owned())]),
+        modules: BTreeMap::from([("worker.js".to_owned(), SCRIPT.into())]),
         bindings: vec![Binding::DurableObjectNamespace {
             name: "C".into(),
             class_name: "Counter".into(),

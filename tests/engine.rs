@@ -12,7 +12,7 @@ use futures::channel::oneshot;
 
 fn script(source: &str) -> WorkerScript {
     let mut modules = BTreeMap::new();
-    modules.insert("worker.js".to_owned(), source.to_owned());
+    modules.insert("worker.js".to_owned(), source.into());
     WorkerScript {
         crons: Vec::new(),
         name: "t".into(),

@@ -191,8 +191,15 @@ fn deploy_body() -> impl Strategy<Value = Vec<u8>> {
                 main.clone(),
                 serde_json::Value::String("export default {}".into()),
             );
-            for m in extra {
-                modules.insert(m, serde_json::Value::String(String::new()));
+            for (i, m) in extra.into_iter().enumerate() {
+                // Every other extra module is typed, with hostile content.
+                let value = match i % 4 {
+                    0 => serde_json::Value::String(String::new()),
+                    1 => serde_json::json!({"type": "wasm", "content_base64": m.clone()}),
+                    2 => serde_json::json!({"type": "json", "content": m.clone()}),
+                    _ => serde_json::json!({"type": m.clone(), "content": m.clone()}),
+                };
+                modules.insert(m, value);
             }
             serde_json::to_vec(&serde_json::json!({
                 "main_module": main,

@@ -107,7 +107,7 @@ mod tests {
                 name: "w".into(),
                 version: 3,
                 main_module: "m.js".into(),
-                modules: [("m.js".to_owned(), "export default {}".to_owned())].into(),
+                modules: [("m.js".to_owned(), "export default {}".into())].into(),
                 bindings: Vec::new(),
                 compatibility_date: None,
                 compatibility_flags: Vec::new(),

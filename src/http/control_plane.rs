@@ -26,7 +26,7 @@ use crate::actors::{
     ActorError, Delete, DeleteAccount, Deploy, Rollback, WorkerRegistry, WorkersView,
 };
 use crate::cluster::engine::EngineError;
-use crate::js::{Binding, WorkerScript};
+use crate::js::{Binding, Module, TypedModule, WorkerScript};
 use crate::state::{names, DeploymentStore, StateError};
 
 pub struct ControlPlane {
@@ -49,7 +49,9 @@ pub struct ControlPlane {
 #[serde(deny_unknown_fields)]
 struct DeployBody {
     main_module: String,
-    modules: BTreeMap<String, String>,
+    /// Name → an ES module's source, or `{"type", "content"}` /
+    /// `{"type", "content_base64"}` for the other module types.
+    modules: BTreeMap<String, Value>,
     #[serde(default)]
     bindings: Vec<Value>,
     #[serde(default)]
@@ -191,7 +193,8 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
             ),
         ));
     }
-    for module in body.modules.keys() {
+    let mut modules = BTreeMap::new();
+    for (module, raw) in body.modules {
         if module.is_empty()
             || module.len() > 512
             || module.contains("..")
@@ -203,10 +206,38 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
                 "bad_request",
                 format!(
                     "module name '{}' must be a relative path like 'worker.js' or 'lib/util.js'",
-                    names::printable(module)
+                    names::printable(&module)
                 ),
             ));
         }
+        let parsed = match raw {
+            Value::String(source) => Module::Esm(source),
+            other => Module::Typed(serde_json::from_value::<TypedModule>(other).map_err(|e| {
+                HttpError::bad_request(
+                    "invalid_module",
+                    format!(
+                        "module '{module}': {e} (a module is a string of ES module source, or {{\"type\": \"esm\"|\"commonjs\"|\"text\"|\"json\", \"content\": ...}} or {{\"type\": \"data\"|\"wasm\", \"content_base64\": ...}})"
+                    ),
+                )
+            })?),
+        };
+        parsed.check().map_err(|e| {
+            HttpError::bad_request("invalid_module", format!("module '{module}' {e}"))
+        })?;
+        modules.insert(module, parsed);
+    }
+    if modules
+        .get(&body.main_module)
+        .and_then(Module::esm_source)
+        .is_none()
+    {
+        return Err(HttpError::bad_request(
+            "invalid_module",
+            format!(
+                "main_module '{}' must be an ES module",
+                names::printable(&body.main_module)
+            ),
+        ));
     }
     let bindings = parse_bindings(body.bindings)?;
     let mut hosts = Vec::new();
@@ -238,7 +269,7 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
             name: name.to_owned(),
             version: 0,
             main_module: body.main_module,
-            modules: body.modules,
+            modules,
             bindings,
             compatibility_date: body.compatibility_date,
             compatibility_flags: body.compatibility_flags,

@@ -218,10 +218,11 @@ impl BlankIsolate {
         // As in Workers, Atomics.wait() may not block an isolate thread (it
         // throws a TypeError instead).
         runtime.v8_isolate().set_allow_atomics_wait(false);
-        // Nor does it compile WebAssembly from bytes at run time.
+        // Nor does it compile WebAssembly from bytes at run time: only the
+        // worker's uploaded modules are compiled (`loader`).
         runtime
             .v8_isolate()
-            .set_allow_wasm_code_generation_callback(no_wasm_code_generation);
+            .set_allow_wasm_code_generation_callback(super::loader::allow_wasm_code_generation);
         {
             let op_state = runtime.op_state();
             let mut state = op_state.borrow_mut();
@@ -391,7 +392,9 @@ impl BlankIsolate {
                 pass_through_origin: host.policy.pass_through_origin.as_deref(),
             };
             let options = deno_core::serde_v8::to_v8(scope, &options).map_err(internal)?;
-            call(scope, &prepare, &[bindings, options])?;
+            let modules = super::loader::module_values(scope, &script.modules)
+                .map_err(|e| EngineError::Script(format!("TypeError: {e}")))?;
+            call(scope, &prepare, &[bindings, options, modules.into()])?;
             // As in Workers: no eval() or new Function() from tenant code.
             scope
                 .get_current_context()
@@ -405,9 +408,14 @@ impl BlankIsolate {
         result?;
 
         // 2. load and evaluate the main module (and what it imports).
-        if !script.modules.contains_key(&script.main_module) {
+        if script
+            .modules
+            .get(&script.main_module)
+            .and_then(|m| m.esm_source())
+            .is_none()
+        {
             return Err(EngineError::Script(format!(
-                "main module '{}' is not among the uploaded modules",
+                "main module '{}' is not among the uploaded ES modules",
                 script.main_module
             )));
         }
@@ -514,13 +522,6 @@ impl BlankIsolate {
         worker.objects = object_fns;
         Ok(worker)
     }
-}
-
-extern "C" fn no_wasm_code_generation(
-    _context: v8::Local<v8::Context>,
-    _source: v8::Local<v8::String>,
-) -> bool {
-    false
 }
 
 /// Calls a JS function with `undefined` as receiver; an exception becomes

@@ -6,10 +6,27 @@
 //! - the tenant's own modules, by name or relative path (`./util.js`), under
 //!   `file:///` (the prefix never appears in error messages);
 //! - `cloudflare:workers`, the Workers built-in module;
+//! - `edged:cjs`, the registry of the worker's CommonJS modules (below);
 //! - nothing from the runtime: `ext:` and `node:` specifiers are refused, so tenant
 //!   code cannot reach the runtime's internal modules or ops.
 
-use std::cell::RefCell;
+//!
+//! Every module is loaded as JavaScript. An ES module is its own source. A
+//! Text, JSON, Data or WebAssembly module is a one-line module exporting a
+//! value the runtime made in Rust before any tenant code ran
+//! ([`module_values`]): the string, the parsed JSON, an `ArrayBuffer`, a
+//! compiled `WebAssembly.Module`. Those values reach the module through the
+//! hidden global that also carries `cloudflare:workers`, so like it they can
+//! be imported only while the worker's modules first evaluate. A CommonJS
+//! module is `export default require(name)` over `edged:cjs`, one generated
+//! module holding every CommonJS module as a factory function, so that
+//! `require()` between them is synchronous and lazy as in Node.
+//!
+//! WebAssembly is compiled only here, from uploaded modules: the isolate's
+//! code-generation callback ([`allow_wasm_code_generation`]) refuses
+//! `WebAssembly.compile(bytes)` from tenant code, as Workers does.
+
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -20,10 +37,71 @@ use deno_core::{
 };
 use deno_error::JsErrorBox;
 
+use super::script::{Module, TypedModule};
+
 /// Specifier prefix of tenant modules.
 pub const TENANT_PREFIX: &str = "file:///";
 
 const CLOUDFLARE_WORKERS: &str = "cloudflare:workers";
+
+/// The generated module of the worker's CommonJS factories.
+const CJS_REGISTRY: &str = "edged:cjs";
+
+/// The body of `edged:cjs` around the factories: `require` as Node's, over the
+/// worker's modules (no `node_modules` lookup: a bundle holds everything).
+const CJS_RUNTIME: &str = r#"
+const m = globalThis.__edged_cloudflare_workers;
+if (m === undefined) {
+  throw new Error("CommonJS modules can only be loaded while a worker's modules first evaluate");
+}
+const values = m.modules;
+const cache = { __proto__: null };
+function normalize(path) {
+  const out = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop(); else out.push(part);
+  }
+  return out.join("/");
+}
+function resolve(dir, spec) {
+  const base = spec.startsWith("./") || spec.startsWith("../") ? normalize(dir + "/" + spec) : normalize(spec);
+  for (const name of [base, base + ".js", base + ".cjs", base + ".json", base + "/index.js"]) {
+    if (name in kinds) return name;
+  }
+  throw new Error(`No such module "${spec}".`);
+}
+function load(name) {
+  const kind = kinds[name];
+  if (kind === "esm") {
+    throw new Error(`require() of the ES module "${name}" is not supported; import it instead`);
+  }
+  if (kind !== "commonjs") return values[name];
+  const cached = cache[name];
+  if (cached !== undefined) return cached.exports;
+  const module = { exports: {}, id: name, filename: name, loaded: false };
+  cache[name] = module;
+  const slash = name.lastIndexOf("/");
+  const dir = slash < 0 ? "" : name.slice(0, slash);
+  try {
+    factories[name].call(module.exports, module.exports, makeRequire(dir), module, name, dir);
+  } catch (e) {
+    delete cache[name];
+    throw e;
+  }
+  module.loaded = true;
+  return module.exports;
+}
+function makeRequire(dir) {
+  return function require(spec) {
+    if (typeof spec !== "string") throw new TypeError("require() takes a module name");
+    return load(resolve(dir, spec));
+  };
+}
+export function requireModule(name) {
+  return load(name);
+}
+"#;
 
 /// Source of the `cloudflare:workers` module. The runtime puts its exports on a
 /// hidden global while the tenant's modules evaluate (see `10_worker.js`).
@@ -45,7 +123,7 @@ fn loader_error(e: JsErrorBox) -> ModuleLoaderError {
 /// Module table shared between the isolate and its loader.
 #[derive(Default)]
 pub struct TenantLoader {
-    modules: RefCell<BTreeMap<String, String>>,
+    modules: RefCell<BTreeMap<String, Module>>,
 }
 
 impl TenantLoader {
@@ -53,9 +131,51 @@ impl TenantLoader {
         Rc::new(Self::default())
     }
 
-    /// Installs the tenant's modules (name → source). Called once, at bind.
-    pub fn install(&self, modules: &BTreeMap<String, String>) {
+    /// Installs the tenant's modules. Called once, at bind.
+    pub fn install(&self, modules: &BTreeMap<String, Module>) {
         *self.modules.borrow_mut() = modules.clone();
+    }
+
+    /// The JavaScript the loader hands V8 for a tenant module.
+    fn source_of(&self, name: &str) -> Option<String> {
+        let modules = self.modules.borrow();
+        let module = modules.get(name)?;
+        let literal = serde_json::to_string(name).unwrap_or_default();
+        Some(match module {
+            Module::Esm(s) | Module::Typed(TypedModule::Esm { content: s }) => s.clone(),
+            Module::Typed(TypedModule::Commonjs { .. }) => format!(
+                "import {{ requireModule }} from \"{CJS_REGISTRY}\";\nexport default requireModule({literal});\n"
+            ),
+            Module::Typed(_) => format!(
+                "const m = globalThis.__edged_cloudflare_workers;\n\
+                 if (m === undefined) throw new Error(\"the module \" + {literal} + \" can only be imported while the worker's modules first evaluate\");\n\
+                 export default m.modules[{literal}];\n"
+            ),
+        })
+    }
+
+    /// `edged:cjs`: every CommonJS module as a factory, the kind of every
+    /// module, and `require`. A factory's source is pasted between braces,
+    /// so a module that breaks out of them breaks only itself.
+    fn cjs_registry(&self) -> String {
+        let modules = self.modules.borrow();
+        let mut src = String::from(CJS_RUNTIME);
+        src.push_str("const kinds = { __proto__: null");
+        for (name, module) in modules.iter() {
+            let literal = serde_json::to_string(name).unwrap_or_default();
+            src.push_str(&format!(", {literal}: \"{}\"", module.kind()));
+        }
+        src.push_str(" };\nconst factories = { __proto__: null");
+        for (name, module) in modules.iter() {
+            if let Module::Typed(TypedModule::Commonjs { content }) = module {
+                let literal = serde_json::to_string(name).unwrap_or_default();
+                src.push_str(&format!(
+                    ",\n{literal}: function (exports, require, module, __filename, __dirname) {{\n{content}\n}}"
+                ));
+            }
+        }
+        src.push_str("\n};\n");
+        src
     }
 
     pub fn specifier_for(name: &str) -> Result<ModuleSpecifier, JsErrorBox> {
@@ -71,8 +191,8 @@ impl ModuleLoader for TenantLoader {
         referrer: &str,
         _kind: ResolutionKind,
     ) -> Result<ModuleSpecifier, ModuleLoaderError> {
-        if specifier == CLOUDFLARE_WORKERS {
-            return ModuleSpecifier::parse(CLOUDFLARE_WORKERS)
+        if specifier == CLOUDFLARE_WORKERS || specifier == CJS_REGISTRY {
+            return ModuleSpecifier::parse(specifier)
                 .map_err(|e| loader_error(JsErrorBox::generic(e.to_string())));
         }
         let is_relative = specifier.starts_with("./")
@@ -108,12 +228,14 @@ impl ModuleLoader for TenantLoader {
     ) -> ModuleLoadResponse {
         let source = if specifier.as_str() == CLOUDFLARE_WORKERS {
             Ok(CLOUDFLARE_WORKERS_SOURCE.to_owned())
+        } else if specifier.as_str() == CJS_REGISTRY {
+            Ok(self.cjs_registry())
         } else {
             let name = specifier
                 .as_str()
                 .strip_prefix(TENANT_PREFIX)
                 .unwrap_or(specifier.as_str());
-            self.modules.borrow().get(name).cloned().ok_or_else(|| {
+            self.source_of(name).ok_or_else(|| {
                 loader_error(JsErrorBox::type_error(format!(
                     "Cannot find module '{name}'"
                 )))
@@ -128,4 +250,79 @@ impl ModuleLoader for TenantLoader {
             )
         }))
     }
+}
+
+thread_local! {
+    /// Set while the runtime compiles an uploaded WebAssembly module.
+    static COMPILING_UPLOADED_WASM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The isolate's WebAssembly code-generation callback: only the runtime's
+/// own compilation of uploaded modules is allowed.
+pub extern "C" fn allow_wasm_code_generation(
+    _context: deno_core::v8::Local<deno_core::v8::Context>,
+    _source: deno_core::v8::Local<deno_core::v8::String>,
+) -> bool {
+    COMPILING_UPLOADED_WASM.with(Cell::get)
+}
+
+/// The values of the worker's Text, JSON, Data and WebAssembly modules, as a
+/// frozen null-prototype object (name → value), made before tenant code runs.
+/// An error names the module.
+pub fn module_values<'s>(
+    scope: &mut deno_core::v8::HandleScope<'s>,
+    modules: &BTreeMap<String, Module>,
+) -> Result<deno_core::v8::Local<'s, deno_core::v8::Object>, String> {
+    use base64::Engine;
+    use deno_core::v8;
+    let null = v8::null(scope).into();
+    let object = v8::Object::with_prototype_and_properties(scope, null, &[], &[]);
+    for (name, module) in modules {
+        let Module::Typed(typed) = module else {
+            continue;
+        };
+        let value: v8::Local<v8::Value> = match typed {
+            TypedModule::Esm { .. } | TypedModule::Commonjs { .. } => continue,
+            TypedModule::Text { content } => v8::String::new(scope, content)
+                .ok_or_else(|| format!("text module '{name}' is too large"))?
+                .into(),
+            TypedModule::Json { content } => {
+                let text = v8::String::new(scope, content)
+                    .ok_or_else(|| format!("JSON module '{name}' is too large"))?;
+                v8::json::parse(scope, text)
+                    .ok_or_else(|| format!("JSON module '{name}' is not valid JSON"))?
+            }
+            TypedModule::Data { content_base64 } | TypedModule::Wasm { content_base64 } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(content_base64)
+                    .map_err(|e| format!("module '{name}' has invalid base64 content: {e}"))?;
+                if let TypedModule::Wasm { .. } = typed {
+                    let tc = &mut v8::TryCatch::new(scope);
+                    COMPILING_UPLOADED_WASM.with(|c| c.set(true));
+                    let compiled = v8::WasmModuleObject::compile(tc, &bytes);
+                    COMPILING_UPLOADED_WASM.with(|c| c.set(false));
+                    match compiled {
+                        Some(module) => module.into(),
+                        None => {
+                            let why = tc
+                                .exception()
+                                .map(|e| e.to_rust_string_lossy(tc))
+                                .unwrap_or_default();
+                            return Err(format!(
+                                "WebAssembly module '{name}' does not compile: {why}"
+                            ));
+                        }
+                    }
+                } else {
+                    let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes).make_shared();
+                    v8::ArrayBuffer::with_backing_store(scope, &store).into()
+                }
+            }
+        };
+        let key = v8::String::new(scope, name)
+            .ok_or_else(|| format!("module name '{name}' is too long"))?;
+        object.set(scope, key.into(), value);
+    }
+    object.set_integrity_level(scope, v8::IntegrityLevel::Frozen);
+    Ok(object)
 }

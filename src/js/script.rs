@@ -15,7 +15,8 @@ pub struct WorkerScript {
     pub name: String,
     pub version: u64,
     pub main_module: String,
-    pub modules: BTreeMap<String, String>,
+    /// Module name → module. The main module is an ES module.
+    pub modules: BTreeMap<String, Module>,
     #[serde(default)]
     pub bindings: Vec<Binding>,
     #[serde(default)]
@@ -74,6 +75,116 @@ impl WorkerScript {
             .format("%Y-%m-%dT%H:%M:%S%.3fZ")
             .to_string();
         serde_json::json!({"id": id.to_string(), "tag": "", "timestamp": timestamp})
+    }
+}
+
+/// One uploaded module: an ES module's source (the common case, stored as a
+/// bare string), or a module of another of Workers' types.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Module {
+    Esm(String),
+    Typed(TypedModule),
+}
+
+impl From<String> for Module {
+    fn from(source: String) -> Self {
+        Module::Esm(source)
+    }
+}
+
+impl From<&str> for Module {
+    fn from(source: &str) -> Self {
+        Module::Esm(source.to_owned())
+    }
+}
+
+/// The module types of Workers' upload API (and of wrangler's module rules).
+/// Binary content travels as base64.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TypedModule {
+    /// An ES module (`application/javascript+module`).
+    Esm { content: String },
+    /// A CommonJS module: `module.exports` is its default export, and it may
+    /// `require()` the worker's other non-ES modules.
+    Commonjs { content: String },
+    /// A string (`text/plain`): `import s from "./a.txt"`.
+    Text { content: String },
+    /// Parsed JSON (`application/json`).
+    Json { content: String },
+    /// An `ArrayBuffer` (`application/octet-stream`).
+    Data { content_base64: String },
+    /// A `WebAssembly.Module` the worker instantiates (`application/wasm`).
+    Wasm { content_base64: String },
+}
+
+impl Module {
+    /// The source of an ES module (`None` for every other type).
+    pub fn esm_source(&self) -> Option<&str> {
+        match self {
+            Module::Esm(s) | Module::Typed(TypedModule::Esm { content: s }) => Some(s),
+            Module::Typed(_) => None,
+        }
+    }
+
+    /// How many bytes the module holds (binary content decoded).
+    pub fn size(&self) -> usize {
+        match self {
+            Module::Esm(s) => s.len(),
+            Module::Typed(
+                TypedModule::Esm { content }
+                | TypedModule::Commonjs { content }
+                | TypedModule::Text { content }
+                | TypedModule::Json { content },
+            ) => content.len(),
+            Module::Typed(
+                TypedModule::Data { content_base64 } | TypedModule::Wasm { content_base64 },
+            ) => content_base64.len() / 4 * 3,
+        }
+    }
+
+    /// The type's name as the deploy API spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Module::Esm(_) | Module::Typed(TypedModule::Esm { .. }) => "esm",
+            Module::Typed(TypedModule::Commonjs { .. }) => "commonjs",
+            Module::Typed(TypedModule::Text { .. }) => "text",
+            Module::Typed(TypedModule::Json { .. }) => "json",
+            Module::Typed(TypedModule::Data { .. }) => "data",
+            Module::Typed(TypedModule::Wasm { .. }) => "wasm",
+        }
+    }
+
+    /// Checks what can be checked without an isolate: base64 decodes, JSON
+    /// parses, WebAssembly starts with its magic number. The message names
+    /// no module (the caller does).
+    pub fn check(&self) -> Result<(), String> {
+        use base64::Engine;
+        match self {
+            Module::Typed(TypedModule::Json { content }) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(content)
+                    .map(|_| ())
+                    .map_err(|e| format!("is not valid JSON: {e}"))
+            }
+            Module::Typed(TypedModule::Data { content_base64 }) => {
+                base64::engine::general_purpose::STANDARD
+                    .decode(content_base64)
+                    .map(|_| ())
+                    .map_err(|e| format!("has invalid base64 content: {e}"))
+            }
+            Module::Typed(TypedModule::Wasm { content_base64 }) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(content_base64)
+                    .map_err(|e| format!("has invalid base64 content: {e}"))?;
+                if bytes.starts_with(b"\0asm") {
+                    Ok(())
+                } else {
+                    Err("is not a WebAssembly module (no \\0asm header)".to_owned())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -426,7 +426,7 @@ mod tests {
             name: name.into(),
             version,
             main_module: "w.js".into(),
-            modules: BTreeMap::from([("w.js".to_owned(), format!("// v{version}"))]),
+            modules: BTreeMap::from([("w.js".to_owned(), format!("// v{version}").into())]),
             bindings: vec![crate::js::Binding::SecretText {
                 name: "KEY".into(),
                 text: "s3cr3t".into(),

@@ -185,11 +185,13 @@ function makeEnv(bindings) {
 let env = null;
 let passThroughOrigin = null;
 
-export function prepare(bindings, options = {}) {
+// `modules`: the values of the worker's Text, JSON, Data and WebAssembly
+// modules (made in Rust, frozen), which their generated modules export.
+export function prepare(bindings, options = {}, modules = {}) {
   passThroughOrigin = options.passThroughOrigin ?? null;
   env = makeEnv(bindings);
   ObjectDefineProperty(globalThis, CFW_KEY, {
-    value: ObjectFreeze({ env, DurableObject, WorkerEntrypoint }),
+    value: ObjectFreeze({ env, DurableObject, WorkerEntrypoint, modules }),
     configurable: true,
     enumerable: false,
     writable: false,
