@@ -206,6 +206,21 @@ impl ControlClient {
         )
     }
 
+    /// Deploys a complete deploy-API body (what a project produces).
+    pub fn deploy_body(
+        &self,
+        name: &str,
+        account: Option<&str>,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        let query = account.map(|a| format!("?account={a}")).unwrap_or_default();
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/workers/{name}{query}"),
+            Some(body),
+        )
+    }
+
     pub fn accounts(&self) -> Result<Value, ClientError> {
         self.call(reqwest::Method::GET, "/v1/accounts", None)
     }

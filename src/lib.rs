@@ -17,6 +17,7 @@
 //! | [`http`] | data plane, control plane, routes, metrics, node start-up |
 //! | [`config`] | configuration types (`config/edged.toml`) |
 //! | [`client`] | the control-plane client used by the CLI |
+//! | [`project`] | a Wrangler project directory read, bundled (esbuild) and turned into a deploy, for the CLI |
 
 pub mod actors;
 pub mod client;
@@ -24,4 +25,5 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod js;
+pub mod project;
 pub mod state;

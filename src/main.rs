@@ -73,9 +73,13 @@ impl ControlFlags {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node with one worker, for development (no token, state in ./.edged)
+    /// Run one node with one worker, for development (no token, state in ./.edged);
+    /// SCRIPT is a worker script or a Wrangler project directory
     Dev {
         script: PathBuf,
+        /// The `[env.NAME]` section of the project's Wrangler configuration
+        #[arg(long)]
+        env: Option<String>,
         /// Data-plane port; the control plane listens on the next one (0: any free ports)
         #[arg(long, default_value_t = 8080)]
         port: u16,
@@ -89,11 +93,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Upload a worker to a running node
+    /// Upload a worker to a running node; SCRIPT is a worker script or a
+    /// Wrangler project directory (wrangler.toml / wrangler.json[c]), bundled with esbuild
     Deploy {
         script: PathBuf,
+        /// The worker's name (a project's default: its configured name)
         #[arg(long)]
-        name: String,
+        name: Option<String>,
+        /// The `[env.NAME]` section of the project's Wrangler configuration
+        #[arg(long)]
+        env: Option<String>,
         /// The account to deploy into (with the operator's token; an account's
         /// token always deploys into its own)
         #[arg(long)]
@@ -272,15 +281,44 @@ fn load_worker(script: &std::path::Path, b: &BindingFlags) -> Result<LoadedWorke
     Ok((main_module, modules, flags))
 }
 
+/// A Wrangler project's deploy body, with the binding, route and cron flags
+/// added to what its configuration says; prints the project's warnings.
+fn project_body(
+    dir: &std::path::Path,
+    env: Option<&str>,
+    name: Option<&str>,
+    b: &BindingFlags,
+) -> Result<(String, serde_json::Value), String> {
+    let project = edged::project::load(dir, env, name).map_err(|e| e.to_string())?;
+    for w in &project.warnings {
+        eprintln!("warning: {w}");
+    }
+    if project.assets.is_some() {
+        return Err("this project has 'assets', which edged cannot upload yet".into());
+    }
+    let mut body = project.body;
+    let flags = bindings_from_flags(&b.vars, &b.secrets, &b.kv, &b.durable_objects, &b.services)
+        .map_err(|e| e.to_string())?;
+    let extend = |body: &mut serde_json::Value, key: &str, more: serde_json::Value| {
+        if let (Some(list), serde_json::Value::Array(more)) = (body[key].as_array_mut(), more) {
+            list.extend(more);
+        }
+    };
+    extend(&mut body, "bindings", serde_json::json!(flags));
+    extend(&mut body, "routes", serde_json::json!(b.routes));
+    extend(&mut body, "crons", serde_json::json!(b.crons));
+    Ok((project.name, body))
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Dev {
             script,
+            env,
             port,
             data_dir,
             bindings,
         } => {
-            let (main_module, modules, flags) = load_worker(&script, &bindings)?;
             let mut config = Config {
                 dev: true,
                 ..Config::default()
@@ -291,6 +329,24 @@ fn run(cli: Cli) -> Result<(), String> {
                 .control_listen
                 .set_port(if port == 0 { 0 } else { port.wrapping_add(1) });
             config.server.data_dir = data_dir;
+            if edged::project::is_project(&script) {
+                let (name, body) = project_body(&script, env.as_deref(), None, &bindings)?;
+                let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+                let deploy = edged::http::control_plane::validate_deploy(
+                    &name,
+                    edged::state::DEFAULT_ACCOUNT,
+                    &bytes,
+                )
+                .map_err(|e| e.to_string())?;
+                let routes = if deploy.routes.is_empty() {
+                    vec!["*/*".to_owned()]
+                } else {
+                    deploy.routes
+                };
+                return edged::http::server::dev_blocking(config, deploy.script, routes)
+                    .map_err(|e| e.to_string());
+            }
+            let (main_module, modules, flags) = load_worker(&script, &bindings)?;
             for cron in &bindings.crons {
                 edged::actors::cron::parse(cron)?;
             }
@@ -328,10 +384,29 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Deploy {
             script,
             name,
+            env,
             account,
             bindings,
             control,
         } => {
+            if edged::project::is_project(&script) {
+                let (name, body) =
+                    project_body(&script, env.as_deref(), name.as_deref(), &bindings)?;
+                let client = control.client().map_err(|e| e.0)?;
+                let out = client
+                    .deploy_body(&name, account.as_deref(), &body)
+                    .map_err(|e| e.to_string())?;
+                for w in out["warnings"].as_array().into_iter().flatten() {
+                    eprintln!("warning: {}", w.as_str().unwrap_or_default());
+                }
+                println!(
+                    "deployed {} version {}",
+                    out["name"].as_str().unwrap_or(&name),
+                    out["version"]
+                );
+                return Ok(());
+            }
+            let name = name.ok_or("--name is required when deploying a script")?;
             let (main_module, modules, flags) = load_worker(&script, &bindings)?;
             let client = control.client().map_err(|e| e.0)?;
             let out = client
