@@ -206,6 +206,42 @@ impl ControlClient {
         )
     }
 
+    /// Which of these asset blobs the account lacks.
+    pub fn missing_assets(
+        &self,
+        account: Option<&str>,
+        hashes: &[&String],
+    ) -> Result<Vec<String>, ClientError> {
+        let query = account.map(|a| format!("?account={a}")).unwrap_or_default();
+        let out = self.call(
+            reqwest::Method::POST,
+            &format!("/v1/assets/missing{query}"),
+            Some(&json!({ "hashes": hashes })),
+        )?;
+        Ok(out["missing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Uploads one asset blob (its SHA-256 is its name).
+    pub fn put_asset(
+        &self,
+        account: Option<&str>,
+        hash: &str,
+        content: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let query = account.map(|a| format!("?account={a}")).unwrap_or_default();
+        self.send_raw(
+            reqwest::Method::PUT,
+            &format!("/v1/assets/{hash}{query}"),
+            Some((content, "application/octet-stream")),
+        )?;
+        Ok(())
+    }
+
     /// Deploys a complete deploy-API body (what a project produces).
     pub fn deploy_body(
         &self,

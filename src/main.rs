@@ -288,13 +288,10 @@ fn project_body(
     env: Option<&str>,
     name: Option<&str>,
     b: &BindingFlags,
-) -> Result<(String, serde_json::Value), String> {
+) -> Result<ProjectDeploy, String> {
     let project = edged::project::load(dir, env, name).map_err(|e| e.to_string())?;
     for w in &project.warnings {
         eprintln!("warning: {w}");
-    }
-    if project.assets.is_some() {
-        return Err("this project has 'assets', which edged cannot upload yet".into());
     }
     let mut body = project.body;
     let flags = bindings_from_flags(&b.vars, &b.secrets, &b.kv, &b.durable_objects, &b.services)
@@ -307,8 +304,15 @@ fn project_body(
     extend(&mut body, "bindings", serde_json::json!(flags));
     extend(&mut body, "routes", serde_json::json!(b.routes));
     extend(&mut body, "crons", serde_json::json!(b.crons));
-    Ok((project.name, body))
+    Ok((project.name, body, project.asset_blobs))
 }
+
+/// A project's name, deploy body, and asset blobs by hash.
+type ProjectDeploy = (
+    String,
+    serde_json::Value,
+    std::collections::BTreeMap<String, PathBuf>,
+);
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
@@ -330,7 +334,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 .set_port(if port == 0 { 0 } else { port.wrapping_add(1) });
             config.server.data_dir = data_dir;
             if edged::project::is_project(&script) {
-                let (name, body) = project_body(&script, env.as_deref(), None, &bindings)?;
+                let (name, body, blobs) = project_body(&script, env.as_deref(), None, &bindings)?;
+                let store = edged::state::assets::AssetStore::open(&config.server.data_dir)
+                    .map_err(|e| e.to_string())?;
+                for (hash, path) in &blobs {
+                    let content = std::fs::read(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    store
+                        .put(edged::state::DEFAULT_ACCOUNT, hash, &content)
+                        .map_err(|e| e.to_string())?;
+                }
                 let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
                 let deploy = edged::http::control_plane::validate_deploy(
                     &name,
@@ -360,6 +373,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 compatibility_date: None,
                 compatibility_flags: Vec::new(),
                 deployed_at_ms: 0,
+                assets: None,
                 account: edged::state::DEFAULT_ACCOUNT.to_owned(),
                 storage: String::new(),
             };
@@ -390,9 +404,31 @@ fn run(cli: Cli) -> Result<(), String> {
             control,
         } => {
             if edged::project::is_project(&script) {
-                let (name, body) =
+                let (name, body, blobs) =
                     project_body(&script, env.as_deref(), name.as_deref(), &bindings)?;
                 let client = control.client().map_err(|e| e.0)?;
+                if !blobs.is_empty() {
+                    let hashes: Vec<&String> = blobs.keys().collect();
+                    let missing = client
+                        .missing_assets(account.as_deref(), &hashes)
+                        .map_err(|e| e.to_string())?;
+                    for hash in &missing {
+                        let Some(path) = blobs.get(hash) else {
+                            continue;
+                        };
+                        let content = std::fs::read(path)
+                            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                        client
+                            .put_asset(account.as_deref(), hash, content)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    eprintln!(
+                        "assets: {} distinct files, {} uploaded, {} already on the node",
+                        blobs.len(),
+                        missing.len(),
+                        blobs.len() - missing.len()
+                    );
+                }
                 let out = client
                     .deploy_body(&name, account.as_deref(), &body)
                     .map_err(|e| e.to_string())?;

@@ -24,6 +24,7 @@ fn script(name: &str, source: &str) -> Arc<WorkerScript> {
         compatibility_date: None,
         compatibility_flags: Vec::new(),
         deployed_at_ms: 0,
+        assets: None,
         account: "default".into(),
         storage: "0".repeat(32),
     })

@@ -92,6 +92,7 @@ async fn setup(
         compatibility_date: None,
         compatibility_flags: Vec::new(),
         deployed_at_ms: 0,
+        assets: None,
         account: "default".into(),
         storage: "0".repeat(32),
     };

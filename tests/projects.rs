@@ -318,3 +318,263 @@ fn projects_with_what_edged_lacks_are_refused_clearly() {
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(node.get_worker("plain", "/"), (200, "# doc 7".to_owned()));
 }
+
+/// A request with headers: (status, headers, body).
+fn fetch(
+    node: &TestNode,
+    method: reqwest::Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut req = node
+        .http
+        .request(method, format!("{}{path}", node.data))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().expect("body").to_vec())
+}
+
+fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn static_assets_are_served_before_the_worker_as_workers_serves_them() {
+    let node = TestNode::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    write(
+        dir,
+        "wrangler.jsonc",
+        br#"{
+  "name": "site",
+  "main": "src/worker.js",
+  "assets": {
+    "directory": "public",
+    "binding": "ASSETS",
+    "not_found_handling": "single-page-application",
+    "run_worker_first": ["/api/*"]
+  }
+}"#,
+    );
+    write(
+        dir,
+        "src/worker.js",
+        br#"export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    if (url.pathname.startsWith("/api/")) {
+      const about = await env.ASSETS.fetch(new URL("/about", request.url));
+      const none = await env.ASSETS.fetch(new URL("/no/such/thing", request.url));
+      return Response.json({ api: url.pathname, about: await about.text(), fallback: (await none.text()).trim() });
+    }
+    return new Response("worker " + request.method + " " + url.pathname);
+  },
+};"#,
+    );
+    write(dir, "public/index.html", b"<h1>home</h1>\n");
+    write(dir, "public/about.html", b"<h1>about</h1>");
+    write(dir, "public/blog/index.html", b"<h1>blog</h1>");
+    let app_js: Vec<u8> = (0..20 * 1024).map(|i| b"abcdefghij"[i % 10]).collect();
+    write(dir, "public/app.js", &app_js);
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    write(dir, "public/big.bin", &big);
+    write(dir, "public/secret.key", b"do not serve");
+    write(dir, "public/.assetsignore", b"# keys stay home\n*.key\n");
+
+    let (ok, stdout, stderr) = deploy(&node, dir, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("5 distinct files, 5 uploaded"), "{stderr}");
+    let host = "site.workers.localhost";
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        fetch(&node, reqwest::Method::GET, host, path, headers)
+    };
+
+    let (status, h, body) = get("/", &[]);
+    assert_eq!((status, body.as_slice()), (200, &b"<h1>home</h1>\n"[..]));
+    assert_eq!(header(&h, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(
+        header(&h, "cache-control"),
+        "public, max-age=0, must-revalidate"
+    );
+    let etag = header(&h, "etag");
+    assert!(etag.starts_with('"') && etag.len() == 66, "{etag}");
+    assert_eq!(get("/about", &[]).2, b"<h1>about</h1>");
+    for (path, to) in [
+        ("/about.html", "/about"),
+        ("/blog", "/blog/"),
+        ("/index.html", "/"),
+        ("/blog?x=1", "/blog/?x=1"),
+    ] {
+        // The test client follows redirects: ask with one that does not.
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let resp = client
+            .get(format!("{}{path}", node.data))
+            .header("host", host)
+            .send()
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), 307, "{path}");
+        assert_eq!(header(resp.headers(), "location"), to, "{path}");
+    }
+    assert_eq!(get("/blog/", &[]).2, b"<h1>blog</h1>");
+
+    // Conditional and range requests, HEAD.
+    let (status, h, body) = get("/", &[("if-none-match", &etag)]);
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+    assert_eq!(header(&h, "etag"), etag);
+    let (status, h, body) = get("/app.js", &[("range", "bytes=10-19")]);
+    assert_eq!(status, 206);
+    assert_eq!(header(&h, "content-range"), "bytes 10-19/20480");
+    assert_eq!(body, &app_js[10..20]);
+    assert_eq!(header(&h, "content-type"), "text/javascript; charset=utf-8");
+    let (status, h, _) = get("/app.js", &[("range", "bytes=99999-")]);
+    assert_eq!(status, 416);
+    assert_eq!(header(&h, "content-range"), "bytes */20480");
+    let (status, h, body) = fetch(&node, reqwest::Method::HEAD, host, "/app.js", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-length"), "20480");
+    assert!(body.is_empty());
+    let (status, _, body) = get("/big.bin", &[]);
+    assert_eq!(status, 200);
+    assert!(body == big, "a streamed 3 MiB file arrives whole");
+
+    // Misses: a navigation gets the SPA's index.html, anything else the worker.
+    let (status, _, body) = get("/dashboard/settings", &[("sec-fetch-mode", "navigate")]);
+    assert_eq!((status, body.as_slice()), (200, &b"<h1>home</h1>\n"[..]));
+    let (status, _, body) = get("/dashboard/settings", &[("sec-fetch-mode", "cors")]);
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"worker GET /dashboard/settings"[..])
+    );
+    assert_eq!(
+        get("/secret.key", &[("sec-fetch-mode", "cors")]).2,
+        b"worker GET /secret.key",
+        ".assetsignore leaves files out"
+    );
+    let (_, _, body) = fetch(&node, reqwest::Method::POST, host, "/about", &[]);
+    assert_eq!(body, b"worker POST /about", "a POST goes to the worker");
+    // run_worker_first, and env.ASSETS with the SPA fallback.
+    let (status, _, body) = get("/api/x", &[]);
+    assert_eq!(status, 200);
+    let got: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(got["api"], "/api/x");
+    assert_eq!(got["about"], "<h1>about</h1>");
+    assert_eq!(got["fallback"], "<h1>home</h1>");
+
+    // A redeploy uploads only what changed.
+    write(dir, "public/about.html", b"<h1>about v2</h1>");
+    let (ok, stdout, stderr) = deploy(&node, dir, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("5 distinct files, 1 uploaded, 4 already on the node"),
+        "{stderr}"
+    );
+    assert_eq!(get("/about", &[]).2, b"<h1>about v2</h1>");
+    let metrics = node.metrics();
+    assert!(
+        TestNode::metric_in(&metrics, "edged_asset_responses_total").unwrap_or(0.0) >= 10.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_assets_only_project_and_the_deploy_api_checks() {
+    let node = TestNode::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    write(
+        dir,
+        "wrangler.toml",
+        b"name = \"docs\"\ncompatibility_date = \"2025-04-01\"\n\n[assets]\ndirectory = \"./dist\"\nnot_found_handling = \"404-page\"\nhtml_handling = \"drop-trailing-slash\"\n",
+    );
+    write(dir, "dist/index.html", b"root");
+    write(dir, "dist/guide/index.html", b"guide");
+    write(dir, "dist/404.html", b"top 404");
+    write(dir, "dist/guide/404.html", b"guide 404");
+    let (ok, stdout, stderr) = deploy(&node, dir, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(node.get_worker("docs", "/guide"), (200, "guide".to_owned()));
+    assert_eq!(
+        node.get_worker("docs", "/guide/missing"),
+        (404, "guide 404".to_owned())
+    );
+    assert_eq!(
+        node.get_worker("docs", "/elsewhere"),
+        (404, "top 404".to_owned())
+    );
+    let (status, _, _) = fetch(
+        &node,
+        reqwest::Method::POST,
+        "docs.workers.localhost",
+        "/",
+        &[],
+    );
+    assert_eq!(
+        status, 405,
+        "an assets-only project answers only GET and HEAD"
+    );
+
+    // The deploy API checks the manifest and the blobs.
+    let hash = "a".repeat(64);
+    let body = |files: Value| {
+        serde_json::json!({
+            "main_module": "w.js",
+            "modules": {"w.js": "export default { fetch() { return new Response('w'); } };"},
+            "assets": {"files": files},
+        })
+    };
+    for (files, code) in [
+        (
+            serde_json::json!({"/../etc/passwd": {"hash": hash, "size": 1}}),
+            "invalid_assets",
+        ),
+        (
+            serde_json::json!({"/a": {"hash": "../../x", "size": 1}}),
+            "invalid_assets",
+        ),
+        (
+            serde_json::json!({"/a": {"hash": hash, "size": 1u64 << 40}}),
+            "asset_too_large",
+        ),
+        (
+            serde_json::json!({"/a": {"hash": hash, "size": 1}}),
+            "missing_assets",
+        ),
+    ] {
+        let (status, err) = node.deploy_body("checked", &body(files.clone()));
+        assert_eq!(status, 400, "{files}: {err}");
+        assert_eq!(err["error"]["code"], code, "{files}: {err}");
+    }
+    let (status, err) = node.deploy_body(
+        "checked",
+        &serde_json::json!({
+            "main_module": "w.js",
+            "modules": {"w.js": "export default {};"},
+            "bindings": [{"type": "assets", "name": "ASSETS"}],
+        }),
+    );
+    assert_eq!(status, 400, "{err}");
+    let resp = node
+        .http
+        .put(format!("{}/v1/assets/{hash}", node.control))
+        .bearer_auth(TOKEN)
+        .body("not the content of that hash")
+        .send()
+        .expect("put");
+    assert_eq!(resp.status().as_u16(), 400);
+    let err: Value = resp.json().expect("json");
+    assert_eq!(err["error"]["code"], "invalid_asset", "{err}");
+}

@@ -1,7 +1,8 @@
 //! Service bindings from the actors' side: [`ServiceBackend`] over the published
 //! deployments, so `env.AUTH.fetch()` in one worker becomes an `invoke` on
 //! another worker's deployment (its dispatch table and isolates) on this node,
-//! if that worker belongs to the caller's account.
+//! if that worker belongs to the caller's account. An `assets` binding's
+//! calls are answered here from the worker's asset manifest.
 
 use std::sync::Arc;
 
@@ -10,10 +11,13 @@ use futures::FutureExt;
 
 use super::deployment::next_request_id;
 use super::registry::WorkersView;
+use crate::js::script::ASSETS_SERVICE_PREFIX;
 use crate::js::{InvokeError, InvokeRequest, InvokeResponse, ServiceBackend};
+use crate::state::assets::{AssetRequest, AssetStore, Served};
 
 struct Services {
     view: WorkersView,
+    assets: Arc<AssetStore>,
 }
 
 impl ServiceBackend for Services {
@@ -23,6 +27,9 @@ impl ServiceBackend for Services {
         service: &str,
         request: InvokeRequest,
     ) -> LocalBoxFuture<'static, Result<InvokeResponse, InvokeError>> {
+        if let Some(worker) = service.strip_prefix(ASSETS_SERVICE_PREFIX) {
+            return std::future::ready(self.assets(account, worker, request)).boxed_local();
+        }
         // A worker of another account is not there for the caller at all.
         let deployment = self
             .view
@@ -41,7 +48,65 @@ impl ServiceBackend for Services {
     }
 }
 
-/// The node's service backend over `view`.
-pub fn backend(view: WorkersView) -> Arc<dyn ServiceBackend> {
-    Arc::new(Services { view })
+impl Services {
+    /// `env.ASSETS.fetch(request)`: the worker's own assets, with
+    /// `not_found_handling` applied and never the worker itself.
+    fn assets(
+        &self,
+        account: &str,
+        worker: &str,
+        request: InvokeRequest,
+    ) -> Result<InvokeResponse, InvokeError> {
+        let deployment = self
+            .view
+            .get(worker)
+            .filter(|d| d.script.account == account)
+            .ok_or_else(|| {
+                InvokeError::Unavailable(format!("worker '{worker}' is not deployed"))
+            })?;
+        let Some(assets) = &deployment.script.assets else {
+            return Ok(InvokeResponse {
+                status: 404,
+                headers: Vec::new(),
+                body: None,
+                websocket: None,
+            });
+        };
+        let after_scheme = request
+            .url
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(&request.url);
+        let path_and_query = after_scheme
+            .find('/')
+            .map(|i| &after_scheme[i..])
+            .unwrap_or("/");
+        let path_and_query = path_and_query.split('#').next().unwrap_or("/");
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let req = AssetRequest {
+            method: &request.method,
+            path,
+            query,
+            headers: &request.headers,
+        };
+        Ok(
+            match crate::state::assets::serve(&self.assets, account, assets, &req, false) {
+                Served::Response(r) => r,
+                Served::ToWorker => InvokeResponse {
+                    status: 404,
+                    headers: Vec::new(),
+                    body: None,
+                    websocket: None,
+                },
+            },
+        )
+    }
+}
+
+/// The node's service backend over `view`; `assets` serves `assets` bindings.
+pub fn backend(view: WorkersView, assets: Arc<AssetStore>) -> Arc<dyn ServiceBackend> {
+    Arc::new(Services { view, assets })
 }

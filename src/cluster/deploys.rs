@@ -112,6 +112,7 @@ mod tests {
                 compatibility_date: None,
                 compatibility_flags: Vec::new(),
                 deployed_at_ms: 0,
+                assets: None,
                 crons: Vec::new(),
                 account: "a".into(),
                 storage: "s".into(),

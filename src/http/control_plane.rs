@@ -34,6 +34,8 @@ pub struct ControlPlane {
     pub directory: Addr<crate::actors::DurableObjectDirectory>,
     pub view: WorkersView,
     pub store: std::sync::Arc<DeploymentStore>,
+    /// Static asset blobs, by account and content hash.
+    pub assets: std::sync::Arc<crate::state::assets::AssetStore>,
     pub kv: std::sync::Arc<crate::state::KvService>,
     /// The operator's token; `None` in dev mode: no authentication.
     pub token: Option<String>,
@@ -62,6 +64,10 @@ struct DeployBody {
     compatibility_flags: Vec<String>,
     #[serde(default)]
     crons: Vec<String>,
+    /// The manifest and settings of the version's static assets; the blobs
+    /// are uploaded first (`PUT /v1/assets/{hash}`).
+    #[serde(default)]
+    assets: Option<Value>,
 }
 
 /// Worker names: `[a-z0-9-]{1,63}` (`state::names`).
@@ -173,6 +179,53 @@ async fn fire_scheduled(
     }))
 }
 
+fn parse_assets(raw: Value) -> Result<crate::js::Assets, HttpError> {
+    use crate::state::assets::{valid_hash, valid_path, MAX_FILES, MAX_FILE_BYTES};
+    let assets: crate::js::Assets = serde_json::from_value(raw)
+        .map_err(|e| HttpError::bad_request("invalid_assets", format!("'assets': {e}")))?;
+    if assets.files.len() > MAX_FILES {
+        return Err(HttpError::bad_request(
+            "invalid_assets",
+            format!("at most {MAX_FILES} asset files per version"),
+        ));
+    }
+    for (path, file) in &assets.files {
+        if !valid_path(path) {
+            return Err(HttpError::bad_request(
+                "invalid_assets",
+                format!(
+                    "asset path '{}' must start with '/' and have no empty, '.' or '..' segments",
+                    names::printable(path)
+                ),
+            ));
+        }
+        if !valid_hash(&file.hash) {
+            return Err(HttpError::bad_request(
+                "invalid_assets",
+                format!("asset '{path}': 'hash' must be a SHA-256 in lowercase hex"),
+            ));
+        }
+        if file.size > MAX_FILE_BYTES {
+            return Err(HttpError::bad_request(
+                "asset_too_large",
+                format!("asset '{path}' is over {} MiB", MAX_FILE_BYTES >> 20),
+            ));
+        }
+    }
+    if let crate::js::RunWorkerFirst::Paths(p) = &assets.run_worker_first {
+        if p.len() > 100
+            || p.iter()
+                .any(|p| p.len() > 256 || !p.trim_start_matches('!').starts_with('/'))
+        {
+            return Err(HttpError::bad_request(
+                "invalid_assets",
+                "run_worker_first: at most 100 patterns, each starting with '/' (or '!/')",
+            ));
+        }
+    }
+    Ok(assets)
+}
+
 /// Checks a deploy request completely (the worker's name, the JSON body, every
 /// module, binding, route and cron) without touching any state: the
 /// [`Deploy`] to send, or the 4xx to answer. Pure, so it is fuzzed
@@ -263,6 +316,16 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
         &body.compatibility_flags,
     )
     .map_err(|e| HttpError::bad_request(e.code, e.message))?;
+    let assets = match body.assets {
+        None => None,
+        Some(raw) => Some(parse_assets(raw)?),
+    };
+    if assets.is_none() && bindings.iter().any(|b| matches!(b, Binding::Assets { .. })) {
+        return Err(HttpError::bad_request(
+            "invalid_binding",
+            "an 'assets' binding needs the deploy's 'assets'",
+        ));
+    }
     Ok(Deploy {
         script: WorkerScript {
             crons: body.crons,
@@ -274,6 +337,7 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
             compatibility_date: body.compatibility_date,
             compatibility_flags: body.compatibility_flags,
             deployed_at_ms: 0,
+            assets,
             account: account.to_owned(),
             storage: String::new(),
         },
@@ -325,6 +389,30 @@ async fn put_worker(
             }
         }
     }
+    if let Some(assets) = &deploy.script.assets {
+        if plane.cluster.is_some() {
+            return Err(HttpError::bad_request(
+                "assets_not_replicated",
+                "static assets cannot be deployed in cluster mode yet: their files are not replicated to the other PoPs",
+            ));
+        }
+        let missing: Vec<&str> = assets
+            .files
+            .values()
+            .filter(|f| !plane.assets.has(&account, &f.hash))
+            .map(|f| f.hash.as_str())
+            .take(10)
+            .collect();
+        if !missing.is_empty() {
+            return Err(HttpError::bad_request(
+                "missing_assets",
+                format!(
+                    "upload these assets first (PUT /v1/assets/{{hash}}): {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
     let activated = match &plane.cluster {
         Some(cluster) => cluster.deploy(deploy).await?,
         None => plane
@@ -339,6 +427,74 @@ async fn put_worker(
         "routes": activated.routes,
         "warnings": warnings,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MissingBody {
+    hashes: Vec<String>,
+}
+
+/// `POST /v1/assets/missing[?account=A]` `{"hashes": [...]}`: which of these
+/// blobs the account has not uploaded (`{"missing": [...]}`), so a deploy
+/// uploads only what changed.
+async fn missing_assets(
+    req: HttpRequest,
+    query: web::Query<AccountQuery>,
+    payload: web::Payload,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    let principal = authenticate(&req, &plane)?;
+    let account = principal.account_for(query.account.as_deref())?;
+    let body = read_body(payload, plane.body_limit).await?;
+    let body: MissingBody = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request("bad_request", format!("invalid JSON: {e}")))?;
+    if body.hashes.len() > crate::state::assets::MAX_FILES {
+        return Err(HttpError::bad_request("bad_request", "too many hashes"));
+    }
+    let store = plane.assets.clone();
+    let missing = web::block(move || {
+        body.hashes
+            .into_iter()
+            .filter(|h| !store.has(&account, h))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| HttpError::internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "missing": missing })))
+}
+
+/// `PUT /v1/assets/{hash}[?account=A]`: stores one blob, whose content must
+/// hash to `hash` (SHA-256, lowercase hex).
+async fn put_asset(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<AccountQuery>,
+    payload: web::Payload,
+    plane: web::Data<ControlPlane>,
+) -> Result<HttpResponse, HttpError> {
+    let principal = authenticate(&req, &plane)?;
+    let account = principal.account_for(query.account.as_deref())?;
+    if !plane.store.account_exists(&account)? {
+        return Err(HttpError::not_found(format!(
+            "account '{account}' not found"
+        )));
+    }
+    let hash = path.into_inner();
+    let limit = (crate::state::assets::MAX_FILE_BYTES as usize).max(plane.body_limit);
+    let body = read_body(payload, limit).await?;
+    let store = plane.assets.clone();
+    let stored = hash.clone();
+    web::block(move || store.put(&account, &stored, &body))
+        .await
+        .map_err(|e| HttpError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            crate::state::assets::AssetError::Invalid(m) => {
+                HttpError::bad_request("invalid_asset", m)
+            }
+            other => HttpError::internal(other.to_string()),
+        })?;
+    Ok(HttpResponse::Ok().json(json!({ "hash": hash })))
 }
 
 async fn list_workers(
@@ -629,6 +785,9 @@ async fn delete_account(
     for ns in &removal.namespaces {
         plane.kv.drop_namespace(ns);
     }
+    if let Err(e) = plane.assets.remove_account(&id) {
+        tracing::warn!(account = %id, error = %e, "cannot remove the account's assets");
+    }
     Ok(HttpResponse::Ok().json(json!({
         "deleted": id,
         "workers": removal.workers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -834,6 +993,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics_text))
         .route("/v1/cluster", web::get().to(cluster_status))
         .route("/v1/workers", web::get().to(list_workers))
+        .route("/v1/assets/missing", web::post().to(missing_assets))
+        .route("/v1/assets/{hash}", web::put().to(put_asset))
         .route("/v1/workers/{name}", web::put().to(put_worker))
         .route("/v1/workers/{name}", web::get().to(get_worker))
         .route("/v1/workers/{name}", web::delete().to(delete_worker))

@@ -6,6 +6,8 @@
 //! match is a 404 in the error shape. A worker's failures map to statuses the way
 //! Workers does it: an exception or a non-Response is a 500 with a generic body
 //! (the details go to the log), a CPU or memory limit is a 503 naming the limit.
+//! A deployment with static assets answers from them before its worker
+//! (`state::assets`), unless `run_worker_first` sends the path to the worker.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,13 +19,14 @@ use parking_lot::RwLock;
 
 use super::body::read_or_stream;
 use super::error::error_body;
-use super::metrics::{REQUESTS, REQUEST_SECONDS};
+use super::metrics::{ASSET_RESPONSES, REQUESTS, REQUEST_SECONDS};
 use super::routes::RouteTable;
 use super::tls::ConnInfo;
 use super::websocket::{is_upgrade, OpenSockets};
 use crate::actors::{next_request_id, Deployment, WorkersView};
 use crate::js::script::Cancel;
 use crate::js::{Body, BodyStream, InvokeError, InvokeRequest, InvokeResponse};
+use crate::state::assets::{AssetRequest, AssetStore, Served};
 
 const WORKERS_LOCALHOST: &str = ".workers.localhost";
 
@@ -42,6 +45,8 @@ pub struct DataPlane {
     /// Client WebSockets open, per worker, and the cap on them.
     sockets: Arc<OpenSockets>,
     sockets_per_worker: usize,
+    /// Where deployments' static assets are (none: assets are not served).
+    assets: Option<Arc<AssetStore>>,
 }
 
 impl DataPlane {
@@ -54,7 +59,14 @@ impl DataPlane {
             redirect_to: None,
             sockets: Arc::default(),
             sockets_per_worker: DEFAULT_SOCKETS_PER_WORKER,
+            assets: None,
         }
+    }
+
+    /// Serves deployments' static assets from `store`.
+    pub fn with_assets(mut self, store: Arc<AssetStore>) -> Self {
+        self.assets = Some(store);
+        self
     }
 
     /// At most `n` client WebSockets open per worker on this node.
@@ -230,6 +242,49 @@ pub async fn serve(
         );
     };
     let worker = deployment.name().to_owned();
+    // Static assets answer before the worker, unless the worker runs first
+    // for this path (`run_worker_first`) or the request is an upgrade.
+    if let (Some(assets), Some(store)) = (&deployment.script.assets, &plane.assets) {
+        if !assets.run_worker_first.applies(req.path()) && !is_upgrade(&req) {
+            let headers: Vec<(String, Vec<u8>)> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            let request = AssetRequest {
+                method: req.method().as_str(),
+                path: req.path(),
+                query: Some(req.query_string()),
+                headers: &headers,
+            };
+            let account = &deployment.script.account;
+            if let Served::Response(r) =
+                crate::state::assets::serve(store, account, assets, &request, assets.has_worker)
+            {
+                let head_length = (req.method() == actix_web::http::Method::HEAD)
+                    .then(|| {
+                        r.headers
+                            .iter()
+                            .find(|(k, _)| k.as_slice() == b"content-length")
+                            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                    })
+                    .flatten();
+                let status = r.status.to_string();
+                let mut response = to_http(&worker, 0, Ok(r));
+                if let Some(len) = head_length {
+                    // HEAD: the file's length, and no body.
+                    response = response.set_body(HeadBody(len)).map_into_boxed_body();
+                }
+                metrics::counter!(ASSET_RESPONSES, "worker" => worker.clone(), "status" => status.clone())
+                    .increment(1);
+                metrics::counter!(REQUESTS, "worker" => worker.clone(), "status" => status)
+                    .increment(1);
+                metrics::histogram!(REQUEST_SECONDS, "worker" => worker)
+                    .record(started.elapsed().as_secs_f64());
+                return response;
+            }
+        }
+    }
     let conn = req.conn_data::<ConnInfo>();
     let secure = conn.is_some_and(|c| c.tls.is_some());
     let declared = req
@@ -332,6 +387,24 @@ pub async fn serve(
     metrics::histogram!(REQUEST_SECONDS, "worker" => worker)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A HEAD response's body: the length the GET would have, and no bytes.
+struct HeadBody(u64);
+
+impl actix_web::body::MessageBody for HeadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.0)
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
 }
 
 /// Headers the HTTP layer owns; a worker's values for them are not copied.

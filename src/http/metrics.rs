@@ -10,6 +10,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "edged_requests_total";
 pub const REQUEST_SECONDS: &str = "edged_request_duration_seconds";
+/// Responses the data plane answered from static assets, by status.
+pub const ASSET_RESPONSES: &str = "edged_asset_responses_total";
 pub const STREAM_ERRORS: &str = "edged_response_stream_errors_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -47,6 +49,10 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(REQUESTS, "Data-plane requests by worker and status");
+    describe_counter!(
+        ASSET_RESPONSES,
+        "Data-plane requests answered from static assets, by worker and status"
+    );
     describe_histogram!(REQUEST_SECONDS, "Data-plane request latency by worker");
     describe_counter!(
         "edged_cold_starts_total",

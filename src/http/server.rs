@@ -212,6 +212,10 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     }
     crate::state::sql_sandbox::limit_process_memory(256 << 20, 1 << 30);
     let store = Arc::new(DeploymentStore::open(&config.server.data_dir)?);
+    let assets = Arc::new(
+        crate::state::assets::AssetStore::open(&config.server.data_dir)
+            .map_err(|e| ServeError::Other(format!("cannot open the asset store: {e}")))?,
+    );
     let token = ensure_token(&config)?;
     if let Err(e) = crate::state::private_file::tighten_files(&config.server.data_dir) {
         tracing::warn!(error = %e, "cannot make the data directory's files private");
@@ -353,7 +357,10 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
     let directory_addr = directory.clone();
     let objects = crate::actors::directory::handle(directory.clone(), cluster.clone());
     durable_objects.set(objects.clone());
-    services.set(crate::actors::services::backend(view.clone()));
+    services.set(crate::actors::services::backend(
+        view.clone(),
+        assets.clone(),
+    ));
     crate::actors::cron::CronScheduler::new(view.clone())
         .with_cluster(cluster.clone())
         .start();
@@ -396,6 +403,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         "local".to_owned()
     };
     let mut plane = DataPlane::new(view.clone(), body_limit)
+        .with_assets(assets.clone())
         .with_colo(&colo)
         .with_socket_cap(config.limits.websockets_per_worker);
     if let (Some(t), Some(addr)) = (&tls, https_addr) {
@@ -467,6 +475,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         directory: directory_addr,
         view: view.clone(),
         store: store.clone(),
+        assets,
         kv,
         token,
         metrics_token: config.server.metrics_token,

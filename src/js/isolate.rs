@@ -351,6 +351,12 @@ impl BlankIsolate {
                     crate::js::Binding::Service { name, service } => {
                         services.insert(name.clone(), service.clone());
                     }
+                    crate::js::Binding::Assets { name } => {
+                        services.insert(
+                            name.clone(),
+                            format!("{}{}", super::script::ASSETS_SERVICE_PREFIX, script.name),
+                        );
+                    }
                     crate::js::Binding::KvNamespace { name, namespace } => {
                         kv_namespaces.insert(name.clone(), namespace.clone());
                     }

@@ -63,7 +63,10 @@ pub use egress::EgressPolicy;
 pub use error::{EngineError, InvokeError};
 pub use isolate::{BindMode, BlankIsolate, HostServices, IsolateLimits, RuntimePolicy};
 pub use kv::{KvBackend, KvError, KvListOptions, KvListResult, KvPutOptions, KvValue};
-pub use script::{Binding, InvokeRequest, InvokeResponse, Module, TypedModule, WorkerScript};
+pub use script::{
+    AssetFile, Assets, Binding, HtmlHandling, InvokeRequest, InvokeResponse, Module,
+    NotFoundHandling, RunWorkerFirst, TypedModule, WorkerScript,
+};
 pub use service::{ServiceBackend, ServiceSlot};
 pub use websocket::{SocketSlot, WsEnd, WsMessage};
 pub use worker::{Reply, Worker};

@@ -38,11 +38,110 @@ pub struct WorkerScript {
     /// When this version was deployed (ms since the epoch; 0: not recorded).
     #[serde(default)]
     pub deployed_at_ms: u64,
+    /// Static assets served before (or instead of) the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<Assets>,
+}
+
+/// A version's static assets: the manifest (URL path → content hash) and how
+/// requests map onto it, as Workers' `assets` settings say. The content
+/// lives in the node's asset store (`state::assets`), by hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Assets {
+    /// `/path/file.ext` (decoded, starting with `/`) → the file.
+    pub files: BTreeMap<String, AssetFile>,
+    #[serde(default)]
+    pub html_handling: HtmlHandling,
+    #[serde(default)]
+    pub not_found_handling: NotFoundHandling,
+    /// `true`: every request goes to the worker first (it serves assets with
+    /// `env.ASSETS.fetch`); a list: the paths that do (`*` any characters,
+    /// a leading `!` excludes).
+    #[serde(default)]
+    pub run_worker_first: RunWorkerFirst,
+    /// `false` for an assets-only project: a request that matches no asset
+    /// gets `not_found_handling`'s answer, never the worker.
+    #[serde(default = "yes")]
+    pub has_worker: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AssetFile {
+    /// SHA-256 of the content, lowercase hex.
+    pub hash: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HtmlHandling {
+    #[default]
+    AutoTrailingSlash,
+    ForceTrailingSlash,
+    DropTrailingSlash,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotFoundHandling {
+    SinglePageApplication,
+    #[serde(rename = "404-page")]
+    NotFoundPage,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RunWorkerFirst {
+    All(bool),
+    Paths(Vec<String>),
+}
+
+impl Default for RunWorkerFirst {
+    fn default() -> Self {
+        RunWorkerFirst::All(false)
+    }
+}
+
+impl RunWorkerFirst {
+    /// Whether a request for `path` goes to the worker before the assets.
+    pub fn applies(&self, path: &str) -> bool {
+        match self {
+            RunWorkerFirst::All(all) => *all,
+            RunWorkerFirst::Paths(patterns) => {
+                let hit = |p: &str| wildcard(p.as_bytes(), path.as_bytes());
+                let excluded = patterns.iter().filter_map(|p| p.strip_prefix('!')).any(hit);
+                !excluded
+                    && patterns
+                        .iter()
+                        .filter(|p| !p.starts_with('!'))
+                        .any(|p| hit(p))
+            }
+        }
+    }
+}
+
+/// `*` matches any characters (slashes too), everything else itself.
+fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern {
+        [] => text.is_empty(),
+        [b'*', rest @ ..] => (0..=text.len()).any(|i| wildcard(rest, &text[i..])),
+        [c, rest @ ..] => text.first() == Some(c) && wildcard(rest, &text[1..]),
+    }
 }
 
 impl WorkerScript {
     /// The bindings as JS's `makeEnv` takes them: a `version_metadata`
-    /// binding becomes the JSON of this version's metadata.
+    /// binding becomes the JSON of this version's metadata, an `assets`
+    /// binding a service binding to the worker's own assets.
     pub fn bindings_for_js(&self) -> Vec<Binding> {
         self.bindings
             .iter()
@@ -50,6 +149,10 @@ impl WorkerScript {
                 Binding::VersionMetadata { name } => Binding::Json {
                     name: name.clone(),
                     json: self.version_metadata().to_string(),
+                },
+                Binding::Assets { name } => Binding::Service {
+                    name: name.clone(),
+                    service: format!("{ASSETS_SERVICE_PREFIX}{}", self.name),
                 },
                 other => other.clone(),
             })
@@ -223,7 +326,15 @@ pub enum Binding {
     VersionMetadata {
         name: String,
     },
+    /// `env.ASSETS.fetch(request)`: the version's static assets.
+    Assets {
+        name: String,
+    },
 }
+
+/// The service name an `assets` binding calls: not a valid worker name, so
+/// it names no worker.
+pub const ASSETS_SERVICE_PREFIX: &str = "assets:";
 
 impl Binding {
     pub fn name(&self) -> &str {
@@ -234,7 +345,8 @@ impl Binding {
             | Binding::KvNamespace { name, .. }
             | Binding::Service { name, .. }
             | Binding::DurableObjectNamespace { name, .. }
-            | Binding::VersionMetadata { name } => name,
+            | Binding::VersionMetadata { name }
+            | Binding::Assets { name } => name,
         }
     }
 

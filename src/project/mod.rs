@@ -15,12 +15,14 @@
 //! 3. the result is the deploy API's JSON body ([`Project::body`]), which the
 //!    node checks as it checks any deploy.
 
+mod assets;
 mod bundle;
 mod config;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use bundle::glob_matches;
 pub use config::CONFIG_FILES;
@@ -43,8 +45,8 @@ pub struct Project {
     pub name: String,
     /// The deploy API's body.
     pub body: Value,
-    /// The assets directory and the `assets` settings, if configured.
-    pub assets: Option<(PathBuf, Map<String, Value>)>,
+    /// The asset blobs to upload, by SHA-256 (the manifest is in `body`).
+    pub asset_blobs: BTreeMap<String, PathBuf>,
     /// Keys and settings edged does not act on, and esbuild's warnings.
     pub warnings: Vec<String>,
 }
@@ -148,7 +150,36 @@ pub fn load(dir: &Path, env: Option<&str>, name: Option<&str>) -> Result<Project
         }
     };
 
+    let has_worker = settings.main.is_some();
     let mut body = settings.body;
+    let mut asset_blobs = BTreeMap::new();
+    if let Some((dir, config)) = &assets {
+        let collected = assets::collect(dir)?;
+        warnings.extend(collected.warnings);
+        body.insert(
+            "assets".into(),
+            assets::body(collected.files, config, has_worker),
+        );
+        asset_blobs = collected.blobs;
+        for key in config.keys() {
+            if ![
+                "directory",
+                "binding",
+                "html_handling",
+                "not_found_handling",
+                "run_worker_first",
+            ]
+            .contains(&key.as_str())
+            {
+                warnings.push(format!("assets: unknown key '{key}' is ignored"));
+            }
+        }
+        if let Some(binding) = config.get("binding").and_then(Value::as_str) {
+            if let Some(Value::Array(list)) = body.get_mut("bindings") {
+                list.push(serde_json::json!({"type": "assets", "name": binding}));
+            }
+        }
+    }
     body.insert("main_module".into(), Value::String(main_module));
     body.insert(
         "modules".into(),
@@ -157,7 +188,7 @@ pub fn load(dir: &Path, env: Option<&str>, name: Option<&str>) -> Result<Project
     Ok(Project {
         name,
         body: Value::Object(body),
-        assets,
+        asset_blobs,
         warnings,
     })
 }

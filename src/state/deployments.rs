@@ -434,6 +434,7 @@ mod tests {
             compatibility_date: None,
             compatibility_flags: Vec::new(),
             deployed_at_ms: 0,
+            assets: None,
             account: DEFAULT_ACCOUNT.into(),
             storage: "0".repeat(32),
         }

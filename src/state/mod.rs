@@ -2,7 +2,8 @@
 //!
 //! Role: durable node state under the data directory. Today: the deployment store
 //! (`deployments.rs`), every worker version and which one is active; Workers KV
-//! (`kv/`), an origin store per namespace behind an edge cache; Durable Object
+//! (`kv/`), an origin store per namespace behind an edge cache; static asset
+//! blobs (`assets.rs`); Durable Object
 //! storage (`durable.rs`, `alarms.rs`) with tenant SQL confined by
 //! `sql_sandbox.rs`; and one in-memory piece, the Cache API's
 //! store (`http_cache.rs`), which a restart empties.
@@ -17,6 +18,7 @@
 
 pub mod accounts;
 pub mod alarms;
+pub mod assets;
 pub mod deployments;
 pub mod durable;
 pub mod error;
