@@ -43,6 +43,7 @@ fn request() -> InvokeRequest {
     InvokeRequest {
         cf: None,
         depth: 0,
+        entrypoint: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: "http://bench.workers.localhost/".into(),

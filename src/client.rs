@@ -116,7 +116,11 @@ pub fn bindings_from_flags(
     }
     for v in services {
         let (name, service) = split_pair("service", v)?;
-        out.push(Binding::Service { name, service });
+        out.push(Binding::Service {
+            name,
+            service,
+            entrypoint: None,
+        });
     }
     Ok(out)
 }

@@ -34,6 +34,7 @@ fn get(path: &str) -> InvokeRequest {
     InvokeRequest {
         cf: None,
         depth: 0,
+        entrypoint: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: format!("http://test{path}"),

@@ -29,6 +29,7 @@ fn request(path: &str) -> InvokeRequest {
     InvokeRequest {
         cf: None,
         depth: 0,
+        entrypoint: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: format!("http://object{path}"),

@@ -172,6 +172,7 @@ export class Counter extends DurableObject {
         return Response.json({ runs: (await s.get("alarm-runs")) ?? [], alarm: await s.getAlarm() });
       case "/sql": {
         const sql = s.sql;
+        const fresh = sql.databaseSize;
         sql.exec("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)");
         const ins = sql.exec("INSERT INTO items (name, score, data) VALUES (?, ?, ?), (?, ?, ?)",
           "a", 1.5, new Uint8Array([1, 2]), "b", 2, null);
@@ -190,7 +191,7 @@ export class Counter extends DurableObject {
         tryIt("tooLong", () => sql.exec("SELECT 1 -- " + "x".repeat(100001)));
         return Response.json({
           written: ins.rowsWritten, cols, rows: rows.map((r) => ({ ...r, data: r.data === null ? null : [...new Uint8Array(r.data)] })),
-          n: one.n, raw, errs, size: sql.databaseSize > 0,
+          n: one.n, raw, errs, size: sql.databaseSize > 0, fresh,
         });
       }
       case "/sql-txn": {
@@ -700,6 +701,10 @@ fn sql_api() {
         json!({"reserved":"TypeError","syntax":"TypeError","oneOfMany":"Error","bindings100":"ok","bindings101":"RangeError","tooLong":"RangeError"})
     );
     assert_eq!(v["size"], true);
+    assert_eq!(
+        v["fresh"], 4096,
+        "a new object's databaseSize, as Workers reports it"
+    );
     // SQL writes are durable and survive reactivation of the table data.
     let again = get_json(&node, "/sql?name=sql");
     assert_eq!(again["n"], 4);

@@ -49,6 +49,7 @@ async fn invoke(worker: &mut Worker, url: &str) -> Result<InvokeResponse, Invoke
     let req = InvokeRequest {
         cf: None,
         depth: 0,
+        entrypoint: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: url.into(),

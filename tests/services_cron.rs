@@ -25,6 +25,16 @@ export default class Auth extends WorkerEntrypoint {
     throw new RangeError("no such user");
   }
 }
+// A named entrypoint, bound with `"entrypoint": "Admin"`.
+export class Admin extends WorkerEntrypoint {
+  fetch(request) {
+    return new Response(`admin ${this.env.WHO} ${new URL(request.url).pathname}`);
+  }
+  ban(user) {
+    return `banned ${user}`;
+  }
+}
+export class NotAnEntrypoint {}
 "#;
 
 const FRONT: &str = r#"
@@ -57,6 +67,12 @@ export default {
         return out(async () => (await env.SELF.fetch("https://front/loop")).text());
       case "/gone":
         return out(async () => (await env.GONE.fetch("https://gone/")).text());
+      case "/admin-fetch":
+        return out(async () => (await env.ADMIN.fetch("https://admin/x")).text());
+      case "/admin-rpc":
+        return out(() => env.ADMIN.ban("mallory"));
+      case "/not-entry":
+        return out(() => env.NOTENTRY.ban("x"));
       case "/unbound":
         return out(async () => String(env.OTHER));
       default:
@@ -83,6 +99,8 @@ fn service_bindings_call_other_workers_by_fetch_and_rpc() {
             {"type": "service", "name": "AUTH", "service": "auth"},
             {"type": "service", "name": "SELF", "service": "front"},
             {"type": "service", "name": "GONE", "service": "not-deployed"},
+            {"type": "service", "name": "ADMIN", "service": "auth", "entrypoint": "Admin"},
+            {"type": "service", "name": "NOTENTRY", "service": "auth", "entrypoint": "NotAnEntrypoint"},
         ]),
         &[],
     );
@@ -126,6 +144,18 @@ fn service_bindings_call_other_workers_by_fetch_and_rpc() {
         b.contains("not-deployed") && b.contains("not deployed"),
         "{b}"
     );
+    // Named entrypoints: fetch and RPC reach the exported class.
+    assert_eq!(
+        get("/admin-fetch"),
+        (200, "admin auth-worker /x".to_owned())
+    );
+    assert_eq!(get("/admin-rpc"), (200, "banned mallory".to_owned()));
+    let (s, b) = get("/not-entry");
+    assert_eq!(s, 502, "{b}");
+    assert!(
+        b.starts_with("TypeError: The worker has no entrypoint named \"NotAnEntrypoint\""),
+        "{b}"
+    );
     // Only declared bindings exist.
     assert_eq!(get("/unbound"), (200, "undefined".to_owned()));
     // A bad service name is refused at deploy.
@@ -136,6 +166,14 @@ fn service_bindings_call_other_workers_by_fetch_and_rpc() {
         &[],
     );
     assert_eq!(s, 400);
+    assert_eq!(b["error"]["code"], "invalid_binding", "{b}");
+    let (s, b) = node.deploy(
+        "bad",
+        FRONT,
+        json!([{"type": "service", "name": "X", "service": "auth", "entrypoint": "no-such.class"}]),
+        &[],
+    );
+    assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["code"], "invalid_binding", "{b}");
     assert_eq!(get("/"), (200, "front".to_owned()));
 }

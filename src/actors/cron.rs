@@ -49,6 +49,7 @@ pub async fn run_scheduled(
         headers: Vec::new(),
         body: None,
         depth: 0,
+        entrypoint: None,
         cancel: Default::default(),
     };
     let request_id = next_request_id();

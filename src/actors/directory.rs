@@ -393,6 +393,7 @@ impl DurableObjectDirectory {
                 let request = InvokeRequest {
                     cf: None,
                     depth: 0,
+                    entrypoint: None,
                     cancel: Default::default(),
                     method: "ALARM".into(),
                     url: format!("alarm:{retry}"),
@@ -520,6 +521,7 @@ impl Handler<AlarmFinished> for DurableObjectDirectory {
                                 headers: Vec::new(),
                                 body: None,
                                 depth: 0,
+                                entrypoint: None,
                                 cancel: Default::default(),
                             },
                         })

@@ -123,6 +123,22 @@ fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
         if let Err(e) = checked {
             return Err(HttpError::bad_request("invalid_binding", e.0));
         }
+        if let Binding::Service {
+            entrypoint: Some(entrypoint),
+            name,
+            ..
+        } = &binding
+        {
+            if !valid_identifier(entrypoint) || entrypoint.len() > 255 || entrypoint == "default" {
+                return Err(HttpError::bad_request(
+                    "invalid_binding",
+                    format!(
+                        "service binding '{name}': entrypoint '{}' must name an exported class (a JavaScript identifier)",
+                        names::printable(entrypoint)
+                    ),
+                ));
+            }
+        }
         let name = binding.name();
         if !valid_identifier(name) {
             return Err(HttpError::bad_request(

@@ -351,6 +351,7 @@ pub async fn serve(
             let request = InvokeRequest {
                 cf: Some(cf_json(&req, conn, &plane.colo)),
                 depth: 0,
+                entrypoint: None,
                 cancel: Default::default(),
                 method,
                 url,

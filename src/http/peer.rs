@@ -110,6 +110,7 @@ async fn object(
         headers,
         body,
         depth: head.depth,
+        entrypoint: None,
         cancel: Default::default(),
     };
     // The HTTP head goes out at once (the caller then knows the event was

@@ -339,6 +339,7 @@ pub fn op_do_fetch(
             return Err(DoError::Invalid(format!("Fetch API cannot load: {url}")));
         }
         let request = InvokeRequest {
+            entrypoint: None,
             cf: None,
             depth,
             cancel: Default::default(),
@@ -382,6 +383,7 @@ pub fn op_do_rpc(
     async move {
         let (backend, address, depth) = target?;
         let request = InvokeRequest {
+            entrypoint: None,
             cf: None,
             depth,
             cancel: Default::default(),

@@ -383,6 +383,7 @@ fn event(url: String, body: Option<Bytes>) -> InvokeRequest {
         headers: Vec::new(),
         body: body.map(Body::Bytes),
         depth: 0,
+        entrypoint: None,
         cancel: Default::default(),
         cf: None,
     }

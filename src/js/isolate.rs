@@ -348,13 +348,20 @@ impl BlankIsolate {
                     crate::js::Binding::DurableObjectNamespace { name, class_name } => {
                         namespaces.insert(name.clone(), class_name.clone());
                     }
-                    crate::js::Binding::Service { name, service } => {
-                        services.insert(name.clone(), service.clone());
+                    crate::js::Binding::Service {
+                        name,
+                        service,
+                        entrypoint,
+                    } => {
+                        services.insert(name.clone(), (service.clone(), entrypoint.clone()));
                     }
                     crate::js::Binding::Assets { name } => {
                         services.insert(
                             name.clone(),
-                            format!("{}{}", super::script::ASSETS_SERVICE_PREFIX, script.name),
+                            (
+                                format!("{}{}", super::script::ASSETS_SERVICE_PREFIX, script.name),
+                                None,
+                            ),
                         );
                     }
                     crate::js::Binding::KvNamespace { name, namespace } => {

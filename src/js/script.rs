@@ -153,6 +153,7 @@ impl WorkerScript {
                 Binding::Assets { name } => Binding::Service {
                     name: name.clone(),
                     service: format!("{ASSETS_SERVICE_PREFIX}{}", self.name),
+                    entrypoint: None,
                 },
                 other => other.clone(),
             })
@@ -312,10 +313,13 @@ pub enum Binding {
         namespace: String,
     },
     /// Another worker on the same node: `env.NAME.fetch()` and RPC to its
-    /// `WorkerEntrypoint`.
+    /// default export, or to the `WorkerEntrypoint` class it exports as
+    /// `entrypoint`.
     Service {
         name: String,
         service: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entrypoint: Option<String>,
     },
     DurableObjectNamespace {
         name: String,
@@ -373,6 +377,9 @@ pub struct InvokeRequest {
     pub depth: u8,
     /// Set when the request's client can go away (see [`Cancel`]).
     pub cancel: Cancel,
+    /// The named `WorkerEntrypoint` export a service binding calls (`None`:
+    /// the default export). Set only by the runtime from the binding.
+    pub entrypoint: Option<String>,
     /// `request.cf` as JSON, for a request from a client (what the PoP
     /// knows of the connection); `None` otherwise.
     pub cf: Option<String>,

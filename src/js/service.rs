@@ -35,12 +35,13 @@ pub trait ServiceBackend: Send + Sync {
 /// Filled in by the node once its actors run (isolates are created before).
 pub type ServiceSlot = super::late_bound::LateBound<dyn ServiceBackend>;
 
-/// A bound isolate's service bindings: binding name → worker name.
+/// A bound isolate's service bindings: binding name → (worker name, the
+/// named entrypoint it calls).
 pub struct ServiceAccess {
     pub slot: ServiceSlot,
     /// The calling worker's account.
     pub account: String,
-    pub services: HashMap<String, String>,
+    pub services: HashMap<String, (String, Option<String>)>,
 }
 
 #[derive(Debug, thiserror::Error, deno_error::JsError)]
@@ -53,9 +54,10 @@ pub enum ServiceError {
     Failed(String),
 }
 
-/// The backend and worker a call from the current request through `binding`
-/// goes to, with its depth (the caller's plus one), counted as a subrequest.
-type Target = (Arc<dyn ServiceBackend>, String, String, u8);
+/// The backend, account, worker and entrypoint a call from the current
+/// request through `binding` goes to, with its depth (the caller's plus
+/// one), counted as a subrequest.
+type Target = (Arc<dyn ServiceBackend>, String, String, Option<String>, u8);
 
 fn target(scope: &mut v8::HandleScope, binding: &str, api: &str) -> Result<Target, ServiceError> {
     let depth =
@@ -65,7 +67,7 @@ fn target(scope: &mut v8::HandleScope, binding: &str, api: &str) -> Result<Targe
     let access = state
         .try_borrow::<ServiceAccess>()
         .ok_or_else(|| ServiceError::Invalid("service bindings are not available here".into()))?;
-    let service = access
+    let (service, entrypoint) = access
         .services
         .get(binding)
         .ok_or_else(|| ServiceError::Invalid(format!("'{binding}' is not a service binding")))?;
@@ -73,7 +75,13 @@ fn target(scope: &mut v8::HandleScope, binding: &str, api: &str) -> Result<Targe
         .slot
         .get()
         .ok_or_else(|| ServiceError::Failed("service bindings are not available yet".into()))?;
-    Ok((backend, access.account.clone(), service.clone(), depth))
+    Ok((
+        backend,
+        access.account.clone(),
+        service.clone(),
+        entrypoint.clone(),
+        depth,
+    ))
 }
 
 fn failed(service: &str, e: InvokeError) -> ServiceError {
@@ -112,13 +120,14 @@ pub fn op_service_fetch(
     let state = deno_core::JsRuntime::op_state_from(scope);
     let body = body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b)));
     async move {
-        let (backend, account, service, depth) = target?;
+        let (backend, account, service, entrypoint, depth) = target?;
         if super::script::mimics_event(&method, &url) {
             return Err(ServiceError::Invalid(format!(
                 "Fetch API cannot load: {url}"
             )));
         }
         let request = InvokeRequest {
+            entrypoint,
             cf: None,
             method,
             url,
@@ -150,8 +159,9 @@ pub fn op_service_rpc(
     let target = target(scope, &binding, "service binding RPC");
     let args = bytes::Bytes::copy_from_slice(&args);
     async move {
-        let (backend, account, service, depth) = target?;
+        let (backend, account, service, entrypoint, depth) = target?;
         let request = InvokeRequest {
+            entrypoint,
             cf: None,
             method: "RPC".into(),
             url: format!("rpc:{method}"),

@@ -295,13 +295,20 @@ impl Worker {
                     .unwrap_or_else(|| v8::null(scope).into()),
                 None => v8::null(scope).into(),
             };
+            let entrypoint = match &request.entrypoint {
+                Some(e) => v8::String::new(scope, e)
+                    .map(Into::into)
+                    .unwrap_or_else(|| v8::undefined(scope).into()),
+                None => v8::undefined(scope).into(),
+            };
             let mut args = request_args(scope, request, stream_rid)?.to_vec();
-            // `dispatch(method, url, headers, body, slot, cf)`.
+            // `dispatch(method, url, headers, body, slot, cf, entrypoint)`.
             args.push(match slot {
                 Some(slot) => v8::Integer::new_from_unsigned(scope, slot).into(),
                 None => v8::undefined(scope).into(),
             });
             args.push(cf);
+            args.push(entrypoint);
             // Everything the handler starts runs as this request.
             let previous = context::enter(scope, request_id, slot);
             let value = call(scope, &dispatch, &args);

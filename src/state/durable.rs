@@ -370,7 +370,14 @@ impl ObjectStore {
     }
 
     fn file_size(&self) -> u64 {
-        self.database_size().unwrap_or(0)
+        self.reader
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .unwrap_or(0)
     }
 
     /// Re-reads the database size (after a commit) and moves the node's
@@ -834,14 +841,20 @@ impl ObjectStorage for ObjectStore {
         })
     }
 
+    /// `ctx.storage.sql.databaseSize` as Workers reports it: the file's
+    /// pages less the three edged adds to every object (the root pages of
+    /// its internal key-value and alarm tables, made when the object opens,
+    /// and the first pointer-map page of `auto_vacuum`), so a new object is
+    /// one page (4,096 bytes), as in Workers. Storage accounting uses the
+    /// whole file (`file_size`).
     fn database_size(&self) -> Result<u64, DoError> {
         self.reader
             .query_row(
-                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                "SELECT page_count * page_size, page_size FROM pragma_page_count(), pragma_page_size()",
                 [],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
-            .map(|n| n as u64)
+            .map(|(total, page)| (total.max(0) as u64).saturating_sub(3 * page.max(0) as u64).max(page.max(0) as u64))
             .map_err(failed)
     }
 

@@ -279,7 +279,38 @@ export function bind(ns) {
     );
   }
 
-  return [makeDispatch(callFetch, callRpc, null, callScheduled), clearTimers];
+  // A service binding with `entrypoint` calls that named export, a class
+  // extending WorkerEntrypoint, as the default export would be called.
+  const named = (entrypoint) => {
+    const cls = ns[entrypoint];
+    if (
+      entrypoint === "default" ||
+      typeof cls !== "function" ||
+      !ObjectPrototypeIsPrototypeOf(WorkerEntrypoint.prototype, cls.prototype)
+    ) {
+      throw new TypeError(
+        `The worker has no entrypoint named "${entrypoint}": export a class extending WorkerEntrypoint under that name.`,
+      );
+    }
+    return cls;
+  };
+  const fetchVia = (request, ctx, entrypoint) => {
+    if (entrypoint === undefined) return callFetch(request, ctx);
+    const instance = new (named(entrypoint))(ctx, env);
+    if (typeof instance.fetch !== "function") {
+      throw new TypeError("Handler does not export a fetch() function.");
+    }
+    return instance.fetch(request);
+  };
+  const rpcVia = async (method, args, entrypoint) => {
+    if (entrypoint === undefined) return await callRpc(method, args);
+    const instance = new (named(entrypoint))(new ExecutionContext(), env);
+    if (!isCallable(instance, method)) {
+      throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
+    }
+    return await ReflectApply(instance[method], instance, args);
+  };
+  return [makeDispatch(fetchVia, rpcVia, null, callScheduled), clearTimers];
 }
 
 // The `controller` of a scheduled event.
@@ -442,7 +473,7 @@ async function pump(stream, rid) {
 // in Rust), so a client sending `ALARM /` or `WEBSOCKET /` gets the fetch
 // handler, never the event handler.
 function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null, callWebSocket = null) {
-  return async function dispatch(method, url, flatHeaders, body, _slot, cf) {
+  return async function dispatch(method, url, flatHeaders, body, _slot, cf, entrypoint) {
     if (method === "WEBSOCKET" && callWebSocket !== null && StringPrototypeStartsWith(url, "ws:")) {
       try {
         await callWebSocket(url, body);
@@ -479,7 +510,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
     if (method === "RPC" && callRpc !== null && StringPrototypeStartsWith(url, "rpc:")) {
       try {
         const args = core.deserialize(body, { forStorage: true });
-        const result = await callRpc(StringPrototypeSlice(url, 4), args);
+        const result = await callRpc(StringPrototypeSlice(url, 4), args, entrypoint);
         return [200, [], core.serialize(result, { forStorage: true })];
       } catch (e) {
         return ["error", "exception", errorText(e)];
@@ -511,7 +542,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
       if (cf !== null && cf !== undefined) request[requestCf] = cf;
       let response;
       try {
-        response = await callFetch(request, ctx);
+        response = await callFetch(request, ctx, entrypoint);
       } catch (e) {
         if (!passesThrough(ctx) || passThroughOrigin === null) throw e;
         op_edged_log(2, `passing the request through to the origin after: ${errorText(e)}`);
