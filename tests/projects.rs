@@ -483,6 +483,12 @@ fn static_assets_are_served_before_the_worker_as_workers_serves_them() {
         "{stderr}"
     );
     assert_eq!(get("/about", &[]).2, b"<h1>about v2</h1>");
+    let (_, detail) = node.control_request(reqwest::Method::GET, "/v1/workers/site", None);
+    assert_eq!(detail["assets"]["files"], 5, "{detail}");
+    assert_eq!(
+        detail["assets"]["not_found_handling"],
+        "single-page-application"
+    );
     let metrics = node.metrics();
     assert!(
         TestNode::metric_in(&metrics, "edged_asset_responses_total").unwrap_or(0.0) >= 10.0,

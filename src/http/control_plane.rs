@@ -576,6 +576,19 @@ async fn get_worker(
         "bindings": bindings,
         "main_module": active.script.main_module,
         "modules": active.script.modules.keys().collect::<Vec<_>>(),
+        "module_types": active
+            .script
+            .modules
+            .iter()
+            .map(|(name, m)| (name.clone(), m.kind()))
+            .collect::<BTreeMap<_, _>>(),
+        "assets": active.script.assets.as_ref().map(|a| json!({
+            "files": a.files.len(),
+            "bytes": a.files.values().map(|f| f.size).sum::<u64>(),
+            "html_handling": a.html_handling,
+            "not_found_handling": a.not_found_handling,
+            "run_worker_first": a.run_worker_first,
+        })),
         "compatibility_date": active.script.compatibility_date,
         "compatibility_flags": active.script.compatibility_flags,
         "crons": active.script.crons,
