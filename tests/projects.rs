@@ -389,11 +389,12 @@ fn static_assets_are_served_before_the_worker_as_workers_serves_them() {
     let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     write(dir, "public/big.bin", &big);
     write(dir, "public/secret.key", b"do not serve");
+    write(dir, "public/api/guarded.txt", b"guarded by the worker");
     write(dir, "public/.assetsignore", b"# keys stay home\n*.key\n");
 
     let (ok, stdout, stderr) = deploy(&node, dir, &[]);
     assert!(ok, "{stdout}\n{stderr}");
-    assert!(stderr.contains("5 distinct files, 5 uploaded"), "{stderr}");
+    assert!(stderr.contains("6 distinct files, 6 uploaded"), "{stderr}");
     let host = "site.workers.localhost";
     let get = |path: &str, headers: &[(&str, &str)]| {
         fetch(&node, reqwest::Method::GET, host, path, headers)
@@ -474,17 +475,27 @@ fn static_assets_are_served_before_the_worker_as_workers_serves_them() {
     assert_eq!(got["about"], "<h1>about</h1>");
     assert_eq!(got["fallback"], "<h1>home</h1>");
 
+    // run_worker_first is decided on the decoded path: percent-encoding
+    // does not skip the worker to reach an asset it guards.
+    for path in [
+        "/api/guarded.txt",
+        "/%61pi/guarded.txt",
+        "/api%2Fguarded.txt",
+    ] {
+        let (_, _, body) = get(path, &[]);
+        assert!(!body.starts_with(b"guarded"), "{path} reached the asset");
+    }
     // A redeploy uploads only what changed.
     write(dir, "public/about.html", b"<h1>about v2</h1>");
     let (ok, stdout, stderr) = deploy(&node, dir, &[]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("5 distinct files, 1 uploaded, 4 already on the node"),
+        stderr.contains("6 distinct files, 1 uploaded, 5 already on the node"),
         "{stderr}"
     );
     assert_eq!(get("/about", &[]).2, b"<h1>about v2</h1>");
     let (_, detail) = node.control_request(reqwest::Method::GET, "/v1/workers/site", None);
-    assert_eq!(detail["assets"]["files"], 5, "{detail}");
+    assert_eq!(detail["assets"]["files"], 6, "{detail}");
     assert_eq!(
         detail["assets"]["not_found_handling"],
         "single-page-application"

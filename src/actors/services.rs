@@ -72,24 +72,13 @@ impl Services {
                 websocket: None,
             });
         };
-        let after_scheme = request
-            .url
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(&request.url);
-        let path_and_query = after_scheme
-            .find('/')
-            .map(|i| &after_scheme[i..])
-            .unwrap_or("/");
-        let path_and_query = path_and_query.split('#').next().unwrap_or("/");
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path_and_query, None),
-        };
+        let url = deno_core::url::Url::parse(&request.url)
+            .map_err(|e| InvokeError::Unavailable(format!("bad URL for the assets: {e}")))?;
+        let path = crate::state::assets::decode_path(url.path());
         let req = AssetRequest {
             method: &request.method,
-            path,
-            query,
+            path: &path,
+            query: url.query(),
             headers: &request.headers,
         };
         Ok(

@@ -269,12 +269,14 @@ pub fn validate_deploy(name: &str, account: &str, body: &[u8]) -> Result<Deploy,
             || module.contains("..")
             || module.starts_with('/')
             || module.contains(':')
-            || module.chars().any(char::is_control)
+            || !module
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/@+~".contains(&b))
         {
             return Err(HttpError::bad_request(
                 "bad_request",
                 format!(
-                    "module name '{}' must be a relative path like 'worker.js' or 'lib/util.js'",
+                    "module name '{}' must be a relative path like 'worker.js' or 'lib/util.js' (letters, digits and ._-/@+~)",
                     names::printable(&module)
                 ),
             ));
@@ -412,13 +414,18 @@ async fn put_worker(
                 "static assets cannot be deployed in cluster mode yet: their files are not replicated to the other PoPs",
             ));
         }
-        let missing: Vec<&str> = assets
-            .files
-            .values()
-            .filter(|f| !plane.assets.has(&account, &f.hash))
-            .map(|f| f.hash.as_str())
-            .take(10)
-            .collect();
+        let store = plane.assets.clone();
+        let hashes: Vec<String> = assets.files.values().map(|f| f.hash.clone()).collect();
+        let owner = account.clone();
+        let missing: Vec<String> = web::block(move || {
+            hashes
+                .into_iter()
+                .filter(|h| !store.has(&owner, h))
+                .take(10)
+                .collect()
+        })
+        .await
+        .map_err(|e| HttpError::internal(e.to_string()))?;
         if !missing.is_empty() {
             return Err(HttpError::bad_request(
                 "missing_assets",

@@ -245,7 +245,8 @@ pub async fn serve(
     // Static assets answer before the worker, unless the worker runs first
     // for this path (`run_worker_first`) or the request is an upgrade.
     if let (Some(assets), Some(store)) = (&deployment.script.assets, &plane.assets) {
-        if !assets.run_worker_first.applies(req.path()) && !is_upgrade(&req) {
+        let path = crate::state::assets::decode_path(req.path());
+        if !assets.run_worker_first.applies(&path) && !is_upgrade(&req) {
             let headers: Vec<(String, Vec<u8>)> = req
                 .headers()
                 .iter()
@@ -253,7 +254,7 @@ pub async fn serve(
                 .collect();
             let request = AssetRequest {
                 method: req.method().as_str(),
-                path: req.path(),
+                path: &path,
                 query: Some(req.query_string()),
                 headers: &headers,
             };

@@ -156,21 +156,31 @@ impl TenantLoader {
 
     /// `edged:cjs`: every CommonJS module as a factory, the kind of every
     /// module, and `require`. A factory's source is pasted between braces,
-    /// so a module that breaks out of them breaks only itself.
+    /// so a module that breaks out of them breaks this registry: the
+    /// worker's own CommonJS modules, nothing of the runtime's. The
+    /// factories run in strict mode (this is an ES module), where Node and
+    /// Workers run CommonJS sloppy.
     fn cjs_registry(&self) -> String {
         let modules = self.modules.borrow();
         let mut src = String::from(CJS_RUNTIME);
         src.push_str("const kinds = { __proto__: null");
         for (name, module) in modules.iter() {
             let literal = serde_json::to_string(name).unwrap_or_default();
-            src.push_str(&format!(", {literal}: \"{}\"", module.kind()));
+            // Computed keys: a module named `__proto__` is a key like any other.
+            src.push_str(&format!(", [{literal}]: \"{}\"", module.kind()));
         }
         src.push_str(" };\nconst factories = { __proto__: null");
         for (name, module) in modules.iter() {
             if let Module::Typed(TypedModule::Commonjs { content }) = module {
                 let literal = serde_json::to_string(name).unwrap_or_default();
+                // A hashbang line is a comment to Node; here it would be a
+                // syntax error inside the function.
+                let content = match content.strip_prefix("#!") {
+                    Some(rest) => format!("//{rest}"),
+                    None => content.clone(),
+                };
                 src.push_str(&format!(
-                    ",\n{literal}: function (exports, require, module, __filename, __dirname) {{\n{content}\n}}"
+                    ",\n[{literal}]: function (exports, require, module, __filename, __dirname) {{\n{content}\n}}"
                 ));
             }
         }

@@ -129,13 +129,28 @@ impl RunWorkerFirst {
     }
 }
 
-/// `*` matches any characters (slashes too), everything else itself.
+/// `*` matches any characters (slashes too), everything else itself. Linear
+/// in practice: on a mismatch only the last `*` is retried (the classic
+/// greedy matcher), so a hostile pattern cannot make matching exponential.
 fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern {
-        [] => text.is_empty(),
-        [b'*', rest @ ..] => (0..=text.len()).any(|i| wildcard(rest, &text[i..])),
-        [c, rest @ ..] => text.first() == Some(c) && wildcard(rest, &text[1..]),
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
     }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 impl WorkerScript {
@@ -449,4 +464,23 @@ pub struct InvokeResponse {
     pub body: Option<Body>,
     /// A 101's end of a WebSocket (`new Response(null, {status: 101, webSocket})`).
     pub websocket: Option<super::websocket::SocketSlot>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn wildcards_match_and_stay_fast_on_hostile_patterns() {
+        assert!(wildcard(b"/api/*", b"/api/x/y"));
+        assert!(!wildcard(b"/api/*", b"/apix"));
+        assert!(wildcard(b"*", b""));
+        assert!(wildcard(b"/a*b*c", b"/aXbYc"));
+        assert!(!wildcard(b"/a*b*c", b"/aXbY"));
+        let pattern = format!("/{}b", "*a".repeat(120));
+        let text = format!("/{}", "a".repeat(5000));
+        let started = std::time::Instant::now();
+        assert!(!wildcard(pattern.as_bytes(), text.as_bytes()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
 }

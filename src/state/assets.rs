@@ -110,13 +110,24 @@ impl AssetStore {
         }
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{hash}.{}", std::process::id()));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
+        // A temp name of its own per upload: two uploads of one blob never
+        // write the same file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{hash}.{}.{n}", std::process::id()));
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(content)?;
             f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, &path)?;
+        written?;
         Ok(())
     }
 
@@ -221,7 +232,8 @@ pub fn lookup<'a>(assets: &'a Assets, path: &str) -> Lookup<'a> {
 /// A request as the assets see it.
 pub struct AssetRequest<'a> {
     pub method: &'a str,
-    /// The URL's path, still percent-encoded.
+    /// The URL's path, percent-decoded ([`decode_path`]): the same string
+    /// `run_worker_first` was checked against.
     pub path: &'a str,
     /// The URL's query (without `?`), kept on redirects.
     pub query: Option<&'a str>,
@@ -246,6 +258,13 @@ impl AssetRequest<'_> {
                 .is_some_and(|a| a.contains("text/html")),
         }
     }
+}
+
+/// A request path as the manifest and `run_worker_first` see it: decoded
+/// once, so both decisions are made on the same string (`/%61dmin` is
+/// `/admin` for both).
+pub fn decode_path(raw: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
 }
 
 /// What the assets make of a request.
@@ -273,8 +292,8 @@ pub fn serve(
             Served::Response(plain(405, "Method Not Allowed", &[("allow", "GET, HEAD")]))
         };
     }
-    let decoded = percent_encoding::percent_decode_str(req.path).decode_utf8_lossy();
-    let (file, status) = match lookup(assets, &decoded) {
+    let decoded = req.path;
+    let (file, status) = match lookup(assets, decoded) {
         Lookup::Serve(p, f) => ((p.to_owned(), f.clone()), 200),
         Lookup::Redirect(to) => {
             let location = match req.query {
@@ -288,7 +307,7 @@ pub fn serve(
             if fallthrough && !(spa && req.is_navigation()) {
                 return Served::ToWorker;
             }
-            match not_found(assets, &decoded) {
+            match not_found(assets, decoded) {
                 Some(found) => found,
                 None => return Served::Response(plain(404, "", &[])),
             }
@@ -306,7 +325,11 @@ fn not_found(assets: &Assets, path: &str) -> Option<((String, AssetFile), u16)> 
             .get("/index.html")
             .map(|f| (("/index.html".to_owned(), f.clone()), 200)),
         NotFoundHandling::NotFoundPage => {
-            // The nearest 404.html up the path.
+            // The nearest 404.html up the path (no asset path is longer than
+            // 1,024 bytes, so a longer one is not walked).
+            if path.len() > 1024 {
+                return None;
+            }
             let mut dir = path;
             loop {
                 dir = match dir.rfind('/') {
@@ -487,30 +510,44 @@ fn read_range(path: &Path, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Streams `len` bytes from `start` of a blob, read on a blocking thread a
-/// chunk at a time (the channel's bound keeps memory flat).
+/// Streams `len` bytes from `start` of a blob: an async task reads one
+/// chunk at a time on a blocking thread and waits for the reader between
+/// chunks without holding that thread, so slow readers cannot exhaust the
+/// blocking pool.
 fn stream_range(path: PathBuf, start: u64, len: u64) -> StreamSlot {
     let (sink, stream) = body_channel();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let run = || -> std::io::Result<bool> {
+    tokio::spawn(async move {
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             let mut f = std::fs::File::open(&path)?;
             f.seek(SeekFrom::Start(start))?;
-            let mut left = len;
-            while left > 0 {
-                let mut buf = vec![0; CHUNK.min(left as usize)];
-                f.read_exact(&mut buf)?;
-                left -= buf.len() as u64;
-                if !handle.block_on(sink.send(buf.into())) {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
+            Ok(f)
+        })
+        .await;
+        let mut file = match opened {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return sink.fail(format!("reading the asset failed: {e}")),
+            Err(e) => return sink.fail(format!("reading the asset failed: {e}")),
         };
-        match run() {
-            Ok(_) => sink.finish(),
-            Err(e) => sink.fail(format!("reading the asset failed: {e}")),
+        let mut left = len;
+        while left > 0 {
+            let want = CHUNK.min(left as usize);
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0; want];
+                file.read_exact(&mut buf).map(|()| (file, buf))
+            })
+            .await;
+            let (f, buf) = match read {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) => return sink.fail(format!("reading the asset failed: {e}")),
+                Err(e) => return sink.fail(format!("reading the asset failed: {e}")),
+            };
+            file = f;
+            left -= buf.len() as u64;
+            if !sink.send(buf.into()).await {
+                return;
+            }
         }
+        sink.finish();
     });
     StreamSlot::new(stream)
 }
