@@ -369,6 +369,23 @@ struct AccountQuery {
     account: Option<String>,
 }
 
+/// The account a call acts for (the caller's, or `?account=` with the
+/// operator's token), which must exist.
+fn existing_account(
+    req: &HttpRequest,
+    plane: &ControlPlane,
+    query: &AccountQuery,
+) -> Result<String, HttpError> {
+    let principal = authenticate(req, plane)?;
+    let account = principal.account_for(query.account.as_deref())?;
+    if !plane.store.account_exists(&account)? {
+        return Err(HttpError::not_found(format!(
+            "account '{account}' not found"
+        )));
+    }
+    Ok(account)
+}
+
 async fn put_worker(
     req: HttpRequest,
     path: web::Path<String>,
@@ -376,13 +393,7 @@ async fn put_worker(
     payload: web::Payload,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    let principal = authenticate(&req, &plane)?;
-    let account = principal.account_for(query.account.as_deref())?;
-    if !plane.store.account_exists(&account)? {
-        return Err(HttpError::not_found(format!(
-            "account '{account}' not found"
-        )));
-    }
+    let account = existing_account(&req, &plane, &query)?;
     let name = path.into_inner();
     let body = read_body(payload, plane.body_limit).await?;
     let deploy = validate_deploy(&name, &account, &body)?;
@@ -496,13 +507,7 @@ async fn put_asset(
     payload: web::Payload,
     plane: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, HttpError> {
-    let principal = authenticate(&req, &plane)?;
-    let account = principal.account_for(query.account.as_deref())?;
-    if !plane.store.account_exists(&account)? {
-        return Err(HttpError::not_found(format!(
-            "account '{account}' not found"
-        )));
-    }
+    let account = existing_account(&req, &plane, &query)?;
     let hash = path.into_inner();
     let limit = (crate::state::assets::MAX_FILE_BYTES as usize).max(plane.body_limit);
     let body = read_body(payload, limit).await?;

@@ -370,14 +370,21 @@ impl ObjectStore {
     }
 
     fn file_size(&self) -> u64 {
-        self.reader
-            .query_row(
-                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n.max(0) as u64)
-            .unwrap_or(0)
+        self.pages().map(|(total, _)| total).unwrap_or(0)
+    }
+
+    /// The database's size in bytes and its page size.
+    fn pages(&self) -> rusqlite::Result<(u64, u64)> {
+        self.reader.query_row(
+            "SELECT page_count * page_size, page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            },
+        )
     }
 
     /// Re-reads the database size (after a commit) and moves the node's
@@ -848,14 +855,8 @@ impl ObjectStorage for ObjectStore {
     /// one page (4,096 bytes), as in Workers. Storage accounting uses the
     /// whole file (`file_size`).
     fn database_size(&self) -> Result<u64, DoError> {
-        self.reader
-            .query_row(
-                "SELECT page_count * page_size, page_size FROM pragma_page_count(), pragma_page_size()",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .map(|(total, page)| (total.max(0) as u64).saturating_sub(3 * page.max(0) as u64).max(page.max(0) as u64))
-            .map_err(failed)
+        let (total, page) = self.pages().map_err(failed)?;
+        Ok(total.saturating_sub(3 * page).max(page))
     }
 
     fn unflushed(&self) -> bool {
