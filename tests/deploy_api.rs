@@ -372,7 +372,11 @@ fn compatibility_dates_and_flags_are_checked_as_workerd_checks_them() {
     };
     // Known flags deploy; the ones edged does not act on are named in a warning.
     let (status, body) = deploy(
-        json!(["nodejs_compat", "web_socket_auto_reply_to_close"]),
+        json!([
+            "nodejs_compat",
+            "nodejs_zlib",
+            "web_socket_auto_reply_to_close"
+        ]),
         "2024-09-23",
     );
     assert_eq!(status, 200, "{body}");
@@ -380,13 +384,19 @@ fn compatibility_dates_and_flags_are_checked_as_workerd_checks_them() {
     assert_eq!(warnings.len(), 1, "{body}");
     let w = warnings[0].as_str().unwrap();
     assert!(
-        w.contains("nodejs_compat") && !w.contains("web_socket_auto_reply_to_close"),
+        w.contains("nodejs_zlib")
+            && !w.contains("nodejs_compat")
+            && !w.contains("web_socket_auto_reply_to_close"),
         "{w}"
     );
     let (_, got) = node.control_request(Method::GET, "/v1/workers/compat", None);
     assert_eq!(
         got["compatibility_flags"],
-        json!(["nodejs_compat", "web_socket_auto_reply_to_close"])
+        json!([
+            "nodejs_compat",
+            "nodejs_zlib",
+            "web_socket_auto_reply_to_close"
+        ])
     );
     // Refusals: each a 400 naming the problem, and the deployed version serves on.
     for (flags, date, code, says) in [

@@ -595,3 +595,293 @@ fn an_assets_only_project_and_the_deploy_api_checks() {
     let err: Value = resp.json().expect("json");
     assert_eq!(err["error"]["code"], "invalid_asset", "{err}");
 }
+
+/// A project with `nodejs_compat`: the node: modules real projects use, from
+/// the worker and from a CommonJS npm dependency that require()s them.
+fn node_project(dir: &Path) {
+    write(
+        dir,
+        "wrangler.toml",
+        br#"
+name = "nodeapp"
+main = "src/index.js"
+compatibility_date = "2025-05-01"
+compatibility_flags = ["nodejs_compat"]
+
+[vars]
+STAGE = "prod"
+LIMITS = { max = 3 }
+
+[[kv_namespaces]]
+binding = "KV"
+id = "node-kv"
+"#,
+    );
+    write(
+        dir,
+        "node_modules/legacy-hash/package.json",
+        br#"{"name":"legacy-hash","version":"1.0.0","main":"index.js"}"#,
+    );
+    write(
+        dir,
+        "node_modules/legacy-hash/index.js",
+        br#"'use strict';
+const crypto = require('crypto');
+const { Buffer } = require('node:buffer');
+const EventEmitter = require('events');
+module.exports = function legacyHash(s) {
+  const e = new EventEmitter();
+  let seen = 0;
+  e.on('x', () => seen++);
+  e.emit('x');
+  return crypto.createHash('sha1').update(Buffer.from(s)).digest('hex') + ':' + seen;
+};
+"#,
+    );
+    write(
+        dir,
+        "src/index.js",
+        br#"
+import { Buffer } from "node:buffer";
+import { AsyncLocalStorage, AsyncResource } from "node:async_hooks";
+import crypto, { createHash, createHmac, randomBytes, timingSafeEqual, webcrypto, randomInt } from "node:crypto";
+import { EventEmitter, once } from "node:events";
+import path from "node:path";
+import { promisify, format, inspect, types } from "node:util";
+import { isUint8Array } from "node:util/types";
+import { StringDecoder } from "node:string_decoder";
+import assert from "node:assert";
+import { strictEqual } from "node:assert/strict";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { setImmediate } from "node:timers";
+import process from "node:process";
+import { parse, fileURLToPath } from "node:url";
+import legacyHash from "legacy-hash";
+
+const als = new AsyncLocalStorage();
+// The runtime's async-stores op, reached as the node modules reach it: it
+// must not let this code change which request it runs for.
+const setStores = globalThis.__edged_cloudflare_workers.node.setAsyncStores;
+
+async function streams() {
+  const upper = new Transform({
+    transform(chunk, _enc, done) {
+      done(null, chunk.toString().toUpperCase());
+    },
+  });
+  let out = "";
+  await pipeline(Readable.from(["a", "b", "c"]), upper, async function* (source) {
+    for await (const chunk of source) out += chunk;
+  });
+  return out;
+}
+
+export default {
+  async fetch(request, env, ctx) {
+    const url = new URL(request.url);
+    if (url.pathname === "/als") {
+      const id = url.searchParams.get("id");
+      return als.run(id, async () => {
+        await sleep(Number(url.searchParams.get("ms")));
+        const viaTimer = await new Promise((r) => setTimeout(() => r(als.getStore()), 1));
+        const resource = new AsyncResource("x");
+        const viaResource = await als.run("other", () => resource.runInAsyncScope(() => als.getStore()));
+        ctx.waitUntil((async () => {
+          await sleep(20);
+          await env.KV.put(`wu-${id}`, JSON.stringify({ store: als.getStore() }));
+        })());
+        const store = als.getStore();
+        setStores(1n);
+        const kv = await env.KV.get("missing");
+        return Response.json({ id, store, viaTimer, viaResource, outside: null, kv });
+      });
+    }
+    const ee = new EventEmitter();
+    setTimeout(() => ee.emit("ready", 7), 1);
+    const [ready] = await once(ee, "ready");
+    const decoder = new StringDecoder("utf8");
+    const euro = Buffer.from("\u20ac");
+    const split = decoder.write(euro.subarray(0, 1)) + "|" + decoder.write(euro.subarray(1));
+    let assertion = null;
+    try {
+      assert.strictEqual(1, 2);
+    } catch (e) {
+      assertion = e.name;
+    }
+    strictEqual(1, 1);
+    const wait = promisify((ms, cb) => setTimeout(() => cb(null, ms), ms));
+    const immediate = await new Promise((r) => setImmediate(() => r("ran")));
+    const rnd = randomBytes(16);
+    let badLength = null;
+    try {
+      timingSafeEqual(Buffer.from("a"), Buffer.from("ab"));
+    } catch (e) {
+      badLength = e instanceof RangeError;
+    }
+    return Response.json({
+      globalBuffer: globalThis.Buffer === Buffer,
+      globalProcess: globalThis.process === process,
+      base64: Buffer.from("hello").toString("base64"),
+      hex: Buffer.from([1, 2, 255]).toString("hex"),
+      concat: Buffer.concat([Buffer.from("a"), Buffer.from("b")]).toString(),
+      sha256: createHash("sha256").update("a").update("bc").digest("hex"),
+      md5: crypto.createHash("md5").update("abc").digest("base64"),
+      hmac: createHmac("sha256", "key").update("The quick brown fox jumps over the lazy dog").digest("hex"),
+      random: rnd.length === 16 && Buffer.isBuffer(rnd),
+      randomInt: randomInt(5, 6),
+      safeEqual: timingSafeEqual(Buffer.from("abc"), Buffer.from("abc")),
+      badLength,
+      subtle: webcrypto.subtle === globalThis.crypto.subtle,
+      legacy: legacyHash("abc"),
+      ready,
+      path: path.join("/a/b", "../c", "d.txt"),
+      ext: path.extname("x/y.tar.gz"),
+      format: format("%s:%d", "a", 1),
+      inspect: inspect({ a: [1, 2] }),
+      isU8: isUint8Array(new Uint8Array(1)) && types.isDate(new Date()),
+      split,
+      assertion,
+      waited: await wait(2),
+      immediate,
+      streams: await streams(),
+      env: process.env.STAGE,
+      envJson: process.env.LIMITS ?? null,
+      nextTick: await new Promise((r) => process.nextTick(r, "tick")),
+      port: parse("http://u@h.example:8080/p?q=1").port,
+      file: fileURLToPath("file:///tmp/a%20b"),
+    });
+  },
+};
+"#,
+    );
+}
+
+#[test]
+fn a_nodejs_compat_project_runs_its_node_modules() {
+    let node = TestNode::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    node_project(dir);
+    let (ok, stdout, stderr) = deploy(&node, dir, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("nodejs_compat"),
+        "the flag is acted on: {stderr}"
+    );
+
+    let (status, body) = node.get_worker("nodeapp", "/");
+    assert_eq!(status, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).expect("json");
+    let want = serde_json::json!({
+        "globalBuffer": true,
+        "globalProcess": true,
+        "base64": "aGVsbG8=",
+        "hex": "0102ff",
+        "concat": "ab",
+        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "md5": "kAFQmDzST7DWlj99KOF/cg==",
+        "hmac": "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+        "random": true,
+        "randomInt": 5,
+        "safeEqual": true,
+        "badLength": true,
+        "subtle": true,
+        "legacy": "a9993e364706816aba3e25717850c26c9cd0d89d:1",
+        "ready": 7,
+        "path": "/a/c/d.txt",
+        "ext": ".gz",
+        "format": "a:1",
+        "inspect": "{ a: [ 1, 2 ] }",
+        "isU8": true,
+        "split": "|\u{20ac}",
+        "assertion": "AssertionError",
+        "waited": 2,
+        "immediate": "ran",
+        "streams": "ABC",
+        "env": "prod",
+        "envJson": null,
+        "nextTick": "tick",
+        "port": "8080",
+        "file": "/tmp/a b",
+    });
+    assert_eq!(got, want);
+
+    // AsyncLocalStorage: concurrent requests, each awaiting a different
+    // time, each sees its own store after awaits, in timers and in its
+    // waitUntil work; the store ops cannot move code into another request.
+    let ids: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let node = &node;
+                s.spawn(move || {
+                    node.get_worker("nodeapp", &format!("/als?id={id}&ms={}", (8 - i) * 15))
+                })
+            })
+            .collect();
+        for (h, id) in handles.into_iter().zip(&ids) {
+            let (status, body) = h.join().expect("thread");
+            assert_eq!(status, 200, "{body}");
+            let got: Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(
+                got,
+                serde_json::json!({"id": id, "store": id, "viaTimer": id, "viaResource": id, "outside": null, "kv": null}),
+                "{body}"
+            );
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for id in &ids {
+        loop {
+            let (_, value) = node.control_request(
+                reqwest::Method::GET,
+                &format!("/v1/kv/node-kv/values/wu-{id}"),
+                None,
+            );
+            if value["store"] == Value::String(id.clone()) {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                let (_, keys) =
+                    node.control_request(reqwest::Method::GET, "/v1/kv/node-kv/keys", None);
+                panic!("waitUntil of {id}: {value}; keys: {keys}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    // A node: module edged lacks, and node: modules without the flag, are
+    // refused at deploy, naming the module; the deployed version serves on.
+    write(
+        dir,
+        "src/index.js",
+        b"import { readFileSync } from 'node:fs'; export default { fetch() { return new Response(typeof readFileSync); } };\n",
+    );
+    let (ok, _, stderr) = deploy(&node, dir, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("node:fs") && stderr.contains("does not implement"),
+        "{stderr}"
+    );
+    write(
+        dir,
+        "wrangler.toml",
+        b"name = \"nodeapp\"\nmain = \"src/index.js\"\ncompatibility_date = \"2025-05-01\"\n",
+    );
+    write(
+        dir,
+        "src/index.js",
+        b"import { Buffer } from 'node:buffer'; export default { fetch() { return new Response(Buffer.from('x')); } };\n",
+    );
+    let (ok, _, stderr) = deploy(&node, dir, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("node:buffer") && stderr.contains("nodejs_compat"),
+        "{stderr}"
+    );
+    assert_eq!(node.get_worker("nodeapp", "/").0, 200);
+}

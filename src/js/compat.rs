@@ -40,6 +40,18 @@ const fn f(
 /// date or flags say.
 const ALWAYS_ON: &[&str] = &["web_socket_auto_reply_to_close"];
 
+/// Flags whose behaviour edged reads (`node.rs`), on and off.
+const ACTED_ON: &[&str] = &[
+    "nodejs_compat",
+    "no_nodejs_compat",
+    "nodejs_als",
+    "no_nodejs_als",
+    "nodejs_compat_v2",
+    "no_nodejs_compat_v2",
+    "nodejs_compat_populate_process_env",
+    "nodejs_compat_do_not_populate_process_env",
+];
+
 /// Why a deployment's compatibility settings are refused.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CompatError {
@@ -134,7 +146,8 @@ pub fn resolve(date: Option<&str>, flags: &[String]) -> Result<Resolved, CompatE
             ));
         }
         mine.insert(i);
-        let acted_on = feat.enable.is_some_and(|e| ALWAYS_ON.contains(&e)) && enable;
+        let acted_on = (feat.enable.is_some_and(|e| ALWAYS_ON.contains(&e)) && enable)
+            || ACTED_ON.contains(&flag.as_str());
         if !acted_on && !ignored.contains(flag) {
             ignored.push(flag.clone());
         }
@@ -364,8 +377,10 @@ mod tests {
     fn flags_and_dates_are_checked_as_workerd_checks_them() {
         let ok = resolve(Some("2024-09-23"), &flags(&["nodejs_compat"])).unwrap();
         assert!(ok.has("nodejs_compat"));
+        assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+        let ok = resolve(Some("2024-09-23"), &flags(&["nodejs_zlib"])).unwrap();
         assert_eq!(ok.warnings.len(), 1, "{:?}", ok.warnings);
-        assert!(ok.warnings[0].contains("nodejs_compat"));
+        assert!(ok.warnings[0].contains("nodejs_zlib"));
         let e = resolve(None, &flags(&["no_such_flag_at_all"])).unwrap_err();
         assert_eq!(e.code, "unknown_compatibility_flag");
         assert_eq!(e.message, "No such compatibility flag: no_such_flag_at_all");

@@ -356,8 +356,11 @@ impl Drop for Contexts {
 /// The request the running JavaScript works for, from V8 (see the module doc):
 /// the context value is a BigInt of two words, the request id and, for an
 /// event of a Durable Object, its slot plus one.
+/// With `AsyncLocalStorage` in use the value is a frame, `[request, stores]`
+/// (`node.rs`), whose request part is that BigInt.
 fn current_value(scope: &mut v8::HandleScope) -> Option<(RequestId, Option<u32>)> {
-    let data = scope.get_continuation_preserved_embedder_data();
+    let frame = scope.get_continuation_preserved_embedder_data();
+    let data = super::node::frame_request(scope, frame);
     let big = v8::Local::<v8::BigInt>::try_from(data).ok()?;
     let mut words = [0u64; 2];
     let (negative, _) = big.to_words_array(&mut words);

@@ -112,7 +112,7 @@ fn op_edged_log(scope: &mut v8::HandleScope, level: u32, #[string] msg: &str) {
 /// `crypto.subtle.timingSafeEqual(a, b)` (a Workers extension): compares in
 /// time that depends only on the length.
 #[op2(fast)]
-fn op_edged_timing_safe_equal(#[buffer] a: &[u8], #[buffer] b: &[u8]) -> bool {
+pub fn op_edged_timing_safe_equal(#[buffer] a: &[u8], #[buffer] b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.ct_eq(b).into()
 }
@@ -123,6 +123,10 @@ deno_core::extension!(
     ops = [
         op_edged_log,
         op_edged_timing_safe_equal,
+        super::node::op_edged_async_stores,
+        super::node::op_edged_async_set_stores,
+        super::node::op_edged_node_digest,
+        super::node::op_edged_node_hmac,
         super::context::op_edged_subrequest,
         super::context::op_edged_assert_live,
         super::context::op_edged_wait_until,

@@ -90,6 +90,9 @@ impl Default for RuntimePolicy {
 #[serde(rename_all = "camelCase")]
 struct PrepareOptions<'a> {
     pass_through_origin: Option<&'a str>,
+    /// The worker may import `node:` modules.
+    node: bool,
+    node_process_env: bool,
 }
 
 /// What a bound isolate serves.
@@ -320,7 +323,11 @@ impl BlankIsolate {
         } = self;
         let budget = engine.limits.startup_cpu;
         let mut used = Duration::ZERO;
-        loader.install(&script.modules);
+        let node = super::node::NodeCompat::of(
+            script.compatibility_date.as_deref(),
+            &script.compatibility_flags,
+        );
+        loader.install(&script.modules, &script.main_module, node);
         // What the isolate may reach, all in its OpState before any tenant code.
         let mode = {
             let op_state = engine.runtime.op_state();
@@ -403,6 +410,8 @@ impl BlankIsolate {
                 .map_err(|e| EngineError::Script(format!("TypeError: bad bindings: {e}")))?;
             let options = PrepareOptions {
                 pass_through_origin: host.policy.pass_through_origin.as_deref(),
+                node: node.async_hooks,
+                node_process_env: node.process_env,
             };
             let options = deno_core::serde_v8::to_v8(scope, &options).map_err(internal)?;
             let modules = super::loader::module_values(scope, &script.modules)

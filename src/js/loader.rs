@@ -7,7 +7,12 @@
 //!   `file:///` (the prefix never appears in error messages);
 //! - `cloudflare:workers`, the Workers built-in module;
 //! - `edged:cjs`, the registry of the worker's CommonJS modules (below);
-//! - nothing from the runtime: `ext:` and `node:` specifiers are refused, so tenant
+//! - with Node.js compatibility (`node.rs` decides, from the worker's flags),
+//!   `node:<name>` (and a bare `<name>` no uploaded module has) for the
+//!   modules edged implements, each under one `edged-node:` specifier; a
+//!   `node:` module edged lacks or the worker's flags do not give is refused,
+//!   naming it;
+//! - nothing else from the runtime: `ext:` specifiers are refused, so tenant
 //!   code cannot reach the runtime's internal modules or ops.
 
 //!
@@ -37,6 +42,7 @@ use deno_core::{
 };
 use deno_error::JsErrorBox;
 
+use super::node::{self, NodeCompat};
 use super::script::{Module, TypedModule};
 
 /// Specifier prefix of tenant modules.
@@ -65,6 +71,7 @@ function normalize(path) {
   return out.join("/");
 }
 function resolve(dir, spec) {
+  if (spec in builtins) return spec;
   const base = spec.startsWith("./") || spec.startsWith("../") ? normalize(dir + "/" + spec) : normalize(spec);
   for (const name of [base, base + ".js", base + ".cjs", base + ".json", base + "/index.js"]) {
     if (name in kinds) return name;
@@ -72,6 +79,7 @@ function resolve(dir, spec) {
   throw new Error(`No such module "${spec}".`);
 }
 function load(name) {
+  if (name in builtins) return builtins[name];
   const kind = kinds[name];
   if (kind === "esm") {
     throw new Error(`require() of the ES module "${name}" is not supported; import it instead`);
@@ -124,6 +132,8 @@ fn loader_error(e: JsErrorBox) -> ModuleLoaderError {
 #[derive(Default)]
 pub struct TenantLoader {
     modules: RefCell<BTreeMap<String, Module>>,
+    node: Cell<NodeCompat>,
+    main: RefCell<String>,
 }
 
 impl TenantLoader {
@@ -132,16 +142,61 @@ impl TenantLoader {
     }
 
     /// Installs the tenant's modules. Called once, at bind.
-    pub fn install(&self, modules: &BTreeMap<String, Module>) {
+    pub fn install(&self, modules: &BTreeMap<String, Module>, main: &str, node: NodeCompat) {
         *self.modules.borrow_mut() = modules.clone();
+        *self.main.borrow_mut() = main.trim_start_matches("./").to_owned();
+        self.node.set(node);
+    }
+
+    /// The `edged-node:` specifier of a `node:` module (or a bare name no
+    /// uploaded module has), if the worker may import it; an error names a
+    /// `node:` module it may not.
+    fn node_module(&self, specifier: &str) -> Result<Option<String>, JsErrorBox> {
+        let compat = self.node.get();
+        if let Some(name) = specifier.strip_prefix("node:") {
+            return match compat.file_for(name) {
+                Some(file) => Ok(Some(format!("{}{file}", node::SCHEME))),
+                None if node::MODULES.iter().any(|(n, _)| *n == name)
+                    && !compat.modules =>
+                {
+                    Err(JsErrorBox::type_error(format!(
+                        "No such module \"{specifier}\": Node.js built-in modules need the nodejs_compat compatibility flag"
+                    )))
+                }
+                None => Err(JsErrorBox::type_error(format!(
+                    "No such module \"{specifier}\": edged does not implement this Node.js module"
+                ))),
+            };
+        }
+        if self.modules.borrow().contains_key(specifier) {
+            return Ok(None);
+        }
+        Ok(compat
+            .file_for(specifier)
+            .map(|file| format!("{}{file}", node::SCHEME)))
     }
 
     /// The JavaScript the loader hands V8 for a tenant module.
-    fn source_of(&self, name: &str) -> Option<String> {
+    fn source_of(&self, name: &str, main: bool) -> Option<String> {
         let modules = self.modules.borrow();
         let module = modules.get(name)?;
         let literal = serde_json::to_string(name).unwrap_or_default();
         Some(match module {
+            // The node globals are installed by the main module's first
+            // import, so before any of the worker's code runs; on its first
+            // line, so that line numbers stay the worker's.
+            Module::Esm(s) | Module::Typed(TypedModule::Esm { content: s })
+                if main && self.node.get().globals =>
+            {
+                let globals = format!("import \"{}\";", node::GLOBALS);
+                match s.strip_prefix("#!") {
+                    Some(rest) => match rest.split_once('\n') {
+                        Some((bang, body)) => format!("#!{bang}\n{globals}{body}"),
+                        None => format!("#!{rest}\n{globals}"),
+                    },
+                    None => format!("{globals}{s}"),
+                }
+            }
             Module::Esm(s) | Module::Typed(TypedModule::Esm { content: s }) => s.clone(),
             Module::Typed(TypedModule::Commonjs { .. }) => format!(
                 "import {{ requireModule }} from \"{CJS_REGISTRY}\";\nexport default requireModule({literal});\n"
@@ -163,6 +218,39 @@ impl TenantLoader {
     fn cjs_registry(&self) -> String {
         let modules = self.modules.borrow();
         let mut src = String::from(CJS_RUNTIME);
+        // The node modules a CommonJS module names (a string literal of the
+        // name) are imported up front, so that require() of them is
+        // synchronous; each is required as its default export, which is
+        // its `module.exports` in Node.
+        let compat = self.node.get();
+        let mut builtins = String::from("const builtins = { __proto__: null");
+        for (i, (name, file)) in node::MODULES.iter().enumerate() {
+            if compat.file_for(name).is_none() {
+                continue;
+            }
+            let named = modules.values().any(|m| match m {
+                Module::Typed(TypedModule::Commonjs { content }) => [
+                    format!("\"node:{name}\""),
+                    format!("'node:{name}'"),
+                    format!("\"{name}\""),
+                    format!("'{name}'"),
+                ]
+                .iter()
+                .any(|quoted| content.contains(quoted.as_str())),
+                _ => false,
+            });
+            if named {
+                src.push_str(&format!(
+                    "import * as node{i} from \"{}{file}\";\n",
+                    node::SCHEME
+                ));
+                builtins.push_str(&format!(
+                    ", [\"node:{name}\"]: node{i}.default, [\"{name}\"]: node{i}.default"
+                ));
+            }
+        }
+        builtins.push_str(" };\n");
+        src.push_str(&builtins);
         src.push_str("const kinds = { __proto__: null");
         for (name, module) in modules.iter() {
             let literal = serde_json::to_string(name).unwrap_or_default();
@@ -205,6 +293,28 @@ impl ModuleLoader for TenantLoader {
             return ModuleSpecifier::parse(specifier)
                 .map_err(|e| loader_error(JsErrorBox::generic(e.to_string())));
         }
+        let internal = if let Some(file) = referrer
+            .strip_prefix(node::SCHEME)
+            .and(specifier.strip_prefix("./"))
+        {
+            // The node modules import each other by relative path.
+            Some(format!("{}{file}", node::SCHEME))
+        } else if specifier == node::GLOBALS && self.node.get().globals {
+            Some(specifier.to_owned())
+        } else if referrer.starts_with(node::SCHEME) {
+            None
+        } else {
+            self.node_module(specifier).map_err(loader_error)?
+        };
+        if let Some(internal) = internal {
+            if node::source(&internal[node::SCHEME.len()..]).is_none() {
+                return Err(loader_error(JsErrorBox::type_error(format!(
+                    "No such module \"{specifier}\""
+                ))));
+            }
+            return ModuleSpecifier::parse(&internal)
+                .map_err(|e| loader_error(JsErrorBox::generic(e.to_string())));
+        }
         let is_relative = specifier.starts_with("./")
             || specifier.starts_with("../")
             || specifier.starts_with('/');
@@ -240,16 +350,23 @@ impl ModuleLoader for TenantLoader {
             Ok(CLOUDFLARE_WORKERS_SOURCE.to_owned())
         } else if specifier.as_str() == CJS_REGISTRY {
             Ok(self.cjs_registry())
+        } else if let Some(file) = specifier.as_str().strip_prefix(node::SCHEME) {
+            node::source(file).map(str::to_owned).ok_or_else(|| {
+                loader_error(JsErrorBox::type_error(format!(
+                    "Cannot find module '{specifier}'"
+                )))
+            })
         } else {
             let name = specifier
                 .as_str()
                 .strip_prefix(TENANT_PREFIX)
                 .unwrap_or(specifier.as_str());
-            self.source_of(name).ok_or_else(|| {
-                loader_error(JsErrorBox::type_error(format!(
-                    "Cannot find module '{name}'"
-                )))
-            })
+            self.source_of(name, *self.main.borrow() == name)
+                .ok_or_else(|| {
+                    loader_error(JsErrorBox::type_error(format!(
+                        "Cannot find module '{name}'"
+                    )))
+                })
         };
         ModuleLoadResponse::Sync(source.map(|code| {
             ModuleSource::new(

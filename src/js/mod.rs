@@ -13,8 +13,8 @@
 //!   `Worker` back into a blank isolate, so a tenant's isolate never serves another.
 //!   A Durable Object host (`BindMode::Objects`) serves many objects, all of one
 //!   worker version; each object's storage calls name its slot (`durable.rs`).
-//! - Tenant code can import only its own modules and `cloudflare:workers`
-//!   (`loader.rs`); the runtime's internals (`Deno`, `__bootstrap`) are removed from
+//! - Tenant code can import only its own modules, `cloudflare:workers` and,
+//!   with Node.js compatibility, the `node:` modules of `node.rs` (`loader.rs`); the runtime's internals (`Deno`, `__bootstrap`) are removed from
 //!   the global scope before tenant code runs (`isolate.rs`), and the runtime's JS
 //!   uses only intrinsics captured before any tenant code existed.
 //! - Who the running code works for, and what it may still do (depth,
@@ -50,6 +50,7 @@ pub mod late_bound;
 pub mod limits;
 pub mod loader;
 pub mod memory;
+pub mod node;
 pub mod script;
 pub mod service;
 pub mod snapshot;

@@ -2,13 +2,14 @@
 // wrangler's settings and its module rules as a plugin. Reads one JSON
 // request on stdin, writes one JSON answer on stdout:
 //   request: {projectDir, baseDir, entry, rules: [{type, globs}], define,
-//             alias, minify, keepNames, jsxFactory, jsxFragment, tsconfig}
+//             alias, minify, keepNames, jsxFactory, jsxFragment, tsconfig,
+//             nodeCompat}
 //   answer:  {main: {name, code}, modules: [{name, type, file}]} or {error}
 // esbuild comes from the project (wrangler depends on it, so a project with
 // wrangler installed has it) or from $EDGED_ESBUILD_PATH.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { builtinModules, createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -98,6 +99,27 @@ const moduleRules = {
   },
 };
 
+// With nodejs_compat, as wrangler does: Node's built-ins stay imports of
+// `node:<name>` for the runtime, and a require() of one (which esbuild's ESM
+// output cannot leave external) becomes a module importing it.
+const nodeBuiltins = {
+  name: "edged-node-builtins",
+  setup(build) {
+    if (input.nodeCompat !== true) return;
+    const names = builtinModules.filter((n) => !n.startsWith("_")).map((n) => n.replace(/[/]/g, "\\/"));
+    const filter = new RegExp(`^(node:)?(${names.join("|")})$`);
+    build.onResolve({ filter }, (args) => {
+      const name = args.path.startsWith("node:") ? args.path : `node:${args.path}`;
+      if (args.kind === "require-call") return { path: name, namespace: "edged-node-require" };
+      return { path: name, external: true };
+    });
+    build.onLoad({ filter: /.*/, namespace: "edged-node-require" }, (args) => ({
+      contents: `import lib from ${JSON.stringify(args.path)};\nmodule.exports = lib;\n`,
+      loader: "js",
+    }));
+  },
+};
+
 try {
   const result = await esbuild.build({
     absWorkingDir: input.projectDir,
@@ -119,7 +141,7 @@ try {
     jsxFactory: input.jsxFactory ?? undefined,
     jsxFragment: input.jsxFragment ?? undefined,
     tsconfig: input.tsconfig ?? undefined,
-    plugins: [moduleRules],
+    plugins: [nodeBuiltins, moduleRules],
     logLevel: "silent",
   });
   const js = result.outputFiles.find((f) => f.path.endsWith(".js"));

@@ -432,6 +432,16 @@ pub fn settings(file: &Path, cfg: Map<String, Value>) -> Result<Settings, Projec
             bundler.insert(option.into(), v.clone());
         }
     }
+    // As wrangler: with Node.js compatibility, Node's built-ins are left to
+    // the runtime, bare names and require() calls included.
+    let node_compat = cfg
+        .get("compatibility_flags")
+        .and_then(Value::as_array)
+        .is_some_and(|f| {
+            f.iter()
+                .any(|f| matches!(f.as_str(), Some("nodejs_compat" | "nodejs_compat_v2")))
+        });
+    bundler.insert("nodeCompat".into(), Value::Bool(node_compat));
     let build = match cfg.get("build") {
         Some(b) => {
             str_of(b, "command").map(|c| (c.to_owned(), str_of(b, "cwd").map(str::to_owned)))

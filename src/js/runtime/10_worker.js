@@ -15,11 +15,16 @@ import { primordials } from "ext:core/mod.js";
 import {
   op_do_alarm_get,
   op_do_alarm_set,
+  op_edged_async_set_stores,
+  op_edged_async_stores,
   op_edged_body_close,
   op_edged_body_open,
   op_edged_body_write,
   op_edged_log,
+  op_edged_node_digest,
+  op_edged_node_hmac,
   op_edged_response_stream,
+  op_edged_timing_safe_equal,
   op_edged_wait_until,
 } from "ext:core/ops";
 import { core } from "ext:core/mod.js";
@@ -187,11 +192,25 @@ let passThroughOrigin = null;
 
 // `modules`: the values of the worker's Text, JSON, Data and WebAssembly
 // modules (made in Rust, frozen), which their generated modules export.
+// `options.node`: what the node: modules need (src/js/node.rs), only for a
+// worker with Node.js compatibility. None of it can change who the code
+// works for: the async-stores ops keep the running request.
 export function prepare(bindings, options = {}, modules = {}) {
   passThroughOrigin = options.passThroughOrigin ?? null;
   env = makeEnv(bindings);
+  const node = options.node
+    ? ObjectFreeze({
+      __proto__: null,
+      asyncStores: op_edged_async_stores,
+      setAsyncStores: op_edged_async_set_stores,
+      digest: op_edged_node_digest,
+      hmac: op_edged_node_hmac,
+      timingSafeEqual: op_edged_timing_safe_equal,
+      processEnv: options.nodeProcessEnv === true,
+    })
+    : undefined;
   ObjectDefineProperty(globalThis, CFW_KEY, {
-    value: ObjectFreeze({ env, DurableObject, WorkerEntrypoint, modules }),
+    value: ObjectFreeze({ env, DurableObject, WorkerEntrypoint, modules, node }),
     configurable: true,
     enumerable: false,
     writable: false,

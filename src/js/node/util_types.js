@@ -1,0 +1,43 @@
+// node:util/types.
+import util from "./util.js";
+
+const t = util.types;
+export const {
+  isAnyArrayBuffer,
+  isArgumentsObject,
+  isArrayBuffer,
+  isArrayBufferView,
+  isAsyncFunction,
+  isBigInt64Array,
+  isBigUint64Array,
+  isBooleanObject,
+  isBoxedPrimitive,
+  isDataView,
+  isDate,
+  isFloat32Array,
+  isFloat64Array,
+  isGeneratorFunction,
+  isGeneratorObject,
+  isInt16Array,
+  isInt32Array,
+  isInt8Array,
+  isMap,
+  isMapIterator,
+  isNativeError,
+  isNumberObject,
+  isPromise,
+  isRegExp,
+  isSet,
+  isSetIterator,
+  isSharedArrayBuffer,
+  isStringObject,
+  isSymbolObject,
+  isTypedArray,
+  isUint16Array,
+  isUint32Array,
+  isUint8Array,
+  isUint8ClampedArray,
+  isWeakMap,
+  isWeakSet,
+} = t;
+export default t;
