@@ -885,3 +885,73 @@ fn a_nodejs_compat_project_runs_its_node_modules() {
     );
     assert_eq!(node.get_worker("nodeapp", "/").0, 200);
 }
+
+/// `cloudflare:node`'s httpServerHandler serving a node:http server: the
+/// request's method, path, headers and body reach the Node handler, and its
+/// status, headers and streamed writes make the response.
+#[test]
+fn a_node_http_server_serves_through_http_server_handler() {
+    let node = TestNode::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    write(
+        dir,
+        "wrangler.jsonc",
+        br#"{ "name": "nodehttp", "main": "server.js", "compatibility_date": "2025-09-01",
+              "compatibility_flags": ["nodejs_compat"] }"#,
+    );
+    write(
+        dir,
+        "server.js",
+        br#"
+import { createServer } from "node:http";
+import { httpServerHandler } from "cloudflare:node";
+
+const server = createServer(async (req, res) => {
+  if (req.url === "/empty") {
+    res.writeHead(204, { "x-empty": "yes" });
+    return res.end();
+  }
+  let body = "";
+  for await (const chunk of req) body += chunk;
+  res.setHeader("Content-Type", "application/json");
+  res.appendHeader("x-many", "a");
+  res.appendHeader("x-many", "b");
+  res.statusCode = req.method === "POST" ? 201 : 200;
+  res.write('{"method":' + JSON.stringify(req.method));
+  res.write(',"url":' + JSON.stringify(req.url));
+  res.end(',"body":' + JSON.stringify(body) + ',"agent":' + JSON.stringify(req.headers["x-test"] ?? null) + "}");
+});
+server.listen(8080);
+export default httpServerHandler({ port: 8080 });
+"#,
+    );
+    let (ok, stdout, stderr) = deploy(&node, dir, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let resp = node
+        .http
+        .post(format!("{}/p/q?x=1", node.data))
+        .header("host", "nodehttp.workers.localhost")
+        .header("x-test", "hi")
+        .body("hello body")
+        .send()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(header(resp.headers(), "content-type"), "application/json");
+    assert_eq!(header(resp.headers(), "x-many"), "a, b");
+    let got: Value = resp.json().expect("json");
+    assert_eq!(
+        got,
+        serde_json::json!({"method": "POST", "url": "/p/q?x=1", "body": "hello body", "agent": "hi"})
+    );
+    let (status, headers, body) = fetch(
+        &node,
+        reqwest::Method::GET,
+        "nodehttp.workers.localhost",
+        "/empty",
+        &[],
+    );
+    assert_eq!(status, 204);
+    assert_eq!(header(&headers, "x-empty"), "yes");
+    assert!(body.is_empty());
+}

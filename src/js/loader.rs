@@ -153,6 +153,14 @@ impl TenantLoader {
     /// `node:` module it may not.
     fn node_module(&self, specifier: &str) -> Result<Option<String>, JsErrorBox> {
         let compat = self.node.get();
+        if specifier == "cloudflare:node" {
+            if !compat.modules {
+                return Err(JsErrorBox::type_error(
+                    "No such module \"cloudflare:node\": it needs the nodejs_compat compatibility flag",
+                ));
+            }
+            return Ok(Some(format!("{}{}", node::SCHEME, node::CLOUDFLARE_NODE)));
+        }
         if let Some(name) = specifier.strip_prefix("node:") {
             return match compat.file_for(name) {
                 Some(file) => Ok(Some(format!("{}{file}", node::SCHEME))),

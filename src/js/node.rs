@@ -24,7 +24,9 @@
 //!   another request. `node:crypto`'s hashes and HMACs are Rust (synchronous,
 //!   as Node's are; Web Crypto is only asynchronous); the rest of it is Web
 //!   Crypto. `node:process` (env from the worker's text bindings, as Workers
-//!   fills it), `node:timers` and the subpath modules are thin.
+//!   fills it), `node:timers` and the subpath modules are thin. `node:http`
+//!   is the server side only (`createServer`, `IncomingMessage`,
+//!   `ServerResponse`), served by `cloudflare:node`'s `httpServerHandler`.
 //!
 //! Every module is loaded as `edged-node:<file>`, so `node:buffer` and the
 //! `Buffer` inside `node:stream` are one class, and reaches the ops through
@@ -93,6 +95,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("buffer", "buffer.js"),
     ("crypto", "crypto.js"),
     ("events", "events.js"),
+    ("http", "http.js"),
     ("path", "path.js"),
     ("path/posix", "path.js"),
     ("process", "process_node.js"),
@@ -125,7 +128,15 @@ const OWN: &[(&str, &str)] = &[
     ),
     ("util_types.js", include_str!("node/util_types.js")),
     ("globals.js", include_str!("node/globals.js")),
+    ("http.js", include_str!("node/http.js")),
+    (
+        "cloudflare_node.js",
+        include_str!("node/cloudflare_node.js"),
+    ),
 ];
+
+/// `cloudflare:node` (`httpServerHandler`), with the node modules.
+pub const CLOUDFLARE_NODE: &str = "cloudflare_node.js";
 
 /// The module that installs the node globals, evaluated before the worker's
 /// main module when [`NodeCompat::globals`] is on.
