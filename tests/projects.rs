@@ -634,7 +634,8 @@ module.exports = function legacyHash(s) {
   let seen = 0;
   e.on('x', () => seen++);
   e.emit('x');
-  return crypto.createHash('sha1').update(Buffer.from(s)).digest('hex') + ':' + seen;
+  return crypto.createHash('sha1').update(Buffer.from(s)).digest('hex') + ':' + seen + ':' +
+    typeof require('url').fileURLToPath + ':' + typeof require('util').TextEncoder;
 };
 "#,
     );
@@ -735,6 +736,7 @@ export default {
       badLength,
       subtle: webcrypto.subtle === globalThis.crypto.subtle,
       legacy: legacyHash("abc"),
+      b64url: createHash("sha256").update(Buffer.from("YWJj", "base64url")).digest("base64url"),
       ready,
       path: path.join("/a/b", "../c", "d.txt"),
       ext: path.extname("x/y.tar.gz"),
@@ -788,7 +790,8 @@ fn a_nodejs_compat_project_runs_its_node_modules() {
         "safeEqual": true,
         "badLength": true,
         "subtle": true,
-        "legacy": "a9993e364706816aba3e25717850c26c9cd0d89d:1",
+        "legacy": "a9993e364706816aba3e25717850c26c9cd0d89d:1:function:function",
+        "b64url": "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0",
         "ready": 7,
         "path": "/a/c/d.txt",
         "ext": ".gz",

@@ -19,6 +19,36 @@ const entries = path.join(here, ".entries");
 // public name → [package, extra ES source appended to the entry]
 const MODULES = {
   buffer: ["buffer", `
+// Node's "base64url" encoding, which buffer 6 lacks (its base64 decoder
+// already reads the URL alphabet and missing padding).
+{
+  const B = m.Buffer;
+  const isUrl = (e) => typeof e === "string" && e.toLowerCase() === "base64url";
+  const toUrl = (s) => s.replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+  const { toString, write } = B.prototype;
+  const { from, byteLength, isEncoding, alloc } = B;
+  B.prototype.toString = function (encoding, start, end) {
+    return isUrl(encoding) ? toUrl(toString.call(this, "base64", start, end)) : toString.apply(this, arguments);
+  };
+  B.prototype.write = function (string, offset, length, encoding) {
+    if (isUrl(offset)) return write.call(this, string, "base64");
+    if (isUrl(length)) return write.call(this, string, offset, "base64");
+    if (isUrl(encoding)) return write.call(this, string, offset, length, "base64");
+    return write.apply(this, arguments);
+  };
+  B.from = function (value, encoding, length) {
+    return isUrl(encoding) ? from.call(B, value, "base64") : from.apply(B, arguments);
+  };
+  B.byteLength = function (string, encoding) {
+    return isUrl(encoding) ? byteLength.call(B, string, "base64") : byteLength.apply(B, arguments);
+  };
+  B.isEncoding = function (encoding) {
+    return isUrl(encoding) || isEncoding.call(B, encoding);
+  };
+  B.alloc = function (size, fill, encoding) {
+    return isUrl(encoding) ? alloc.call(B, size, fill, "base64") : alloc.apply(B, arguments);
+  };
+}
 export const atob = globalThis.atob;
 export const btoa = globalThis.btoa;
 export const Blob = globalThis.Blob;
@@ -67,8 +97,12 @@ for (const [name, [pkg, extra]] of Object.entries(MODULES)) {
   const value = require(path.isAbsolute(pkg) ? pkg : `${pkg}/`);
   const declared = new Set([...extra.matchAll(/export (?:const|function) (\w+)/g)].map((x) => x[1]));
   const keys = Object.keys(value).filter((k) => IDENT.test(k) && k !== "default" && !declared.has(k));
-  const src = `import m from ${JSON.stringify(pkg)};\nexport default m;\n` +
-    (keys.length ? `export const { ${keys.join(", ")} } = m;\n` : "") + extra;
+  // The default export is what require() returns: the package's exports,
+  // plus the names added here.
+  const added = [...declared];
+  const src = `import m from ${JSON.stringify(pkg)};\n` +
+    (keys.length ? `export const { ${keys.join(", ")} } = m;\n` : "") + extra +
+    (added.length ? `export default { ...m, ${added.join(", ")} };\n` : "export default m;\n");
   const file = path.join(entries, `${name}.js`);
   writeFileSync(file, src);
   entryPoints[name] = file;

@@ -327,7 +327,7 @@ impl BlankIsolate {
             script.compatibility_date.as_deref(),
             &script.compatibility_flags,
         );
-        loader.install(&script.modules, &script.main_module, node);
+        loader.install(&script.modules, node);
         // What the isolate may reach, all in its OpState before any tenant code.
         let mode = {
             let op_state = engine.runtime.op_state();
@@ -443,52 +443,78 @@ impl BlankIsolate {
         }
         let specifier = TenantLoader::specifier_for(&script.main_module)
             .map_err(|e| EngineError::Script(e.to_string()))?;
-        let module_id = {
-            let isolate = engine.isolate;
-            let mut loading = std::pin::pin!(engine.runtime.load_main_es_module(&specifier));
-            std::future::poll_fn(|cx| {
-                // SAFETY: the engine (and its isolate) outlives this future.
-                let _entered = unsafe { Entered::new(isolate) };
-                loading.as_mut().poll(cx)
-            })
-            .await
-            .map_err(|e| EngineError::Script(format_core_error(&e)))?
-        };
-        let (evaluation, seg) = engine.run(budget.saturating_sub(used), |runtime| {
-            runtime.mod_evaluate(module_id)
-        });
-        used += seg.cpu;
-        if let Some(e) = engine.termination_cause(seg.over_budget) {
-            return Err(e);
+        // With the Node.js globals, their module evaluates first, on its own,
+        // so the worker's modules (and their line and column numbers) are
+        // untouched.
+        let mut to_evaluate = Vec::with_capacity(2);
+        if node.globals {
+            let globals =
+                deno_core::ModuleSpecifier::parse(super::node::GLOBALS).map_err(internal)?;
+            to_evaluate.push((globals, false));
         }
-        // Top-level await: drive the event loop until the evaluation settles,
-        // within the startup CPU budget and a wall-clock bound.
-        let mut evaluation = std::pin::pin!(evaluation);
-        let settle = std::future::poll_fn(|cx| {
-            let (polled, seg) = engine.run(budget.saturating_sub(used), |runtime| {
-                runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+        to_evaluate.push((specifier, true));
+        let mut module_id = 0;
+        for (specifier, main) in to_evaluate {
+            module_id = {
+                let isolate = engine.isolate;
+                let runtime = &mut engine.runtime;
+                type Loading<'a> = std::pin::Pin<
+                    Box<
+                        dyn Future<
+                                Output = Result<deno_core::ModuleId, deno_core::error::CoreError>,
+                            > + 'a,
+                    >,
+                >;
+                let mut loading: Loading = if main {
+                    Box::pin(runtime.load_main_es_module(&specifier))
+                } else {
+                    Box::pin(runtime.load_side_es_module(&specifier))
+                };
+                std::future::poll_fn(|cx| {
+                    // SAFETY: the engine (and its isolate) outlives this future.
+                    let _entered = unsafe { Entered::new(isolate) };
+                    loading.as_mut().poll(cx)
+                })
+                .await
+                .map_err(|e| EngineError::Script(format_core_error(&e)))?
+            };
+            let (evaluation, seg) = engine.run(budget.saturating_sub(used), |runtime| {
+                runtime.mod_evaluate(module_id)
             });
             used += seg.cpu;
             if let Some(e) = engine.termination_cause(seg.over_budget) {
-                return Poll::Ready(Err(e));
+                return Err(e);
             }
-            if let Poll::Ready(Err(e)) = polled {
-                return Poll::Ready(Err(EngineError::Script(format_core_error(&e))));
-            }
-            let _entered = engine.enter();
-            match evaluation.as_mut().poll(cx) {
-                Poll::Ready(r) => {
-                    Poll::Ready(r.map_err(|e| EngineError::Script(format_core_error(&e))))
+            // Top-level await: drive the event loop until the evaluation settles,
+            // within the startup CPU budget and a wall-clock bound.
+            let mut evaluation = std::pin::pin!(evaluation);
+            let settle = std::future::poll_fn(|cx| {
+                let (polled, seg) = engine.run(budget.saturating_sub(used), |runtime| {
+                    runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+                });
+                used += seg.cpu;
+                if let Some(e) = engine.termination_cause(seg.over_budget) {
+                    return Poll::Ready(Err(e));
                 }
-                Poll::Pending => Poll::Pending,
-            }
-        });
-        match tokio::time::timeout(Duration::from_secs(10), settle).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(EngineError::Script(
-                    "Error: the main module's top-level await did not settle within 10 s".into(),
-                ))
+                if let Poll::Ready(Err(e)) = polled {
+                    return Poll::Ready(Err(EngineError::Script(format_core_error(&e))));
+                }
+                let _entered = engine.enter();
+                match evaluation.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        Poll::Ready(r.map_err(|e| EngineError::Script(format_core_error(&e))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match tokio::time::timeout(Duration::from_secs(10), settle).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(EngineError::Script(
+                        "Error: the main module's top-level await did not settle within 10 s"
+                            .into(),
+                    ))
+                }
             }
         }
 

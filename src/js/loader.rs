@@ -70,16 +70,19 @@ function normalize(path) {
   }
   return out.join("/");
 }
+// A `node:` name is the built-in; a bare name is the worker's own module if
+// it has one, else the built-in (as the loader resolves an import).
 function resolve(dir, spec) {
-  if (spec in builtins) return spec;
+  if (spec.startsWith("node:") && spec in builtins) return spec;
   const base = spec.startsWith("./") || spec.startsWith("../") ? normalize(dir + "/" + spec) : normalize(spec);
   for (const name of [base, base + ".js", base + ".cjs", base + ".json", base + "/index.js"]) {
     if (name in kinds) return name;
   }
+  if (spec in builtins) return "node:" + spec.replace(/^node:/, "");
   throw new Error(`No such module "${spec}".`);
 }
 function load(name) {
-  if (name in builtins) return builtins[name];
+  if (name.startsWith("node:") && name in builtins) return builtins[name];
   const kind = kinds[name];
   if (kind === "esm") {
     throw new Error(`require() of the ES module "${name}" is not supported; import it instead`);
@@ -133,7 +136,6 @@ fn loader_error(e: JsErrorBox) -> ModuleLoaderError {
 pub struct TenantLoader {
     modules: RefCell<BTreeMap<String, Module>>,
     node: Cell<NodeCompat>,
-    main: RefCell<String>,
 }
 
 impl TenantLoader {
@@ -142,9 +144,8 @@ impl TenantLoader {
     }
 
     /// Installs the tenant's modules. Called once, at bind.
-    pub fn install(&self, modules: &BTreeMap<String, Module>, main: &str, node: NodeCompat) {
+    pub fn install(&self, modules: &BTreeMap<String, Module>, node: NodeCompat) {
         *self.modules.borrow_mut() = modules.clone();
-        *self.main.borrow_mut() = main.trim_start_matches("./").to_owned();
         self.node.set(node);
     }
 
@@ -185,26 +186,11 @@ impl TenantLoader {
     }
 
     /// The JavaScript the loader hands V8 for a tenant module.
-    fn source_of(&self, name: &str, main: bool) -> Option<String> {
+    fn source_of(&self, name: &str) -> Option<String> {
         let modules = self.modules.borrow();
         let module = modules.get(name)?;
         let literal = serde_json::to_string(name).unwrap_or_default();
         Some(match module {
-            // The node globals are installed by the main module's first
-            // import, so before any of the worker's code runs; on its first
-            // line, so that line numbers stay the worker's.
-            Module::Esm(s) | Module::Typed(TypedModule::Esm { content: s })
-                if main && self.node.get().globals =>
-            {
-                let globals = format!("import \"{}\";", node::GLOBALS);
-                match s.strip_prefix("#!") {
-                    Some(rest) => match rest.split_once('\n') {
-                        Some((bang, body)) => format!("#!{bang}\n{globals}{body}"),
-                        None => format!("#!{rest}\n{globals}"),
-                    },
-                    None => format!("{globals}{s}"),
-                }
-            }
             Module::Esm(s) | Module::Typed(TypedModule::Esm { content: s }) => s.clone(),
             Module::Typed(TypedModule::Commonjs { .. }) => format!(
                 "import {{ requireModule }} from \"{CJS_REGISTRY}\";\nexport default requireModule({literal});\n"
@@ -307,10 +293,18 @@ impl ModuleLoader for TenantLoader {
         {
             // The node modules import each other by relative path.
             Some(format!("{}{file}", node::SCHEME))
-        } else if specifier == node::GLOBALS && self.node.get().globals {
+        } else if specifier == node::GLOBALS
+            && self.node.get().globals
+            && !referrer.starts_with(TENANT_PREFIX)
+        {
+            // The runtime's own root module (`isolate.rs` loads it before the
+            // worker's); no tenant module can import it.
             Some(specifier.to_owned())
         } else if referrer.starts_with(node::SCHEME) {
-            None
+            // Internal modules import only each other, never a tenant's.
+            return Err(loader_error(JsErrorBox::type_error(format!(
+                "No such module \"{specifier}\""
+            ))));
         } else {
             self.node_module(specifier).map_err(loader_error)?
         };
@@ -369,12 +363,11 @@ impl ModuleLoader for TenantLoader {
                 .as_str()
                 .strip_prefix(TENANT_PREFIX)
                 .unwrap_or(specifier.as_str());
-            self.source_of(name, *self.main.borrow() == name)
-                .ok_or_else(|| {
-                    loader_error(JsErrorBox::type_error(format!(
-                        "Cannot find module '{name}'"
-                    )))
-                })
+            self.source_of(name).ok_or_else(|| {
+                loader_error(JsErrorBox::type_error(format!(
+                    "Cannot find module '{name}'"
+                )))
+            })
         };
         ModuleLoadResponse::Sync(source.map(|code| {
             ModuleSource::new(
@@ -460,4 +453,80 @@ pub fn module_values<'s>(
     }
     object.set_integrity_level(scope, v8::IntegrityLevel::Frozen);
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loader(node: NodeCompat) -> Rc<TenantLoader> {
+        let l = TenantLoader::new();
+        let mut modules = BTreeMap::new();
+        modules.insert("main.js".to_owned(), Module::Esm(String::new()));
+        modules.insert("events".to_owned(), Module::Esm(String::new()));
+        l.install(&modules, node);
+        l
+    }
+
+    fn resolve(l: &TenantLoader, spec: &str, referrer: &str) -> Result<String, String> {
+        l.resolve(spec, referrer, ResolutionKind::Import)
+            .map(|s| s.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn node_modules_resolve_only_as_the_flags_say() {
+        let main = "file:///main.js";
+        let all = NodeCompat {
+            modules: true,
+            async_hooks: true,
+            globals: true,
+            process_env: true,
+        };
+        let l = loader(all);
+        assert_eq!(
+            resolve(&l, "node:crypto", main).unwrap(),
+            "edged-node:crypto.js"
+        );
+        assert_eq!(resolve(&l, "crypto", main).unwrap(), "edged-node:crypto.js");
+        // A module of the worker's own wins over a bare built-in name.
+        assert_eq!(resolve(&l, "events", main).unwrap(), "file:///events");
+        assert_eq!(
+            resolve(&l, "node:events", main).unwrap(),
+            "edged-node:events.js"
+        );
+        assert!(resolve(&l, "node:fs", main)
+            .unwrap_err()
+            .contains("does not implement"));
+        // Internal specifiers are not the tenant's to name.
+        for internal in [
+            "edged-node:crypto.js",
+            "edged-node:globals.js",
+            "ext:core/ops",
+        ] {
+            assert!(resolve(&l, internal, main).is_err(), "{internal}");
+        }
+        // The runtime's own root module, and internal relative imports only.
+        assert_eq!(
+            resolve(&l, node::GLOBALS, ".").unwrap(),
+            "edged-node:globals.js"
+        );
+        assert!(resolve(&l, "./buffer.js", "edged-node:stream.js").is_ok());
+        assert!(resolve(&l, "./nope.js", "edged-node:stream.js").is_err());
+        assert!(resolve(&l, "events", "edged-node:stream.js").is_err());
+        assert!(resolve(&l, "../main.js", "edged-node:stream.js").is_err());
+
+        let none = loader(NodeCompat::default());
+        assert!(resolve(&none, "node:buffer", main)
+            .unwrap_err()
+            .contains("nodejs_compat"));
+        assert!(resolve(&none, "cloudflare:node", main).is_err());
+        assert!(resolve(&none, node::GLOBALS, ".").is_err());
+        let als = loader(NodeCompat {
+            async_hooks: true,
+            ..NodeCompat::default()
+        });
+        assert!(resolve(&als, "node:async_hooks", main).is_ok());
+        assert!(resolve(&als, "node:buffer", main).is_err());
+    }
 }

@@ -29,7 +29,11 @@
 //!   `ServerResponse`), served by `cloudflare:node`'s `httpServerHandler`.
 //!
 //! Every module is loaded as `edged-node:<file>`, so `node:buffer` and the
-//! `Buffer` inside `node:stream` are one class, and reaches the ops through
+//! `Buffer` inside `node:stream` are one class; those modules import only
+//! each other, and tenant code can name none of them directly. The globals
+//! module ([`GLOBALS`]) is a root module of its own, evaluated before the
+//! worker's main module, so the worker's sources are untouched. A module
+//! reaches the ops through
 //! the same hidden global as `cloudflare:workers`: it can only be imported
 //! while the worker's modules first evaluate.
 
@@ -63,7 +67,8 @@ impl NodeCompat {
         let Ok(resolved) = super::compat::resolve(date, flags) else {
             return Self::default();
         };
-        let modules = resolved.has("nodejs_compat");
+        // nodejs_compat_v2 implies nodejs_compat, as in workerd.
+        let modules = resolved.has("nodejs_compat") || resolved.has("nodejs_compat_v2");
         let v2_by_date = modules && date.is_some_and(|d| d >= "2024-09-23");
         let v2_off = flags.iter().any(|f| f == "no_nodejs_compat_v2");
         Self {
@@ -177,8 +182,8 @@ pub fn op_edged_async_stores<'s>(scope: &mut v8::HandleScope<'s>) -> v8::Local<'
 }
 
 /// Makes `stores` the stores of the code that runs next; the request stays
-/// the running one.
-#[op2(fast)]
+/// the running one. Not a fast op: it allocates on the JS heap.
+#[op2(nofast)]
 pub fn op_edged_async_set_stores(scope: &mut v8::HandleScope, stores: v8::Local<v8::Value>) {
     let frame = scope.get_continuation_preserved_embedder_data();
     let request = frame_request(scope, frame);
@@ -271,6 +276,8 @@ mod tests {
         assert!(old.modules && !old.globals);
         let new = NodeCompat::of(Some("2024-09-23"), &f(&["nodejs_compat"]));
         assert!(new.modules && new.globals);
+        let v2 = NodeCompat::of(Some("2024-01-01"), &f(&["nodejs_compat_v2"]));
+        assert!(v2.modules && v2.globals);
         let off = NodeCompat::of(
             Some("2025-01-01"),
             &f(&["nodejs_compat", "no_nodejs_compat_v2"]),

@@ -3,13 +3,13 @@
 // request on stdin, writes one JSON answer on stdout:
 //   request: {projectDir, baseDir, entry, rules: [{type, globs}], define,
 //             alias, minify, keepNames, jsxFactory, jsxFragment, tsconfig,
-//             nodeCompat}
+//             nodeModules: the node built-ins the worker may import}
 //   answer:  {main: {name, code}, modules: [{name, type, file}]} or {error}
 // esbuild comes from the project (wrangler depends on it, so a project with
 // wrangler installed has it) or from $EDGED_ESBUILD_PATH.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { builtinModules, createRequire } from "node:module";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -105,8 +105,8 @@ const moduleRules = {
 const nodeBuiltins = {
   name: "edged-node-builtins",
   setup(build) {
-    if (input.nodeCompat !== true) return;
-    const names = builtinModules.filter((n) => !n.startsWith("_")).map((n) => n.replace(/[/]/g, "\\/"));
+    const names = (input.nodeModules ?? []).map((n) => n.replace(/[/]/g, "\\/"));
+    if (names.length === 0) return;
     const filter = new RegExp(`^(node:)?(${names.join("|")})$`);
     build.onResolve({ filter }, (args) => {
       const name = args.path.startsWith("node:") ? args.path : `node:${args.path}`;

@@ -434,14 +434,27 @@ pub fn settings(file: &Path, cfg: Map<String, Value>) -> Result<Settings, Projec
     }
     // As wrangler: with Node.js compatibility, Node's built-ins are left to
     // the runtime, bare names and require() calls included.
-    let node_compat = cfg
+    // Only the modules edged has: another built-in name is left to esbuild
+    // (an npm polyfill of it, or a clear resolution error), and a `node:`
+    // import of it fails at deploy naming it.
+    let flags: Vec<String> = cfg
         .get("compatibility_flags")
         .and_then(Value::as_array)
-        .is_some_and(|f| {
+        .map(|f| {
             f.iter()
-                .any(|f| matches!(f.as_str(), Some("nodejs_compat" | "nodejs_compat_v2")))
-        });
-    bundler.insert("nodeCompat".into(), Value::Bool(node_compat));
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let date = cfg.get("compatibility_date").and_then(Value::as_str);
+    let compat = crate::js::node::NodeCompat::of(date, &flags);
+    let node_modules: Vec<&str> = crate::js::node::MODULES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| compat.file_for(name).is_some())
+        .collect();
+    bundler.insert("nodeModules".into(), json!(node_modules));
     let build = match cfg.get("build") {
         Some(b) => {
             str_of(b, "command").map(|c| (c.to_owned(), str_of(b, "cwd").map(str::to_owned)))

@@ -11,6 +11,8 @@ const webcrypto = globalThis.crypto;
 const subtle = webcrypto.subtle;
 
 const HASHES = ["md5", "sha1", "sha224", "sha256", "sha384", "sha512"];
+// The names the Rust side takes (src/js/node.rs), lower-cased.
+const NAMES = new Set([...HASHES, "sha-1", "sha-224", "sha-256", "sha-384", "sha-512"]);
 
 function toBytes(data, encoding, name = "data") {
   if (typeof data === "string") return Buffer.from(data, encoding ?? "utf8");
@@ -42,8 +44,8 @@ function concat(chunks) {
 }
 
 function checkAlgorithm(algorithm, message) {
-  if (typeof algorithm !== "string" || !HASHES.includes(algorithm.toLowerCase().replace("-", ""))) {
-    throw new Error(message + String(algorithm));
+  if (typeof algorithm !== "string" || !NAMES.has(algorithm.toLowerCase())) {
+    throw new Error(message);
   }
 }
 
@@ -74,6 +76,11 @@ class Digester {
     return output(this.#finish(concat(this.#chunks.length ? this.#chunks : [new Uint8Array(0)])), outputEncoding);
   }
   static chunksOf(d) {
+    if (d.#done) {
+      const err = new Error("Digest already called");
+      err.code = "ERR_CRYPTO_HASH_FINALIZED";
+      throw err;
+    }
     return d.#chunks;
   }
 }
@@ -81,7 +88,7 @@ class Digester {
 export class Hash extends Digester {
   #algorithm;
   constructor(algorithm) {
-    checkAlgorithm(algorithm, "Digest method not supported: ");
+    checkAlgorithm(algorithm, "Digest method not supported");
     super((bytes) => rustDigest(algorithm, bytes));
     this.#algorithm = algorithm;
   }
@@ -94,7 +101,7 @@ export class Hash extends Digester {
 
 export class Hmac extends Digester {
   constructor(algorithm, key, _options) {
-    checkAlgorithm(algorithm, "Invalid digest: ");
+    checkAlgorithm(algorithm, "Invalid digest");
     const k = key?.type === "secret" && key.export ? key.export() : toBytes(key, undefined, "key").slice();
     super((bytes) => rustHmac(algorithm, k, bytes));
   }
@@ -109,7 +116,7 @@ export function createHmac(algorithm, key, options) {
 }
 
 export function hash(algorithm, data, outputEncoding = "hex") {
-  checkAlgorithm(algorithm, "Digest method not supported: ");
+  checkAlgorithm(algorithm, "Digest method not supported");
   return output(rustDigest(algorithm, toBytes(data)), outputEncoding);
 }
 

@@ -2284,8 +2284,8 @@ var require_assert = __commonJS({
 
 // .entries/assert.js
 var import_assert = __toESM(require_assert());
-var assert_default = import_assert.default;
 var { fail, AssertionError, ok, equal, notEqual, deepEqual, notDeepEqual, deepStrictEqual, notDeepStrictEqual, strictEqual, notStrictEqual, throws, rejects, doesNotThrow, doesNotReject, ifError, match, doesNotMatch, strict } = import_assert.default;
+var assert_default = import_assert.default;
 export {
   AssertionError,
   deepEqual,

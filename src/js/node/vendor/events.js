@@ -7,8 +7,8 @@ import {
 
 // .entries/events.js
 var import_events = __toESM(require_events());
-var events_default = import_events.default;
 var { once, EventEmitter, defaultMaxListeners, init, listenerCount } = import_events.default;
+var events_default = import_events.default;
 export {
   EventEmitter,
   events_default as default,

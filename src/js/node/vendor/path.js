@@ -412,8 +412,8 @@ var require_path_browserify = __commonJS({
 
 // .entries/path.js
 var import_path_browserify = __toESM(require_path_browserify());
-var path_default = import_path_browserify.default;
 var { resolve, normalize, isAbsolute, join, relative, _makeLong, dirname, basename, extname, format, parse, sep, delimiter, win32, posix } = import_path_browserify.default;
+var path_default = import_path_browserify.default;
 export {
   _makeLong,
   basename,

@@ -7,8 +7,8 @@ import {
 
 // .entries/process.js
 var import_process = __toESM(require_process());
-var process_default = import_process.default;
 var { env, argv, argv0, execArgv, version, versions, platform, arch, title, pid, ppid, release, exitCode, browser, features, nextTick, cwd, chdir, umask, emitWarning, hrtime, uptime, memoryUsage, getBuiltinModule, exit, abort, on, once, off, addListener, removeListener, removeAllListeners, emit, listeners, listenerCount } = import_process.default;
+var process_default = import_process.default;
 export {
   abort,
   addListener,

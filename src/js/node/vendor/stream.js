@@ -5466,8 +5466,8 @@ var require_browser2 = __commonJS({
 
 // .entries/stream.js
 var import_readable_stream = __toESM(require_browser2());
-var stream_default = import_readable_stream.default;
 var { ReadableState, _fromList, from, fromWeb, toWeb, wrap, _uint8ArrayToBuffer, _isUint8Array, isDisturbed, isErrored, isReadable, Readable, Writable, Duplex, Transform, PassThrough, addAbortSignal, finished, destroy, pipeline, compose, Stream } = import_readable_stream.default;
+var stream_default = import_readable_stream.default;
 export {
   Duplex,
   PassThrough,

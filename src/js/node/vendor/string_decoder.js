@@ -8,8 +8,8 @@ import {
 
 // .entries/string_decoder.js
 var import_string_decoder = __toESM(require_string_decoder());
-var string_decoder_default = import_string_decoder.default;
 var { StringDecoder } = import_string_decoder.default;
+var string_decoder_default = import_string_decoder.default;
 export {
   StringDecoder,
   string_decoder_default as default

@@ -3155,7 +3155,6 @@ var require_url = __commonJS({
 
 // .entries/url.js
 var import_url = __toESM(require_url());
-var url_default = import_url.default;
 var { parse, resolve, resolveObject, format, Url } = import_url.default;
 var URL = globalThis.URL;
 var URLSearchParams = globalThis.URLSearchParams;
@@ -3179,6 +3178,7 @@ function domainToASCII(domain) {
 function domainToUnicode(domain) {
   return import_url.default.domainToUnicode ? import_url.default.domainToUnicode(domain) : String(domain);
 }
+var url_default = { ...import_url.default, URL, URLSearchParams, fileURLToPath, pathToFileURL, domainToASCII, domainToUnicode };
 export {
   URL,
   URLSearchParams,

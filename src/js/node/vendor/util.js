@@ -8,10 +8,10 @@ import {
 
 // .entries/util.js
 var import_util = __toESM(require_util());
-var util_default = import_util.default;
 var { format, deprecate, debuglog, inspect, types, isArray, isBoolean, isNull, isNullOrUndefined, isNumber, isString, isSymbol, isUndefined, isRegExp, isObject, isDate, isError, isFunction, isPrimitive, isBuffer, log, inherits, _extend, promisify, callbackify } = import_util.default;
 var TextEncoder = globalThis.TextEncoder;
 var TextDecoder = globalThis.TextDecoder;
+var util_default = { ...import_util.default, TextEncoder, TextDecoder };
 export {
   TextDecoder,
   TextEncoder,
