@@ -604,3 +604,89 @@ export default {
     let (status, _) = node.control_request(Method::GET, "/v1/workers/types-bad", None);
     assert_eq!(status, 404);
 }
+
+/// Content-Encoding as Workers does it: a gzip or br header on a plain body
+/// is applied by the runtime; `encodeBody: "manual"` sends the body as it
+/// is; a client that does not take the coding gets the plain body.
+#[test]
+fn content_encoding_is_applied_unless_the_body_is_encoded_manually() {
+    use tokio::io::AsyncReadExt;
+    let node = TestNode::start();
+    node.deploy_ok(
+        "enc",
+        r#"export default {
+          async fetch(request) {
+            const path = new URL(request.url).pathname;
+            const text = "edged ".repeat(2000);
+            if (path === "/gzip") return new Response(text, { headers: { "content-encoding": "gzip", "content-length": String(text.length) } });
+            if (path === "/br") return new Response(text, { headers: { "content-encoding": "br" } });
+            if (path === "/stream") {
+              const body = new Response(text).body;
+              return new Response(body, { headers: { "content-encoding": "gzip" } });
+            }
+            if (path === "/manual") {
+              const gz = new Response(new Response(text).body.pipeThrough(new CompressionStream("gzip")));
+              const bytes = await gz.arrayBuffer();
+              const r = new Response(bytes, { encodeBody: "manual", headers: { "content-encoding": "gzip" } });
+              return new Response(r.body, r);
+            }
+            if (path === "/bad") {
+              try { new Response("x", { encodeBody: "sometimes" }); } catch (e) { return new Response(e.constructor.name); }
+            }
+            return new Response(text);
+          },
+        };"#,
+    );
+    let get = |path: &str, accept: &str| {
+        let resp = node
+            .http
+            .get(format!("{}{path}", node.data))
+            .header("host", "enc.workers.localhost")
+            .header("accept-encoding", accept)
+            .send()
+            .expect("request");
+        let encoding = resp
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        (
+            resp.status().as_u16(),
+            encoding,
+            resp.bytes().expect("body").to_vec(),
+        )
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let gunzip = |bytes: &[u8]| {
+        let mut out = String::new();
+        rt.block_on(
+            async_compression::tokio::bufread::GzipDecoder::new(bytes).read_to_string(&mut out),
+        )
+        .expect("gunzip");
+        out
+    };
+    let text = "edged ".repeat(2000);
+    for path in ["/gzip", "/stream", "/manual"] {
+        let (status, encoding, body) = get(path, "gzip, deflate, br");
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(encoding.as_deref(), Some("gzip"), "{path}");
+        assert!(body.len() < text.len() / 4, "{path}: {} bytes", body.len());
+        assert_eq!(gunzip(&body), text, "{path}");
+    }
+    let (_, encoding, body) = get("/br", "br");
+    assert_eq!(encoding.as_deref(), Some("br"));
+    let mut out = String::new();
+    rt.block_on(
+        async_compression::tokio::bufread::BrotliDecoder::new(&body[..]).read_to_string(&mut out),
+    )
+    .expect("unbrotli");
+    assert_eq!(out, text);
+    // A client that takes no gzip: the plain body, no Content-Encoding.
+    let (_, encoding, body) = get("/gzip", "identity");
+    assert_eq!(encoding, None);
+    assert_eq!(body, text.as_bytes());
+    // No header of the worker's: nothing is compressed.
+    let (_, encoding, body) = get("/plain", "gzip");
+    assert_eq!(encoding, None);
+    assert_eq!(body, text.as_bytes());
+    assert_eq!(get("/bad", "gzip").2, b"TypeError");
+}

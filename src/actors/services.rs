@@ -70,6 +70,7 @@ impl Services {
                 headers: Vec::new(),
                 body: None,
                 websocket: None,
+                encode_manually: false,
             });
         };
         let url = deno_core::url::Url::parse(&request.url)
@@ -89,6 +90,7 @@ impl Services {
                     headers: Vec::new(),
                     body: None,
                     websocket: None,
+                    encode_manually: false,
                 },
             },
         )

@@ -466,6 +466,7 @@ impl PeerClient {
                         .collect(),
                     body,
                     websocket: None,
+                    encode_manually: false,
                 }))
             }
         }

@@ -18,6 +18,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use parking_lot::RwLock;
 
 use super::body::read_or_stream;
+use super::encoding::{self, Plan};
 use super::error::error_body;
 use super::metrics::{ASSET_RESPONSES, REQUESTS, REQUEST_SECONDS};
 use super::routes::RouteTable;
@@ -271,7 +272,7 @@ pub async fn serve(
                     })
                     .flatten();
                 let status = r.status.to_string();
-                let mut response = to_http(&worker, 0, Ok(r));
+                let mut response = to_http(&worker, 0, Ok(r), None);
                 if let Some(len) = head_length {
                     // HEAD: the file's length, and no body.
                     response = response.set_body(HeadBody(len)).map_into_boxed_body();
@@ -330,6 +331,11 @@ pub async fn serve(
             None => Ok(None),
         }
     };
+    let accept_encoding = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let response = match read {
         Err(e) => actix_web::ResponseError::error_response(&e),
         Ok(body) => {
@@ -380,7 +386,7 @@ pub async fn serve(
                     "bad_websocket_upgrade",
                     "the worker answered with a WebSocket, but the request is not a WebSocket upgrade",
                 ),
-                _ => to_http(&worker, request_id, result),
+                _ => to_http(&worker, request_id, result, accept_encoding.as_deref()),
             }
         }
     };
@@ -417,10 +423,14 @@ fn is_connection_header(name: &[u8]) -> bool {
         || name.eq_ignore_ascii_case(b"keep-alive")
 }
 
+/// A worker's outcome as the client's response; `accept` is the client's
+/// Accept-Encoding, for the runtime's side of Content-Encoding
+/// (`encoding.rs`).
 fn to_http(
     worker: &str,
     request_id: u64,
     result: Result<InvokeResponse, InvokeError>,
+    accept: Option<&str>,
 ) -> HttpResponse {
     match result {
         // A 101 needs a socket to switch to; without one it is no response.
@@ -440,8 +450,17 @@ fn to_http(
             let status =
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut builder = HttpResponse::build(status);
+            let plan = encoding::plan(&r.headers, r.encode_manually, r.body.is_some(), accept);
             for (name, value) in &r.headers {
                 if is_connection_header(name) {
+                    continue;
+                }
+                // The length changes with the coding; a body the client
+                // cannot take goes plain.
+                if plan != Plan::AsIs && name.eq_ignore_ascii_case(b"content-length") {
+                    continue;
+                }
+                if plan == Plan::Plain && name.eq_ignore_ascii_case(b"content-encoding") {
                     continue;
                 }
                 if let (Ok(n), Ok(v)) =
@@ -450,15 +469,24 @@ fn to_http(
                     builder.append_header((n, v));
                 }
             }
-            match r.body {
-                Some(Body::Bytes(b)) => builder.body(b),
-                Some(Body::Stream(slot)) => match slot.take() {
+            match (r.body, plan) {
+                (Some(Body::Bytes(b)), Plan::Compress(coding)) => builder.streaming(
+                    encoding::compress(coding, futures::stream::once(async move { Ok(b) })),
+                ),
+                (Some(Body::Bytes(b)), _) => builder.body(b),
+                (Some(Body::Stream(slot)), plan) => match slot.take() {
                     Some(stream) => {
-                        builder.streaming(stream_body(worker.to_owned(), request_id, stream))
+                        let body = stream_body(worker.to_owned(), request_id, stream);
+                        match plan {
+                            Plan::Compress(coding) => {
+                                builder.streaming(encoding::compress(coding, body))
+                            }
+                            _ => builder.streaming(body),
+                        }
                     }
                     None => builder.finish(),
                 },
-                None => builder.finish(),
+                (None, _) => builder.finish(),
             }
         }
         Err(InvokeError::Exception(stack)) => {

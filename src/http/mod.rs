@@ -21,6 +21,7 @@ pub mod auth;
 pub mod body;
 pub mod control_plane;
 pub mod data_plane;
+pub mod encoding;
 pub mod error;
 pub mod kv_admin;
 pub mod metrics;

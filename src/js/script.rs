@@ -464,6 +464,9 @@ pub struct InvokeResponse {
     pub body: Option<Body>,
     /// A 101's end of a WebSocket (`new Response(null, {status: 101, webSocket})`).
     pub websocket: Option<super::websocket::SocketSlot>,
+    /// `encodeBody: "manual"`: the body is already in its Content-Encoding.
+    /// Otherwise the data plane applies a gzip or br Content-Encoding.
+    pub encode_manually: bool,
 }
 
 #[cfg(test)]

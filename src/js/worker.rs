@@ -726,6 +726,7 @@ fn read_outcome(
         }
         _ => None,
     };
+    let encode_manually = array.get_index(scope, 5).is_some_and(|v| v.is_true());
     // A WebSocket's end (the fifth element of a 101), out of the isolate's table.
     let websocket = match array.get_index(scope, 4) {
         Some(v) if v.is_number() => {
@@ -746,6 +747,7 @@ fn read_outcome(
         headers,
         body,
         websocket,
+        encode_manually,
     })
 }
 

@@ -357,6 +357,7 @@ fn plain(status: u16, body: &str, headers: &[(&str, &str)]) -> InvokeResponse {
             .collect(),
         body: (!body.is_empty()).then(|| Body::Bytes(Bytes::copy_from_slice(body.as_bytes()))),
         websocket: None,
+        encode_manually: false,
     }
 }
 
@@ -439,6 +440,7 @@ fn respond(
                 headers,
                 body: None,
                 websocket: None,
+                encode_manually: false,
             };
         }
         headers.push((b"accept-ranges".to_vec(), b"bytes".to_vec()));
@@ -464,6 +466,7 @@ fn respond(
                 headers,
                 body: None,
                 websocket: None,
+                encode_manually: false,
             };
         }
         _ => (status, 0, file.size),
@@ -475,6 +478,7 @@ fn respond(
             headers,
             body: None,
             websocket: None,
+            encode_manually: false,
         };
     }
     let body = if len <= STREAM_ABOVE {
@@ -493,6 +497,7 @@ fn respond(
         headers,
         body: Some(body),
         websocket: None,
+        encode_manually: false,
     }
 }
 

@@ -44,7 +44,7 @@ import {
 } from "ext:edged/30_durable.js";
 import { clearTimers, rethrowFetchError, setOutputGate } from "ext:edged/00_globals.js";
 import { Fetcher } from "ext:edged/50_service.js";
-import { setSendGate, takeResponseSocket } from "ext:edged/15_websocket.js";
+import { encodesManually, setSendGate, takeResponseSocket } from "ext:edged/15_websocket.js";
 import {
   getReader,
   readerCancel,
@@ -612,6 +612,16 @@ async function passThrough(method, url, headerList, request, body) {
 }
 
 function responseResult(response) {
+  const result = responseParts(response);
+  // The sixth element: the body is already encoded (`encodeBody: "manual"`).
+  if (encodesManually(response)) {
+    while (result.length < 5) ArrayPrototypePush(result, null);
+    ArrayPrototypePush(result, true);
+  }
+  return result;
+}
+
+function responseParts(response) {
   const inner = toInnerResponse(response);
   const headers = flattenHeaders(inner.headerList);
   // A 101 with a WebSocket: the socket's end leaves the isolate with it.

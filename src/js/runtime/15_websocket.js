@@ -60,6 +60,7 @@ const {
   ObjectSetPrototypeOf,
   ReflectConstruct,
   SafeWeakMap,
+  SafeWeakSet,
   String,
   Symbol,
   TypeError,
@@ -70,6 +71,8 @@ const {
   Uint8Array,
   WeakMapPrototypeGet,
   WeakMapPrototypeSet,
+  WeakSetPrototypeAdd,
+  WeakSetPrototypeHas,
 } = primordials;
 
 const CONNECTING = 0;
@@ -490,6 +493,11 @@ function fromRid(rid) {
 // Response: as deno's, plus `webSocket` (a 101 response's socket end).
 const DenoResponse = response.Response;
 const sockets = new SafeWeakMap();
+// Responses made with `encodeBody: "manual"`: their body is already encoded
+// as their Content-Encoding says, and the runtime sends it as it is.
+// Otherwise a gzip or br Content-Encoding is applied by the runtime
+// (src/http/encoding.rs), as Workers does.
+const manualEncoding = new SafeWeakSet();
 function Response(body = null, init = undefined) {
   if (new.target === undefined) {
     throw new TypeError("Failed to construct 'Response': Please use the 'new' operator, this DOM object constructor cannot be called as a function.");
@@ -506,8 +514,17 @@ function Response(body = null, init = undefined) {
   } else if (init !== null && typeof init === "object" && init.status === 101) {
     throw new RangeError("Responses may only be constructed with status codes in the range 200 to 599, inclusive.");
   }
+  let manual = false;
+  if (init !== null && typeof init === "object" && init.encodeBody !== undefined) {
+    const mode = String(init.encodeBody);
+    if (mode !== "automatic" && mode !== "manual") {
+      throw new TypeError(`Failed to construct 'Response': encodeBody: unknown value "${mode}" (expected "automatic" or "manual").`);
+    }
+    manual = mode === "manual";
+  }
   const made = ReflectConstruct(DenoResponse, [body, init], new.target);
   if (socket !== null) WeakMapPrototypeSet(sockets, made, socket);
+  if (manual) WeakSetPrototypeAdd(manualEncoding, made);
   return made;
 }
 ObjectSetPrototypeOf(Response, DenoResponse);
@@ -518,6 +535,17 @@ ObjectDefineProperty(DenoResponse.prototype, "constructor", {
   enumerable: false,
   configurable: true,
 });
+ObjectDefineProperty(DenoResponse.prototype, "encodeBody", {
+  get() {
+    return WeakSetPrototypeHas(manualEncoding, this) ? "manual" : "automatic";
+  },
+  enumerable: true,
+  configurable: true,
+});
+/// Whether the runtime must send this response's body as it is.
+function encodesManually(resp) {
+  return WeakSetPrototypeHas(manualEncoding, resp);
+}
 ObjectDefineProperty(DenoResponse.prototype, "webSocket", {
   get() {
     return WeakMapPrototypeGet(sockets, this) ?? null;
@@ -556,6 +584,7 @@ function takeResponseSocket(resp) {
 export {
   closedIncoming,
   connect,
+  encodesManually,
   fromHibernatable,
   fromRid,
   hibernate,
