@@ -91,6 +91,34 @@ fn engine(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // nodejs_compat from a 2024-09-23+ date: the Buffer/process globals (and
+    // the node modules they need) load at every bind; then a worker that
+    // also imports node:stream and node:crypto.
+    let mut node = script("bench");
+    node.compatibility_date = Some("2025-05-01".into());
+    node.compatibility_flags = vec!["nodejs_compat".into()];
+    let mut node_heavy = node.clone();
+    node_heavy.modules = BTreeMap::from([(
+        "worker.js".to_owned(),
+        format!("import {{ Readable }} from 'node:stream'; import {{ createHash }} from 'node:crypto'; globalThis.keep = [Readable, createHash]; {HELLO}").into(),
+    )]);
+    for (label, s) in [
+        ("pool_hit_nodejs_compat", &node),
+        ("pool_hit_node_stream_crypto", &node_heavy),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter_batched(
+                || BlankIsolate::new(IsolateLimits::default()).unwrap(),
+                |blank| {
+                    local.block_on(&rt, async {
+                        let mut w = blank.bind(s, &Default::default()).await.unwrap();
+                        invoke(&mut w).await
+                    })
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.bench_function("blank_isolate", |b| {
         b.iter(|| BlankIsolate::new(IsolateLimits::default()).unwrap())
     });

@@ -341,6 +341,18 @@ impl ModuleLoader for TenantLoader {
         Ok(resolved)
     }
 
+    fn code_cache_ready(
+        &self,
+        specifier: ModuleSpecifier,
+        _hash: u64,
+        code_cache: &[u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        if let Some(file) = specifier.as_str().strip_prefix(node::SCHEME) {
+            node::store_code_cache(file, code_cache);
+        }
+        Box::pin(async {})
+    }
+
     fn load(
         &self,
         specifier: &ModuleSpecifier,
@@ -353,11 +365,22 @@ impl ModuleLoader for TenantLoader {
         } else if specifier.as_str() == CJS_REGISTRY {
             Ok(self.cjs_registry())
         } else if let Some(file) = specifier.as_str().strip_prefix(node::SCHEME) {
-            node::source(file).map(str::to_owned).ok_or_else(|| {
-                loader_error(JsErrorBox::type_error(format!(
-                    "Cannot find module '{specifier}'"
-                )))
-            })
+            // The runtime's node modules compile from a shared code cache.
+            let Some(code) = node::source(file) else {
+                return ModuleLoadResponse::Sync(Err(loader_error(JsErrorBox::type_error(
+                    format!("Cannot find module '{specifier}'"),
+                ))));
+            };
+            let cache = deno_core::SourceCodeCacheInfo {
+                hash: node::source_hash(file),
+                data: node::code_cache(file).map(std::borrow::Cow::Borrowed),
+            };
+            return ModuleLoadResponse::Sync(Ok(ModuleSource::new(
+                ModuleType::JavaScript,
+                ModuleSourceCode::String(deno_core::FastString::from_static(code)),
+                specifier,
+                Some(cache),
+            )));
         } else {
             let name = specifier
                 .as_str()

@@ -147,6 +147,44 @@ pub const CLOUDFLARE_NODE: &str = "cloudflare_node.js";
 /// main module when [`NodeCompat::globals`] is on.
 pub const GLOBALS: &str = "edged-node:globals.js";
 
+/// V8 code caches of the internal files, made by the first isolate that
+/// compiles each one and used by every later one (the files are part of the
+/// binary, so a cache never goes stale; V8 checks it against the source
+/// anyway). Set once per file, so the leaked bytes are bounded by the file
+/// count.
+static CODE_CACHE: std::sync::Mutex<Vec<(&'static str, &'static [u8])>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The code cache of `file`, if one was made.
+pub fn code_cache(file: &str) -> Option<&'static [u8]> {
+    let caches = CODE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    caches.iter().find(|(f, _)| *f == file).map(|(_, c)| *c)
+}
+
+/// Keeps the code cache V8 made for `file` (the first one only).
+pub fn store_code_cache(file: &str, cache: &[u8]) {
+    let Some((name, _)) = OWN
+        .iter()
+        .chain(vendor::FILES.iter())
+        .find(|(f, _)| *f == file)
+    else {
+        return;
+    };
+    let mut caches = CODE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if caches.iter().any(|(f, _)| f == name) {
+        return;
+    }
+    caches.push((name, Box::leak(cache.to_vec().into_boxed_slice())));
+}
+
+/// The hash deno_core keys a file's code cache with.
+pub fn source_hash(file: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source(file).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
 /// The source of an internal file.
 pub fn source(file: &str) -> Option<&'static str> {
     OWN.iter()
