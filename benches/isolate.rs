@@ -44,6 +44,7 @@ fn request() -> InvokeRequest {
         cf: None,
         depth: 0,
         entrypoint: None,
+        props: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: "http://bench.workers.localhost/".into(),

@@ -120,6 +120,7 @@ pub fn bindings_from_flags(
             name,
             service,
             entrypoint: None,
+            props: None,
         });
     }
     Ok(out)

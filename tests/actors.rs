@@ -35,6 +35,7 @@ fn get(path: &str) -> InvokeRequest {
         cf: None,
         depth: 0,
         entrypoint: None,
+        props: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: format!("http://test{path}"),

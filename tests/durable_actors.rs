@@ -30,6 +30,7 @@ fn request(path: &str) -> InvokeRequest {
         cf: None,
         depth: 0,
         entrypoint: None,
+        props: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: format!("http://object{path}"),

@@ -50,6 +50,7 @@ async fn invoke(worker: &mut Worker, url: &str) -> Result<InvokeResponse, Invoke
         cf: None,
         depth: 0,
         entrypoint: None,
+        props: None,
         cancel: Default::default(),
         method: "GET".into(),
         url: url.into(),

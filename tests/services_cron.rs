@@ -28,10 +28,10 @@ export default class Auth extends WorkerEntrypoint {
 // A named entrypoint, bound with `"entrypoint": "Admin"`.
 export class Admin extends WorkerEntrypoint {
   fetch(request) {
-    return new Response(`admin ${this.env.WHO} ${new URL(request.url).pathname}`);
+    return new Response(`admin ${this.env.WHO} ${new URL(request.url).pathname} ${JSON.stringify(this.ctx.props)}`);
   }
   ban(user) {
-    return `banned ${user}`;
+    return `banned ${user} by ${this.ctx.props.role}`;
   }
 }
 export class NotAnEntrypoint {}
@@ -99,7 +99,7 @@ fn service_bindings_call_other_workers_by_fetch_and_rpc() {
             {"type": "service", "name": "AUTH", "service": "auth"},
             {"type": "service", "name": "SELF", "service": "front"},
             {"type": "service", "name": "GONE", "service": "not-deployed"},
-            {"type": "service", "name": "ADMIN", "service": "auth", "entrypoint": "Admin"},
+            {"type": "service", "name": "ADMIN", "service": "auth", "entrypoint": "Admin", "props": {"role": "ops"}},
             {"type": "service", "name": "NOTENTRY", "service": "auth", "entrypoint": "NotAnEntrypoint"},
         ]),
         &[],
@@ -147,9 +147,9 @@ fn service_bindings_call_other_workers_by_fetch_and_rpc() {
     // Named entrypoints: fetch and RPC reach the exported class.
     assert_eq!(
         get("/admin-fetch"),
-        (200, "admin auth-worker /x".to_owned())
+        (200, "admin auth-worker /x {\"role\":\"ops\"}".to_owned())
     );
-    assert_eq!(get("/admin-rpc"), (200, "banned mallory".to_owned()));
+    assert_eq!(get("/admin-rpc"), (200, "banned mallory by ops".to_owned()));
     let (s, b) = get("/not-entry");
     assert_eq!(s, 502, "{b}");
     assert!(
@@ -175,6 +175,20 @@ fn service_bindings_call_other_workers_by_fetch_and_rpc() {
     );
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["code"], "invalid_binding", "{b}");
+    let (s, b) = node.deploy(
+        "bad",
+        FRONT,
+        json!([{"type": "service", "name": "X", "service": "auth", "props": [1]}]),
+        &[],
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("props must be a JSON object"),
+        "{b}"
+    );
     assert_eq!(get("/"), (200, "front".to_owned()));
 }
 

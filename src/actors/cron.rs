@@ -50,6 +50,7 @@ pub async fn run_scheduled(
         body: None,
         depth: 0,
         entrypoint: None,
+        props: None,
         cancel: Default::default(),
     };
     let request_id = next_request_id();

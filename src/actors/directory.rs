@@ -394,6 +394,7 @@ impl DurableObjectDirectory {
                     cf: None,
                     depth: 0,
                     entrypoint: None,
+                    props: None,
                     cancel: Default::default(),
                     method: "ALARM".into(),
                     url: format!("alarm:{retry}"),
@@ -522,6 +523,7 @@ impl Handler<AlarmFinished> for DurableObjectDirectory {
                                 body: None,
                                 depth: 0,
                                 entrypoint: None,
+                                props: None,
                                 cancel: Default::default(),
                             },
                         })

@@ -79,6 +79,9 @@ fn check_name(name: &str) -> Result<(), HttpError> {
     names::check_worker(name).map_err(|e| HttpError::bad_request("invalid_name", e.0))
 }
 
+/// The largest `props` of a service binding, as JSON.
+const MAX_PROPS_BYTES: usize = 64 * 1024;
+
 fn valid_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
@@ -135,6 +138,21 @@ fn parse_bindings(raw: Vec<Value>) -> Result<Vec<Binding>, HttpError> {
                     format!(
                         "service binding '{name}': entrypoint '{}' must name an exported class (a JavaScript identifier)",
                         names::printable(entrypoint)
+                    ),
+                ));
+            }
+        }
+        if let Binding::Service {
+            props: Some(props),
+            name,
+            ..
+        } = &binding
+        {
+            if !props.is_object() || props.to_string().len() > MAX_PROPS_BYTES {
+                return Err(HttpError::bad_request(
+                    "invalid_binding",
+                    format!(
+                        "service binding '{name}': props must be a JSON object of at most {MAX_PROPS_BYTES} bytes"
                     ),
                 ));
             }

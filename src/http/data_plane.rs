@@ -359,6 +359,7 @@ pub async fn serve(
                 cf: Some(cf_json(&req, conn, &plane.colo)),
                 depth: 0,
                 entrypoint: None,
+                props: None,
                 cancel: Default::default(),
                 method,
                 url,

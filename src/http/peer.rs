@@ -111,6 +111,7 @@ async fn object(
         body,
         depth: head.depth,
         entrypoint: None,
+        props: None,
         cancel: Default::default(),
     };
     // The HTTP head goes out at once (the caller then knows the event was

@@ -340,6 +340,7 @@ pub fn op_do_fetch(
         }
         let request = InvokeRequest {
             entrypoint: None,
+            props: None,
             cf: None,
             depth,
             cancel: Default::default(),
@@ -384,6 +385,7 @@ pub fn op_do_rpc(
         let (backend, address, depth) = target?;
         let request = InvokeRequest {
             entrypoint: None,
+            props: None,
             cf: None,
             depth,
             cancel: Default::default(),

@@ -384,6 +384,7 @@ fn event(url: String, body: Option<Bytes>) -> InvokeRequest {
         body: body.map(Body::Bytes),
         depth: 0,
         entrypoint: None,
+        props: None,
         cancel: Default::default(),
         cf: None,
     }

@@ -359,14 +359,23 @@ impl BlankIsolate {
                         name,
                         service,
                         entrypoint,
+                        props,
                     } => {
-                        services.insert(name.clone(), (service.clone(), entrypoint.clone()));
+                        services.insert(
+                            name.clone(),
+                            (
+                                service.clone(),
+                                entrypoint.clone(),
+                                props.as_ref().map(|p| p.to_string()),
+                            ),
+                        );
                     }
                     crate::js::Binding::Assets { name } => {
                         services.insert(
                             name.clone(),
                             (
                                 format!("{}{}", super::script::ASSETS_SERVICE_PREFIX, script.name),
+                                None,
                                 None,
                             ),
                         );

@@ -169,6 +169,7 @@ impl WorkerScript {
                     name: name.clone(),
                     service: format!("{ASSETS_SERVICE_PREFIX}{}", self.name),
                     entrypoint: None,
+                    props: None,
                 },
                 other => other.clone(),
             })
@@ -335,6 +336,10 @@ pub enum Binding {
         service: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         entrypoint: Option<String>,
+        /// `ctx.props` of the calls through this binding (a JSON object),
+        /// as the binding's owner configured it: the callee can trust it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        props: Option<serde_json::Value>,
     },
     DurableObjectNamespace {
         name: String,
@@ -395,6 +400,9 @@ pub struct InvokeRequest {
     /// The named `WorkerEntrypoint` export a service binding calls (`None`:
     /// the default export). Set only by the runtime from the binding.
     pub entrypoint: Option<String>,
+    /// `ctx.props` as JSON, from the service binding the call came through
+    /// (`None`: `{}`). Set only by the runtime from the binding.
+    pub props: Option<String>,
     /// `request.cf` as JSON, for a request from a client (what the PoP
     /// knows of the connection); `None` otherwise.
     pub cf: Option<String>,

@@ -41,7 +41,8 @@ pub struct ServiceAccess {
     pub slot: ServiceSlot,
     /// The calling worker's account.
     pub account: String,
-    pub services: HashMap<String, (String, Option<String>)>,
+    /// Binding → (worker, entrypoint, props as JSON).
+    pub services: HashMap<String, (String, Option<String>, Option<String>)>,
 }
 
 #[derive(Debug, thiserror::Error, deno_error::JsError)]
@@ -57,7 +58,14 @@ pub enum ServiceError {
 /// The backend, account, worker and entrypoint a call from the current
 /// request through `binding` goes to, with its depth (the caller's plus
 /// one), counted as a subrequest.
-type Target = (Arc<dyn ServiceBackend>, String, String, Option<String>, u8);
+type Target = (
+    Arc<dyn ServiceBackend>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    u8,
+);
 
 fn target(scope: &mut v8::HandleScope, binding: &str, api: &str) -> Result<Target, ServiceError> {
     let depth =
@@ -67,7 +75,7 @@ fn target(scope: &mut v8::HandleScope, binding: &str, api: &str) -> Result<Targe
     let access = state
         .try_borrow::<ServiceAccess>()
         .ok_or_else(|| ServiceError::Invalid("service bindings are not available here".into()))?;
-    let (service, entrypoint) = access
+    let (service, entrypoint, props) = access
         .services
         .get(binding)
         .ok_or_else(|| ServiceError::Invalid(format!("'{binding}' is not a service binding")))?;
@@ -80,6 +88,7 @@ fn target(scope: &mut v8::HandleScope, binding: &str, api: &str) -> Result<Targe
         access.account.clone(),
         service.clone(),
         entrypoint.clone(),
+        props.clone(),
         depth,
     ))
 }
@@ -120,7 +129,7 @@ pub fn op_service_fetch(
     let state = deno_core::JsRuntime::op_state_from(scope);
     let body = body.map(|b| Body::Bytes(bytes::Bytes::copy_from_slice(&b)));
     async move {
-        let (backend, account, service, entrypoint, depth) = target?;
+        let (backend, account, service, entrypoint, props, depth) = target?;
         if super::script::mimics_event(&method, &url) {
             return Err(ServiceError::Invalid(format!(
                 "Fetch API cannot load: {url}"
@@ -128,6 +137,7 @@ pub fn op_service_fetch(
         }
         let request = InvokeRequest {
             entrypoint,
+            props,
             cf: None,
             method,
             url,
@@ -159,9 +169,10 @@ pub fn op_service_rpc(
     let target = target(scope, &binding, "service binding RPC");
     let args = bytes::Bytes::copy_from_slice(&args);
     async move {
-        let (backend, account, service, entrypoint, depth) = target?;
+        let (backend, account, service, entrypoint, props, depth) = target?;
         let request = InvokeRequest {
             entrypoint,
+            props,
             cf: None,
             method: "RPC".into(),
             url: format!("rpc:{method}"),

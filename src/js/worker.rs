@@ -301,14 +301,21 @@ impl Worker {
                     .unwrap_or_else(|| v8::undefined(scope).into()),
                 None => v8::undefined(scope).into(),
             };
+            let props = match &request.props {
+                Some(p) => v8::String::new(scope, p)
+                    .map(Into::into)
+                    .unwrap_or_else(|| v8::undefined(scope).into()),
+                None => v8::undefined(scope).into(),
+            };
             let mut args = request_args(scope, request, stream_rid)?.to_vec();
-            // `dispatch(method, url, headers, body, slot, cf, entrypoint)`.
+            // `dispatch(method, url, headers, body, slot, cf, entrypoint, props)`.
             args.push(match slot {
                 Some(slot) => v8::Integer::new_from_unsigned(scope, slot).into(),
                 None => v8::undefined(scope).into(),
             });
             args.push(cf);
             args.push(entrypoint);
+            args.push(props);
             // Everything the handler starts runs as this request.
             let previous = context::enter(scope, request_id, slot);
             let value = call(scope, &dispatch, &args);

@@ -336,6 +336,9 @@ pub fn settings(file: &Path, cfg: Map<String, Value>) -> Result<Settings, Projec
         let service = str_of(s, "service")
             .ok_or_else(|| err(file, format!("services binding '{name}' has no 'service'")))?;
         let mut b = json!({"type": "service", "name": name, "service": service});
+        if let Some(props) = s.get("props") {
+            b["props"] = props.clone();
+        }
         if let Some(entrypoint) = str_of(s, "entrypoint") {
             b["entrypoint"] = Value::String(entrypoint.to_owned());
         }

@@ -115,6 +115,12 @@ class ExecutionContext {
   #pending = 0;
   #passThrough = false;
 
+  // `ctx.props`: what the service binding the call came through says (JSON
+  // from Rust, set by the binding's owner), else an empty object.
+  constructor(props = undefined) {
+    this.props = typeof props === "string" ? JSONParse(props) : {};
+  }
+
   waitUntil(promise) {
     if (!(#pending in this)) throw new TypeError("Illegal invocation");
     this.#pending++;
@@ -272,8 +278,8 @@ export function bind(ns) {
       return instance.scheduled(controller);
     };
     // Service-binding RPC: a public method of a fresh instance.
-    callRpc = async (method, args) => {
-      const instance = new exported(new ExecutionContext(), env);
+    callRpc = async (method, args, ctx) => {
+      const instance = new exported(ctx, env);
       if (!isCallable(instance, method)) {
         throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
       }
@@ -321,9 +327,9 @@ export function bind(ns) {
     }
     return instance.fetch(request);
   };
-  const rpcVia = async (method, args, entrypoint) => {
-    if (entrypoint === undefined) return await callRpc(method, args);
-    const instance = new (named(entrypoint))(new ExecutionContext(), env);
+  const rpcVia = async (method, args, entrypoint, ctx) => {
+    if (entrypoint === undefined) return await callRpc(method, args, ctx);
+    const instance = new (named(entrypoint))(ctx, env);
     if (!isCallable(instance, method)) {
       throw new TypeError(`The RPC receiver does not implement the method "${method}".`);
     }
@@ -492,7 +498,7 @@ async function pump(stream, rid) {
 // in Rust), so a client sending `ALARM /` or `WEBSOCKET /` gets the fetch
 // handler, never the event handler.
 function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null, callWebSocket = null) {
-  return async function dispatch(method, url, flatHeaders, body, _slot, cf, entrypoint) {
+  return async function dispatch(method, url, flatHeaders, body, _slot, cf, entrypoint, props) {
     if (method === "WEBSOCKET" && callWebSocket !== null && StringPrototypeStartsWith(url, "ws:")) {
       try {
         await callWebSocket(url, body);
@@ -529,7 +535,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
     if (method === "RPC" && callRpc !== null && StringPrototypeStartsWith(url, "rpc:")) {
       try {
         const args = core.deserialize(body, { forStorage: true });
-        const result = await callRpc(StringPrototypeSlice(url, 4), args, entrypoint);
+        const result = await callRpc(StringPrototypeSlice(url, 4), args, entrypoint, new ExecutionContext(props));
         return [200, [], core.serialize(result, { forStorage: true })];
       } catch (e) {
         return ["error", "exception", errorText(e)];
@@ -539,7 +545,7 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
     for (let i = 0; i + 1 < flatHeaders.length; i += 2) {
       ArrayPrototypePush(headerList, [flatHeaders[i], flatHeaders[i + 1]]);
     }
-    const ctx = new ExecutionContext();
+    const ctx = new ExecutionContext(props);
     let innerBody = null;
     let streamedResponse = false;
     try {
