@@ -785,6 +785,50 @@ fn a_huge_commit_is_refused_and_a_large_object_moves_whole() {
     drop(core);
 }
 
+/// One owner appending large records back to back to its object's log is
+/// never refused as if another owner had appended: the stream leader
+/// acknowledges a record before it forgets the subject was busy, and that
+/// refusal (JetStream 10164) must not read as a takeover (a CI run lost an
+/// object's commit to it: "another node took the object over").
+#[test]
+fn back_to_back_appends_of_one_owner_are_not_fenced() {
+    let core = NatsCore::start(3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = edged::cluster::engine::Engine::connect(&core.urls, "t")
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let buckets = loop {
+            match engine
+                .open(3, Duration::from_secs(5), Duration::from_secs(600))
+                .await
+            {
+                Ok(b) => break b,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no JetStream quorum: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let key = format!("{}.{}", "0".repeat(32), "1".repeat(64));
+        let record = bytes::Bytes::from(vec![7u8; 900 << 10]);
+        let mut last = 0;
+        for i in 0..150 {
+            last = buckets
+                .log_append(&key, record.clone(), last)
+                .await
+                .unwrap_or_else(|e| panic!("append {i} after sequence {last}: {e:?}"));
+        }
+        // A real stale owner is still refused.
+        assert_eq!(
+            buckets.log_append(&key, record.clone(), last - 1).await,
+            Err(edged::cluster::engine::EngineError::Conflict)
+        );
+    });
+    drop(core);
+}
+
 #[test]
 fn the_checker_catches_lost_and_duplicated_writes() {
     let t0 = Instant::now();

@@ -383,10 +383,31 @@ async fn entry(store: &kv::Store, key: String) -> Result<Option<(Bytes, u64)>, E
 }
 
 /// A write that lost its compare-and-set (the client reports some of those
-/// as other errors: "wrong last sequence", JetStream error 10071/10164).
+/// as other errors: "wrong last sequence", JetStream error 10071/10164; an
+/// object log's append tells a busy subject apart first, [`subject_busy`]).
 fn lost_race(e: &impl std::fmt::Display) -> bool {
     e.to_string().contains("wrong last sequence")
 }
+
+/// JetStream's refusals of an append with an expected subject sequence that
+/// compared nothing: 10164 (a constant "wrong last sequence", without the
+/// sequence) when the stream leader still had an earlier write to the same
+/// subject proposed but not applied, and 10163 ("temporarily unavailable").
+/// For an object log that earlier write is usually the owner's own previous
+/// record: the leader sends its acknowledgement before it clears the
+/// subject's in-process mark (nats-server `jetstream_batching.go`,
+/// `expectedPerSubjectInProcess`), so an owner appending the next record at
+/// once can be refused. It says nothing about who owns the log; the append is
+/// tried again and a real mismatch then answers 10071 with the sequence.
+fn subject_busy(e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    text.contains("error code 10164") || text.contains("error code 10163")
+}
+
+/// How often an append refused with [`subject_busy`] is tried again, and the
+/// first pause (doubling, at most 32 ms): about 0.4 s in all.
+const BUSY_RETRIES: u32 = 16;
+const BUSY_PAUSE: Duration = Duration::from_millis(1);
 
 impl Buckets {
     /// Renews this node's membership; `Ok` once the core has stored it.
@@ -706,32 +727,45 @@ impl Buckets {
     /// Appends one record to an object's log if its last record is still
     /// `expected` (0: the log is empty); the record's sequence once the core
     /// has it on a quorum's disks. `Conflict`: another owner appended first.
+    /// A leader still busy with this subject ([`subject_busy`]) is asked again.
     pub async fn log_append(
         &self,
         key: &str,
         record: Bytes,
         expected: u64,
     ) -> Result<u64, EngineError> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expected.to_string().as_str(),
-        );
-        let ack = self
-            .js
-            .publish_with_headers(format!("dolog.{key}"), headers, record)
-            .await
-            .map_err(unreachable)?
-            .await;
-        match ack {
-            Ok(a) => Ok(a.sequence),
-            Err(e)
-                if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
-                    || lost_race(&e) =>
-            {
-                Err(EngineError::Conflict)
+        let (mut pause, mut attempt) = (BUSY_PAUSE, 0);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                expected.to_string().as_str(),
+            );
+            let ack = self
+                .js
+                .publish_with_headers(format!("dolog.{key}"), headers, record.clone())
+                .await
+                .map_err(unreachable)?
+                .await;
+            match ack {
+                Ok(a) => return Ok(a.sequence),
+                Err(e) if subject_busy(&e) => {
+                    if attempt == BUSY_RETRIES {
+                        // Still busy: the outcome is not a fencing verdict.
+                        return Err(unreachable(e));
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(32));
+                }
+                Err(e)
+                    if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+                        || lost_race(&e) =>
+                {
+                    return Err(EngineError::Conflict);
+                }
+                Err(e) => return Err(unreachable(e)),
             }
-            Err(e) => Err(unreachable(e)),
         }
     }
 

@@ -222,15 +222,16 @@ impl TenantLoader {
             if compat.file_for(name).is_none() {
                 continue;
             }
+            let quoted = [
+                format!("\"node:{name}\""),
+                format!("'node:{name}'"),
+                format!("\"{name}\""),
+                format!("'{name}'"),
+            ];
             let named = modules.values().any(|m| match m {
-                Module::Typed(TypedModule::Commonjs { content }) => [
-                    format!("\"node:{name}\""),
-                    format!("'node:{name}'"),
-                    format!("\"{name}\""),
-                    format!("'{name}'"),
-                ]
-                .iter()
-                .any(|quoted| content.contains(quoted.as_str())),
+                Module::Typed(TypedModule::Commonjs { content }) => {
+                    quoted.iter().any(|q| content.contains(q.as_str()))
+                }
                 _ => false,
             });
             if named {

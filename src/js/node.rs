@@ -163,11 +163,7 @@ pub fn code_cache(file: &str) -> Option<&'static [u8]> {
 
 /// Keeps the code cache V8 made for `file` (the first one only).
 pub fn store_code_cache(file: &str, cache: &[u8]) {
-    let Some((name, _)) = OWN
-        .iter()
-        .chain(vendor::FILES.iter())
-        .find(|(f, _)| *f == file)
-    else {
+    let Some((name, _)) = files().find(|(f, _)| *f == file) else {
         return;
     };
     let mut caches = CODE_CACHE.lock().unwrap_or_else(|e| e.into_inner());
@@ -177,20 +173,35 @@ pub fn store_code_cache(file: &str, cache: &[u8]) {
     caches.push((name, Box::leak(cache.to_vec().into_boxed_slice())));
 }
 
-/// The hash deno_core keys a file's code cache with.
+/// The hash deno_core keys a file's code cache with: computed once per
+/// process for every embedded file (the sources are fixed in the binary), not
+/// at each isolate's load of the file.
 pub fn source_hash(file: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    source(file).unwrap_or_default().hash(&mut h);
-    h.finish()
+    static HASHES: std::sync::OnceLock<Vec<(&'static str, u64)>> = std::sync::OnceLock::new();
+    let hashes = HASHES.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
+        files()
+            .map(|(f, source)| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                source.hash(&mut h);
+                (*f, h.finish())
+            })
+            .collect()
+    });
+    hashes
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map_or(0, |(_, h)| *h)
+}
+
+/// Every internal file: name and source.
+fn files() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    OWN.iter().chain(vendor::FILES.iter())
 }
 
 /// The source of an internal file.
 pub fn source(file: &str) -> Option<&'static str> {
-    OWN.iter()
-        .chain(vendor::FILES.iter())
-        .find(|(f, _)| *f == file)
-        .map(|(_, s)| *s)
+    files().find(|(f, _)| *f == file).map(|(_, s)| *s)
 }
 
 /// The request part of the running frame (see the module doc): the request
