@@ -17,7 +17,13 @@ use common::TestNode;
 use serde_json::{json, Value};
 
 const WORKER: &str = r#"
-import { DurableObject } from "cloudflare:workers";
+import { DurableObject, RpcTarget } from "cloudflare:workers";
+
+// Passed by reference: calls on its stub come back to the object's instance.
+class Tally extends RpcTarget {
+  constructor(obj) { super(); this.obj = obj; }
+  whose() { return this.obj.instance; }
+}
 
 export class Counter extends DurableObject {
   constructor(ctx, env) {
@@ -57,6 +63,7 @@ export class Counter extends DurableObject {
     return Response.json({ value: v, instance: this.instance });
   }
   add(a, b) { return { sum: a + b, instance: this.instance }; }
+  tally() { return new Tally(this); }
   boom() { throw new TypeError("bad input"); }
 }
 
@@ -68,7 +75,11 @@ export default {
     const id = env.COUNTER.idFromName(name);
     const stub = hint ? env.COUNTER.get(id, { locationHint: hint }) : env.COUNTER.get(id);
     try {
-      if (url.pathname === "/rpc") return Response.json(await stub.add(2, 3));
+      if (url.pathname === "/rpc") {
+        const out = await stub.add(2, 3);
+        out.tally = await (await stub.tally()).whose();
+        return Response.json(out);
+      }
       if (url.pathname === "/boom") { await stub.boom(); return new Response("no error"); }
       return await stub.fetch(request);
     } catch (e) {
@@ -234,6 +245,12 @@ fn a_cluster_of_three_pops() {
         let (code, body) = n.get_worker("count", "/rpc?name=rpc");
         assert_eq!(code, 200, "{body}");
         assert_eq!(json_of(&body)["sum"], 5);
+        // An RpcTarget's stub reaches the object's instance from any PoP.
+        assert_eq!(
+            json_of(&body)["tally"],
+            json_of(&body)["instance"],
+            "{body}"
+        );
         let (code, body) = n.get_worker("count", "/boom?name=rpc");
         assert_eq!(code, 503);
         let e = json_of(&body);

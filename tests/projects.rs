@@ -958,3 +958,247 @@ export default httpServerHandler({ port: 8080 });
     assert_eq!(header(&headers, "x-empty"), "yes");
     assert!(body.is_empty());
 }
+
+/// Two projects: a TypeScript service whose named entrypoint returns
+/// `RpcTarget`s and functions, and a front worker (wrangler.jsonc) that
+/// binds that entrypoint and a Durable Object of its own whose methods return
+/// `RpcTarget`s too. Stubs call back into the callee, `dup()` and disposal
+/// work as in Workers, a target's `[Symbol.dispose]()` runs once its last
+/// stub is gone (explicitly, or when the calling request ends), and what a
+/// stub can reach is the class's methods and getters only.
+#[test]
+fn rpc_targets_pass_by_reference_through_a_named_entrypoint_and_an_object() {
+    let node = TestNode::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let svc = tmp.path().join("svc");
+    write(
+        &svc,
+        "wrangler.toml",
+        br#"
+name = "accounts-svc"
+main = "src/index.ts"
+compatibility_date = "2025-01-01"
+"#,
+    );
+    write(
+        &svc,
+        "src/index.ts",
+        br#"
+import { WorkerEntrypoint, RpcTarget } from "cloudflare:workers";
+
+let disposedTotal = 0;
+
+class Named extends RpcTarget {
+  constructor(private label: string) { super(); }
+  get name(): string { return this.label; }
+}
+
+class Counter extends RpcTarget {
+  #n: number;
+  secret = "an own property";
+  constructor(start: number, private registry: Registry | null) {
+    super();
+    this.#n = start;
+  }
+  increment(by: number): number { this.#n += by; return this.#n; }
+  get value(): number { return this.#n; }
+  child(name: string): Named { return new Named(name); }
+  [Symbol.dispose]() {
+    disposedTotal++;
+    if (this.registry !== null) this.registry.disposed++;
+  }
+}
+
+class Registry extends RpcTarget {
+  disposed = 0;
+  make(start: number): Counter { return new Counter(start, this); }
+  get disposedCount(): number { return this.disposed; }
+}
+
+export class Admin extends WorkerEntrypoint {
+  counter(start: number) { return new Counter(start, null); }
+  adder(base: number) { return (x: number) => base + x; }
+  registry() { return new Registry(); }
+  bundle() {
+    return { label: "two", items: [new Named("a"), new Named("b")], add: (a: number, b: number) => a + b };
+  }
+  disposedTotal() { return disposedTotal; }
+}
+
+export default { fetch(): Response { return new Response("svc"); } };
+"#,
+    );
+    let (ok, stdout, stderr) = deploy(&node, &svc, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+
+    let front = tmp.path().join("front");
+    write(
+        &front,
+        "wrangler.jsonc",
+        br#"{
+  // The service's named entrypoint, and an object of this worker.
+  "name": "front",
+  "main": "src/index.js",
+  "compatibility_date": "2025-01-01",
+  "services": [{ "binding": "ADMIN", "service": "accounts-svc", "entrypoint": "Admin" }],
+  "durable_objects": { "bindings": [{ "name": "LEDGER", "class_name": "Ledger" }] },
+  "migrations": [{ "tag": "v1", "new_sqlite_classes": ["Ledger"] }]
+}"#,
+    );
+    write(
+        &front,
+        "src/index.js",
+        br#"
+import { DurableObject, RpcTarget } from "cloudflare:workers";
+
+let stashed = null;
+
+class Session extends RpcTarget {
+  constructor(obj, who) { super(); this.obj = obj; this.who = who; }
+  async hello() { this.obj.count++; return `hello ${this.who} #${this.obj.count}`; }
+  [Symbol.dispose]() { this.obj.disposed++; }
+}
+
+export class Ledger extends DurableObject {
+  count = 0;
+  disposed = 0;
+  open(who) { return new Session(this, who); }
+  stats() { return { count: this.count, disposed: this.disposed }; }
+}
+
+const text = (e) => `${e.name}: ${e.message}`;
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const out = {};
+    if (url.pathname === "/service") {
+      const c = await env.ADMIN.counter(5);
+      out.inc = await c.increment(2);
+      out.value = await c.value;
+      out.secret = (await c.secret) ?? "unreachable";
+      try { await c.constructor(); } catch (e) { out.ctor = text(e); }
+      out.child = await (await c.child("kid")).name;
+      const add = await env.ADMIN.adder(10);
+      out.add = await add(5);
+      const b = await env.ADMIN.bundle();
+      out.bundle = [b.label, await b.items[0].name, await b.items[1].name, await b.add(2, 3)];
+      b[Symbol.dispose]();
+      try { await b.items[0].name; } catch (e) { out.afterBundleDispose = text(e); }
+      const reg = await env.ADMIN.registry();
+      const x = await reg.make(1);
+      const y = x.dup();
+      x[Symbol.dispose]();
+      out.afterFirstDispose = [await y.increment(1), await reg.disposedCount];
+      y[Symbol.dispose]();
+      try { await y.increment(1); } catch (e) { out.disposedUse = text(e); }
+      out.disposedCount = await reg.disposedCount;
+      try { await env.ADMIN.counter(() => 1); } catch (e) { out.fnArg = text(e); }
+      stashed = add;
+      return Response.json(out);
+    }
+    if (url.pathname === "/stashed") {
+      try { out.r = await stashed(1); } catch (e) { out.err = text(e); }
+      out.total = await env.ADMIN.disposedTotal();
+      return Response.json(out);
+    }
+    const ledger = env.LEDGER.get(env.LEDGER.idFromName("main"));
+    if (url.pathname === "/object") {
+      const s = await ledger.open("ann");
+      out.first = await s.hello();
+      out.second = await s.hello();
+      // Not disposed here: it goes when this request ends.
+      const t = await ledger.open("bob");
+      out.third = await t.hello();
+      s[Symbol.dispose]();
+      return Response.json(out);
+    }
+    return Response.json(await ledger.stats());
+  },
+};
+"#,
+    );
+    let (ok, stdout, stderr) = deploy(&node, &front, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+
+    let (status, body) = node.get_worker("front", "/service");
+    assert_eq!(status, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(got["inc"], 7, "{got}");
+    assert_eq!(got["value"], 7, "a getter of the class: {got}");
+    assert_eq!(
+        got["secret"], "unreachable",
+        "own properties stay home: {got}"
+    );
+    assert_eq!(
+        got["ctor"],
+        "TypeError: The RPC receiver does not implement the method \"constructor\"."
+    );
+    assert_eq!(got["child"], "kid", "a target returned by a target");
+    assert_eq!(got["add"], 15, "a function returned by reference");
+    assert_eq!(got["bundle"], serde_json::json!(["two", "a", "b", 5]));
+    assert_eq!(
+        got["afterBundleDispose"],
+        "Error: Attempted to use RPC stub after it has been disposed."
+    );
+    assert_eq!(
+        got["afterFirstDispose"],
+        serde_json::json!([2, 0]),
+        "a dup keeps the target alive: {got}"
+    );
+    assert_eq!(
+        got["disposedUse"],
+        "Error: Attempted to use RPC stub after it has been disposed."
+    );
+    assert_eq!(
+        got["disposedCount"], 1,
+        "the last stub ran the disposer: {got}"
+    );
+    assert!(
+        got["fnArg"].as_str().is_some_and(
+            |s| s.starts_with("TypeError: edged cannot pass an RpcTarget or a function")
+        ),
+        "{got}"
+    );
+
+    // The stub stashed by the last request went with it, and its targets'
+    // disposers ran (the counter it never disposed, the one it did).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = node.get_worker("front", "/stashed");
+        assert_eq!(status, 200, "{body}");
+        let got: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            got["err"], "Error: Attempted to use RPC stub after it has been disposed.",
+            "{got}"
+        );
+        if got["total"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "disposers: {got}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // A Durable Object's targets: calls reach the object's own instance.
+    let (status, body) = node.get_worker("front", "/object");
+    assert_eq!(status, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(got["first"], "hello ann #1");
+    assert_eq!(got["second"], "hello ann #2");
+    assert_eq!(got["third"], "hello bob #3");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = node.get_worker("front", "/stats");
+        assert_eq!(status, 200, "{body}");
+        let got: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(got["count"], 3, "{got}");
+        if got["disposed"] == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "object disposers: {got}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::isolate::Invoke;
-use super::supervisor::{Acquire, DispatchTable, Grow, WorkerSupervisor};
+use super::supervisor::{Acquire, DispatchTable, Grow, InFlightGuard, Slot, WorkerSupervisor};
+use crate::js::durable::ObjectFuture;
+use crate::js::rpc::StubRoute;
 use crate::js::{InvokeError, InvokeRequest, InvokeResponse, WorkerScript};
 
 static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
@@ -94,9 +96,53 @@ impl Deployment {
             match slot.addr.send(msg).await {
                 // Never started (stopping isolate, closed mailbox): safe to retry.
                 Ok(Err(InvokeError::Stopping)) | Err(_) if attempt < 2 => continue,
+                // An RPC answer passed targets by reference: calls on them
+                // come back to this very isolate.
+                Ok(Ok(mut response)) if response.rpc.is_some() => {
+                    if let Some(exports) = response.rpc.as_mut() {
+                        exports.route = Some(Arc::new(IsolateRoute {
+                            guard: slot.enter(),
+                            slot,
+                        }));
+                    }
+                    return Ok(response);
+                }
                 Ok(result) => return result,
                 Err(e) => return Err(InvokeError::Unavailable(e.to_string())),
             }
         }
+    }
+}
+
+/// The way back to the isolate that exported RPC targets (`js::rpc`). While a
+/// caller holds it the isolate counts one request in flight, so it is not
+/// reaped under the stubs; the caller's request ending drops it.
+struct IsolateRoute {
+    slot: Slot,
+    guard: InFlightGuard,
+}
+
+impl StubRoute for IsolateRoute {
+    fn invoke(&self, request: InvokeRequest) -> ObjectFuture {
+        let _ = &self.guard;
+        let call = self.slot.addr.send(Invoke {
+            request_id: next_request_id(),
+            request,
+        });
+        Box::pin(async move {
+            match call.await {
+                Ok(result) => result,
+                Err(_) => Err(InvokeError::Unavailable(
+                    "the isolate that returned this RPC stub has stopped".into(),
+                )),
+            }
+        })
+    }
+
+    fn notify(&self, request: InvokeRequest) {
+        self.slot.addr.do_send(Invoke {
+            request_id: next_request_id(),
+            request,
+        });
     }
 }

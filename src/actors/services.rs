@@ -71,6 +71,7 @@ impl Services {
                 body: None,
                 websocket: None,
                 encode_manually: false,
+                rpc: None,
             });
         };
         let url = deno_core::url::Url::parse(&request.url)
@@ -91,6 +92,7 @@ impl Services {
                     body: None,
                     websocket: None,
                     encode_manually: false,
+                    rpc: None,
                 },
             },
         )

@@ -92,6 +92,10 @@ pub enum ReplyHead {
         status: u16,
         headers: Vec<(String, String)>,
         body: bool,
+        /// An RPC answer's targets passed by reference: the object's session
+        /// and their count (`js::rpc`); calls on them come back as events.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rpc: Option<(u64, u32)>,
     },
     /// The receiver does not own the object; `node` does, at `epoch`.
     Moved {
@@ -448,6 +452,7 @@ impl PeerClient {
                 status,
                 headers,
                 body,
+                rpc,
             } => {
                 let headers = match decode_headers(headers) {
                     Ok(h) => h,
@@ -467,6 +472,12 @@ impl PeerClient {
                     body,
                     websocket: None,
                     encode_manually: false,
+                    // The caller routes stubs to the object (`js::rpc::ObjectRoute`).
+                    rpc: rpc.map(|(session, count)| crate::js::rpc::RpcExports {
+                        session,
+                        count,
+                        route: None,
+                    }),
                 }))
             }
         }

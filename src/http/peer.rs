@@ -142,6 +142,7 @@ async fn object(
                         status: r.status,
                         headers: encode_headers(&r.headers),
                         body: r.body.is_some(),
+                        rpc: r.rpc.as_ref().map(|e| (e.session, e.count)),
                     },
                     r.body,
                 ),

@@ -151,6 +151,8 @@ pub struct Contexts {
     offthread: HashMap<u32, (RequestId, Instant)>,
     next_token: u32,
     pub limits: ContextLimits,
+    /// RPC stubs the requests hold (`rpc.rs`): they go with their request.
+    pub stubs: super::rpc::StubSessions,
 }
 
 /// The table as it sits in an isolate's `OpState` and in its owner.
@@ -165,6 +167,7 @@ impl Contexts {
             offthread: HashMap::new(),
             next_token: 0,
             limits,
+            stubs: Default::default(),
         }))
     }
 
@@ -221,6 +224,7 @@ impl Contexts {
     pub fn end(&mut self, id: RequestId) {
         if let Some(c) = self.map.remove(&id) {
             metrics::gauge!(LIVE_CONTEXTS).decrement(1.0);
+            self.stubs.end_request(id);
             for t in c.timers {
                 self.timer_owner.remove(&t);
                 self.orphaned_timers.push(t);
@@ -282,6 +286,7 @@ impl Contexts {
         for id in gone {
             if self.map.remove(&id).is_some() {
                 metrics::gauge!(LIVE_CONTEXTS).decrement(1.0);
+                self.stubs.end_request(id);
             }
         }
         expired

@@ -372,7 +372,7 @@ pub fn op_do_rpc(
     #[string] method: String,
     #[buffer] args: JsBuffer,
     #[string] hint: String,
-) -> impl Future<Output = Result<ToJsBuffer, DoError>> {
+) -> impl Future<Output = Result<super::rpc::Answer, DoError>> {
     let target = if method.starts_with("__edged") {
         Err(DoError::Invalid(format!(
             "The RPC receiver does not implement the method \"{method}\"."
@@ -381,6 +381,8 @@ pub fn op_do_rpc(
         target(scope, &binding, id, name, "Durable Object RPC")
     };
     let args = bytes::Bytes::copy_from_slice(&args);
+    let caller = super::context::current(scope);
+    let contexts = super::context::contexts(&deno_core::JsRuntime::op_state_from(scope).borrow());
     async move {
         let (backend, address, depth) = target?;
         let request = InvokeRequest {
@@ -394,16 +396,20 @@ pub fn op_do_rpc(
             headers: Vec::new(),
             body: Some(Body::Bytes(args)),
         };
+        let hint = hint_of(hint);
         let response = backend
-            .invoke_hinted(address, hint_of(hint), 0, request)
+            .invoke_hinted(address.clone(), hint.clone(), 0, request)
             .await
             .map_err(remote_error)?;
-        Ok(ToJsBuffer::from(
-            response
-                .body
-                .and_then(|b| b.as_bytes().map(|b| b.to_vec()))
-                .unwrap_or_default(),
-        ))
+        // Stubs reach the object itself, wherever it runs.
+        let route = response.rpc.is_some().then(|| {
+            Arc::new(super::rpc::ObjectRoute {
+                backend,
+                address,
+                hint,
+            }) as Arc<dyn super::rpc::StubRoute>
+        });
+        super::rpc::answer(contexts.as_ref(), caller, response, route).map_err(DoError::Failed)
     }
 }
 

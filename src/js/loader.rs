@@ -124,7 +124,8 @@ if (m === undefined) {
 export const env = m.env;
 export const DurableObject = m.DurableObject;
 export const WorkerEntrypoint = m.WorkerEntrypoint;
-export default { env, DurableObject, WorkerEntrypoint };
+export const RpcTarget = m.RpcTarget;
+export default { env, DurableObject, WorkerEntrypoint, RpcTarget };
 "#;
 
 fn loader_error(e: JsErrorBox) -> ModuleLoaderError {

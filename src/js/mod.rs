@@ -51,6 +51,7 @@ pub mod limits;
 pub mod loader;
 pub mod memory;
 pub mod node;
+pub mod rpc;
 pub mod script;
 pub mod service;
 pub mod snapshot;

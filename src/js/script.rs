@@ -475,6 +475,8 @@ pub struct InvokeResponse {
     /// `encodeBody: "manual"`: the body is already in its Content-Encoding.
     /// Otherwise the data plane applies a gzip or br Content-Encoding.
     pub encode_manually: bool,
+    /// An RPC answer's targets passed by reference (`rpc.rs`).
+    pub rpc: Option<super::rpc::RpcExports>,
 }
 
 #[cfg(test)]

@@ -667,8 +667,8 @@ fn request_args<'s>(
     Ok([method, url, headers, body])
 }
 
-/// Reads what `dispatch` resolved to: `[status, flatHeaders, body]` or
-/// `["error", kind, message]`.
+/// Reads what `dispatch` resolved to: `[status, flatHeaders, body, …]` (see
+/// the elements below) or `["error", kind, message]`.
 fn read_outcome(
     scope: &mut v8::HandleScope,
     value: v8::Local<v8::Value>,
@@ -749,12 +749,34 @@ fn read_outcome(
         }
         _ => None,
     };
+    // An RPC answer that passed targets by reference: [session, count].
+    let rpc = match array.get_index(scope, 6) {
+        Some(v) if v.is_array() => {
+            let pair = v8::Local::<v8::Array>::try_from(v).map_err(|_| malformed())?;
+            let session = pair
+                .get_index(scope, 0)
+                .and_then(|n| n.integer_value(scope))
+                .filter(|n| *n > 0)
+                .ok_or_else(malformed)?;
+            let count = pair
+                .get_index(scope, 1)
+                .and_then(|n| n.uint32_value(scope))
+                .ok_or_else(malformed)?;
+            Some(super::rpc::RpcExports {
+                session: session as u64,
+                count,
+                route: None,
+            })
+        }
+        _ => None,
+    };
     Ok(InvokeResponse {
         status,
         headers,
         body,
         websocket,
         encode_manually,
+        rpc,
     })
 }
 

@@ -358,6 +358,7 @@ fn plain(status: u16, body: &str, headers: &[(&str, &str)]) -> InvokeResponse {
         body: (!body.is_empty()).then(|| Body::Bytes(Bytes::copy_from_slice(body.as_bytes()))),
         websocket: None,
         encode_manually: false,
+        rpc: None,
     }
 }
 
@@ -441,6 +442,7 @@ fn respond(
                 body: None,
                 websocket: None,
                 encode_manually: false,
+                rpc: None,
             };
         }
         headers.push((b"accept-ranges".to_vec(), b"bytes".to_vec()));
@@ -467,6 +469,7 @@ fn respond(
                 body: None,
                 websocket: None,
                 encode_manually: false,
+                rpc: None,
             };
         }
         _ => (status, 0, file.size),
@@ -479,6 +482,7 @@ fn respond(
             body: None,
             websocket: None,
             encode_manually: false,
+            rpc: None,
         };
     }
     let body = if len <= STREAM_ABOVE {
@@ -498,6 +502,7 @@ fn respond(
         body: Some(body),
         websocket: None,
         encode_manually: false,
+        rpc: None,
     }
 }
 

@@ -44,6 +44,7 @@ import {
 } from "ext:edged/30_durable.js";
 import { clearTimers, rethrowFetchError, setOutputGate } from "ext:edged/00_globals.js";
 import { Fetcher } from "ext:edged/50_service.js";
+import { Exports, RpcTarget } from "ext:edged/25_rpc.js";
 import { encodesManually, setSendGate, takeResponseSocket } from "ext:edged/15_websocket.js";
 import {
   getReader,
@@ -152,6 +153,7 @@ delete ExecutionContext.hasWork;
 delete ExecutionContext.passesThrough;
 
 // `import { DurableObject, WorkerEntrypoint } from "cloudflare:workers"`
+// (and RpcTarget, from 25_rpc.js)
 class DurableObject {
   constructor(ctx, env) {
     this.ctx = ctx;
@@ -216,7 +218,7 @@ export function prepare(bindings, options = {}, modules = {}) {
     })
     : undefined;
   ObjectDefineProperty(globalThis, CFW_KEY, {
-    value: ObjectFreeze({ env, DurableObject, WorkerEntrypoint, modules, node }),
+    value: ObjectFreeze({ env, DurableObject, WorkerEntrypoint, RpcTarget, modules, node }),
     configurable: true,
     enumerable: false,
     writable: false,
@@ -335,7 +337,7 @@ export function bind(ns) {
     }
     return await ReflectApply(instance[method], instance, args);
   };
-  return [makeDispatch(fetchVia, rpcVia, null, callScheduled), clearTimers];
+  return [makeDispatch(new Exports(), fetchVia, rpcVia, null, callScheduled), clearTimers];
 }
 
 // The `controller` of a scheduled event.
@@ -379,6 +381,7 @@ export function bindObjects(ns) {
   // WebSocket sends from objects pass the output gate too.
   setSendGate(flushWrites);
   const objects = new SafeMap();
+  const objectExports = new SafeMap();
   const activate = (slot, className, idHex, idName) => {
     const cls = ns[className];
     if (typeof cls !== "function") {
@@ -439,7 +442,10 @@ export function bindObjects(ns) {
       }
       await instance.webSocketMessage(ws, data);
     };
-    MapPrototypeSet(objects, slot, makeDispatch(callFetch, callRpc, callAlarm, null, callWebSocket));
+    // The object's RpcTargets live as long as it stays in this isolate.
+    const exports = new Exports();
+    MapPrototypeSet(objectExports, slot, exports);
+    MapPrototypeSet(objects, slot, makeDispatch(exports, callFetch, callRpc, callAlarm, null, callWebSocket));
   };
   const dispatch = (method, url, headers, body, slot) => {
     const serve = MapPrototypeGet(objects, slot);
@@ -450,6 +456,8 @@ export function bindObjects(ns) {
   };
   const deactivate = (slot) => {
     MapPrototypeDelete(objects, slot);
+    MapPrototypeGet(objectExports, slot)?.clear();
+    MapPrototypeDelete(objectExports, slot);
   };
   return [dispatch, clearTimers, activate, deactivate];
 }
@@ -497,7 +505,7 @@ async function pump(stream, rid) {
 // and a fetch() from JS to a non-http URL with one of these methods is refused
 // in Rust), so a client sending `ALARM /` or `WEBSOCKET /` gets the fetch
 // handler, never the event handler.
-function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null, callWebSocket = null) {
+function makeDispatch(exports, callFetch, callRpc, callAlarm = null, callScheduled = null, callWebSocket = null) {
   return async function dispatch(method, url, flatHeaders, body, _slot, cf, entrypoint, props) {
     if (method === "WEBSOCKET" && callWebSocket !== null && StringPrototypeStartsWith(url, "ws:")) {
       try {
@@ -536,7 +544,16 @@ function makeDispatch(callFetch, callRpc, callAlarm = null, callScheduled = null
       try {
         const args = core.deserialize(body, { forStorage: true });
         const result = await callRpc(StringPrototypeSlice(url, 4), args, entrypoint, new ExecutionContext(props));
-        return [200, [], core.serialize(result, { forStorage: true })];
+        return exports.answer(result);
+      } catch (e) {
+        return ["error", "exception", errorText(e)];
+      }
+    }
+    // A call on (or the disposal of) an RpcTarget this worker or object
+    // returned earlier (25_rpc.js).
+    if (method === "RPC" && callRpc !== null && StringPrototypeStartsWith(url, "rpc-")) {
+      try {
+        return await exports.serve(url, body);
       } catch (e) {
         return ["error", "exception", errorText(e)];
       }

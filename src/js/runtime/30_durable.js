@@ -45,6 +45,7 @@ import {
 } from "ext:core/ops";
 import { beforeOutgoing, fromRemote } from "ext:edged/00_globals.js";
 import { bytesOf, readableFromRid, takeStreamRid } from "ext:edged/05_body.js";
+import { decodeAnswer, encodeArgs } from "ext:edged/25_rpc.js";
 import { Request } from "ext:deno_fetch/23_request.js";
 import { Response } from "ext:deno_fetch/23_response.js";
 import {
@@ -230,15 +231,16 @@ class DurableObjectStub {
     return new Response(body, { status, headers });
   }
   async #rpc(method, args) {
+    const bytes = encodeArgs(args);
     const out = await objectRpc(
       this.#binding,
       hexOf(this.#id),
       this.#id.name ?? "",
       String(method),
-      core.serialize(args, { forStorage: true }),
+      bytes,
       this.#hint,
     );
-    return core.deserialize(out, { forStorage: true });
+    return decodeAnswer(out);
   }
 }
 

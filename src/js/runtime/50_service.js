@@ -9,6 +9,7 @@ import { readableFromRid } from "ext:edged/05_body.js";
 import { Request } from "ext:deno_fetch/23_request.js";
 import { Response } from "ext:deno_fetch/23_response.js";
 import { socketResponse } from "ext:edged/15_websocket.js";
+import { decodeAnswer, encodeArgs } from "ext:edged/25_rpc.js";
 
 const {
   ArrayPrototypePush,
@@ -69,17 +70,14 @@ export class Fetcher {
   }
 
   async #rpc(method, args) {
+    const bytes = encodeArgs(args);
     await beforeOutgoing();
     let out;
     try {
-      out = await op_service_rpc(
-        this.#binding,
-        String(method),
-        core.serialize(args, { forStorage: true }),
-      );
+      out = await op_service_rpc(this.#binding, String(method), bytes);
     } catch (e) {
       throw fromRemote(e);
     }
-    return core.deserialize(out, { forStorage: true });
+    return decodeAnswer(out);
   }
 }
