@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// The PoP's name as workers see it in `request.cf.colo`; empty: the
     /// cluster region, or `local`.
     pub colo: String,
+    /// After SIGTERM, how long the data plane still accepts connections
+    /// (answering each with `Connection: close`, `/healthz` 503 draining)
+    /// before it refuses them, in milliseconds.
+    pub drain_ms: u64,
 }
 
 /// Per-request and per-isolate resource limits.
@@ -349,6 +353,7 @@ impl Default for ServerConfig {
             request_body_mb: 100,
             pass_through_origin: String::new(),
             colo: String::new(),
+            drain_ms: 1000,
         }
     }
 }

@@ -22,7 +22,7 @@ use actix::prelude::*;
 use futures::channel::oneshot;
 
 use super::durable_object::{
-    AlarmChanged, DurableObjectActor, Evict, Kill, ObjectInvoke, ObjectStopped,
+    AlarmChanged, DurableObjectActor, Evict, HandOver, Kill, ObjectInvoke, ObjectStopped,
 };
 use super::pool::{IsolateThreads, SpawnObject};
 use super::registry::WorkersView;
@@ -139,6 +139,8 @@ pub struct DurableObjectDirectory {
     sockets: HashMap<ObjectAddress, Arc<ObjectSockets>>,
     /// Hibernatable WebSockets one object may hold.
     socket_cap: usize,
+    /// The node is handing its objects over ([`HandOverAll`]): none starts.
+    handing_over: bool,
 }
 
 /// Hibernatable WebSockets per object unless configured (Workers' limit).
@@ -168,6 +170,7 @@ impl DurableObjectDirectory {
             cluster: None,
             sockets: HashMap::new(),
             socket_cap: DEFAULT_OBJECT_SOCKETS,
+            handing_over: false,
         }
     }
 
@@ -549,6 +552,13 @@ impl Handler<Locate> for DurableObjectDirectory {
                 ))
             });
         }
+        if self.handing_over && !self.live.contains_key(&address) {
+            return Box::pin(async {
+                Err(InvokeError::Cluster(
+                    super::durable_object::HANDING_OVER.into(),
+                ))
+            });
+        }
         if let Some(o) = self.live.get(&address) {
             if o.addr.connected() {
                 let addr = o.addr.clone();
@@ -601,6 +611,9 @@ impl Handler<Activated> for DurableObjectDirectory {
                 },
             );
             self.evict_over_cap(&msg.address);
+            if self.handing_over {
+                addr.do_send(HandOver);
+            }
         }
         for w in self.activating.remove(&msg.address).unwrap_or_default() {
             let _ = w.send(msg.result.clone());
@@ -724,6 +737,40 @@ impl Handler<ObjectStopped> for DurableObjectDirectory {
     }
 }
 
+/// The node is about to leave the cluster (SIGTERM, a rolling restart): no
+/// object starts here any more, and every live one finishes the events it
+/// started, makes their writes durable and stops ([`HandOver`]), so that no
+/// caller sees an event fail; answers when all have, or after `within`
+/// (what is still running then fails when the node fences itself).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct HandOverAll {
+    pub within: std::time::Duration,
+}
+
+impl Handler<HandOverAll> for DurableObjectDirectory {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: HandOverAll, _: &mut Self::Context) -> Self::Result {
+        self.handing_over = true;
+        let stops: Vec<_> = self.live.values().map(|o| o.addr.send(HandOver)).collect();
+        let count = stops.len();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let done = tokio::time::timeout(msg.within, futures::future::join_all(stops))
+                .await
+                .is_ok();
+            tracing::info!(
+                objects = count,
+                ms = started.elapsed().as_millis() as u64,
+                complete = done,
+                "objects handed over"
+            );
+            count
+        })
+    }
+}
+
 /// The node fenced itself: every live object stops (events in flight fail).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -790,7 +837,10 @@ impl DurableObjectBackend for DirectoryHandle {
                 let retry = |e: InvokeError| {
                     let retryable =
                         matches!(&e, InvokeError::Cluster(m) if m.ends_with("(retryable)"));
-                    if retryable && !cluster.fenced() && std::time::Instant::now() < deadline {
+                    if retryable
+                        && cluster.may_wait_for_owner()
+                        && std::time::Instant::now() < deadline
+                    {
                         Ok(())
                     } else {
                         Err(e)
@@ -839,6 +889,14 @@ impl DurableObjectBackend for DirectoryHandle {
                     .call(&node, &peer, &target, epoch, request_id, request.clone())
                     .await?
                 {
+                    // The owner did not run it and says it may work soon (it
+                    // is handing the object over, or fenced): try again.
+                    Outcome::Answered(Err(e @ InvokeError::Cluster(_))) => {
+                        retry(e)?;
+                        cluster.forget_owner(&target);
+                        tokio::time::sleep(FAILOVER_POLL).await;
+                        refresh = true;
+                    }
                     Outcome::Answered(result) => return result,
                     Outcome::Moved { node: to, epoch } => {
                         tracing::info!(object = %target.id, from = %node, to = %to, epoch, "object moved");

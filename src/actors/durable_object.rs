@@ -100,6 +100,19 @@ pub struct Evict;
 
 const EVICTIONS: &str = "edged_do_evictions_total";
 
+/// The node is leaving the cluster (a planned hand-over): the object takes
+/// no new event (a caller is told to try again, and does, on the next
+/// owner), lets the events it started finish and their writes become
+/// durable, then stops; the answer comes when it has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver;
+
+/// What an event refused during a hand-over gets: it never ran, and the
+/// caller may send it again (to the next owner).
+pub(crate) const HANDING_OVER: &str =
+    "Durable Object unavailable: its node is handing it over to another (retryable)";
+
 /// Stop now, whatever the object is doing: queued, running and held events
 /// fail with the reason (its worker was deleted).
 #[derive(Message)]
@@ -135,6 +148,8 @@ pub struct DurableObjectActor {
     /// In a cluster: the object's log (commits are released on its
     /// acknowledgement, and nothing is released without the node's lease).
     log: Option<Arc<ObjectLog>>,
+    /// A hand-over in progress ([`HandOver`]): who waits for the stop.
+    handing_over: Option<Vec<oneshot::Sender<()>>>,
 }
 
 impl DurableObjectActor {
@@ -165,6 +180,15 @@ impl DurableObjectActor {
             committing: false,
             last_active: Instant::now(),
             log: None,
+            handing_over: None,
+        }
+    }
+
+    /// During a hand-over: stops once nothing is left in flight.
+    fn finish_hand_over(&mut self, ctx: &mut Context<Self>) {
+        if self.handing_over.is_some() && self.idle() && ctx.state() == ActorState::Running {
+            tracing::debug!(object = %self.address.id, "handed over");
+            ctx.stop();
         }
     }
 
@@ -228,6 +252,7 @@ impl DurableObjectActor {
             );
         }
         self.maybe_commit(ctx);
+        self.finish_hand_over(ctx);
     }
 
     /// An event's outcome: held until its writes are durable.
@@ -324,6 +349,7 @@ impl DurableObjectActor {
                         let _ = w.send(Ok(()));
                     }
                     act.maybe_commit(ctx);
+                    act.finish_hand_over(ctx);
                 }
                 Err(CommitFailure::DiskFull) => {
                     let why = "the node's disk is full; the writes were not stored".to_owned();
@@ -425,6 +451,9 @@ impl Actor for DurableObjectActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::gauge!(LIVE_OBJECTS).decrement(1.0);
+        for w in self.handing_over.take().unwrap_or_default() {
+            let _ = w.send(());
+        }
         self.host.deactivate(self.slot);
         if let Some(d) = &self.directory {
             d.do_send(ObjectStopped {
@@ -444,6 +473,8 @@ impl Handler<ObjectInvoke> for DurableObjectActor {
             // Stopping (hibernating or evicted): the event never starts here,
             // so the caller may safely send it to the next activation.
             let _ = tx.send(Err(InvokeError::Stopping));
+        } else if self.handing_over.is_some() {
+            let _ = tx.send(Err(InvokeError::Cluster(HANDING_OVER.into())));
         } else if self.queue.len() + self.running.len() >= self.settings.max_queue {
             let _ = tx.send(Err(InvokeError::Unavailable(format!(
                 "Durable Object is overloaded: {} events already queued or running",
@@ -488,6 +519,27 @@ impl Handler<Evict> for DurableObjectActor {
         tracing::debug!(object = %self.address.id, "evicted (too many live objects)");
         ctx.stop();
         true
+    }
+}
+
+impl Handler<HandOver> for DurableObjectActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: HandOver, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if ctx.state() != ActorState::Running {
+            let _ = tx.send(());
+        } else {
+            // Queued events never started: their callers try the next owner.
+            for q in self.queue.drain(..) {
+                let _ = q.reply.send(Err(InvokeError::Cluster(HANDING_OVER.into())));
+            }
+            self.handing_over.get_or_insert_with(Vec::new).push(tx);
+            self.finish_hand_over(ctx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

@@ -137,6 +137,9 @@ struct Health {
     duplicate: Option<String>,
     /// The node is shutting down: it serves no object again.
     leaving: bool,
+    /// Its membership record is gone from the engine (or has expired): the
+    /// others may take its objects, so its requests can go to them.
+    withdrawn: bool,
 }
 
 impl Health {
@@ -283,6 +286,7 @@ impl Cluster {
                 first_revision: None,
                 duplicate: None,
                 leaving: false,
+                withdrawn: false,
             }),
             owners: RwLock::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
@@ -546,19 +550,34 @@ impl Cluster {
                 let renewing = this.inner.renewing.lock().await;
                 this.inner.health.lock().leaving = true;
                 this.update_fence();
-                if let Ok(b) = this.buckets() {
-                    match tokio::time::timeout(
+                let withdrawn = match this.buckets() {
+                    Ok(b) => match tokio::time::timeout(
                         engine::CALL_TIMEOUT,
                         b.withdraw(&this.inner.me.id),
                     )
                     .await
                     {
-                        Ok(Ok(())) => tracing::info!("membership withdrawn: the other nodes take this node's objects over"),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot withdraw membership; it expires a lease from now"),
-                        Err(_) => tracing::warn!("withdrawing membership timed out; it expires a lease from now"),
-                    }
-                }
+                        Ok(Ok(())) => {
+                            tracing::info!("membership withdrawn: the other nodes take this node's objects over");
+                            true
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "cannot withdraw membership; it expires a lease from now");
+                            false
+                        }
+                        Err(_) => {
+                            tracing::warn!("withdrawing membership timed out; it expires a lease from now");
+                            false
+                        }
+                    },
+                    Err(_) => false,
+                };
                 drop(renewing);
+                if !withdrawn {
+                    // No renewal follows: the record expires a lease on.
+                    tokio::time::sleep(this.inner.lease).await;
+                }
+                this.inner.health.lock().withdrawn = true;
             })
             .await;
     }
@@ -600,6 +619,9 @@ impl Cluster {
         refresh: bool,
     ) -> Result<Placed, InvokeError> {
         if self.fenced() {
+            if self.leaving() {
+                return self.route_away(address, hint).await;
+            }
             let h = self.inner.health.lock();
             let why = if h.duplicate.is_some() {
                 "another process uses its node id"
@@ -715,6 +737,65 @@ impl Cluster {
             owners.insert(key, owned.clone());
         }
         self.classify(&owned)
+    }
+
+    /// A node that has left (`leave`) owns nothing but still passes its
+    /// remaining requests on: to the recorded owner when that is another
+    /// live node, else to the first live candidate of the ring without this
+    /// node, which takes the object over (this node's membership is gone).
+    async fn route_away(
+        &self,
+        address: &ObjectAddress,
+        hint: Option<&str>,
+    ) -> Result<Placed, InvokeError> {
+        if !self.inner.health.lock().withdrawn {
+            return Err(unavailable("this node is handing its objects over"));
+        }
+        let me = self.inner.me.id.clone();
+        let key = owner_key(address);
+        let cached = self.inner.owners.read().get(&key).cloned();
+        if let Some(o) = cached.as_ref().filter(|o| o.node != me) {
+            if let Some(peer) = self.live_peer(&o.node) {
+                return Ok(Placed::Remote {
+                    node: o.node.clone(),
+                    peer,
+                    epoch: o.epoch,
+                });
+            }
+        }
+        let others: BTreeMap<String, String> = self
+            .placement()
+            .members()
+            .iter()
+            .filter(|(n, _)| **n != me)
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        let ring = Placement::new(others, self.inner.config.vnodes);
+        let digest = ring::digest(&[&address.storage, &address.class_name, &address.id]);
+        let node = ring.first(digest, hint).map(str::to_owned).ok_or_else(|| {
+            unavailable("this node has left the cluster and no other node is live")
+        })?;
+        let peer = self
+            .live_peer(&node)
+            .ok_or_else(|| unavailable(format_args!("node {node} is down")))?;
+        Ok(Placed::Remote {
+            node,
+            peer,
+            epoch: cached.map(|o| o.epoch).unwrap_or(0),
+        })
+    }
+
+    /// Whether this node has left (or is leaving) the cluster: it serves no
+    /// object, but passes requests on to the nodes that do.
+    pub fn leaving(&self) -> bool {
+        self.inner.health.lock().leaving
+    }
+
+    /// Whether a call from this node may wait for a failed owner to be
+    /// replaced: not while it is fenced off, unless it fenced itself to leave.
+    pub fn may_wait_for_owner(&self) -> bool {
+        let h = self.inner.health.lock();
+        !h.fenced || h.leaving
     }
 
     /// Forgets the cached owner of `address` (after a "moved" answer).

@@ -44,6 +44,8 @@ pub struct ControlPlane {
     pub body_limit: usize,
     /// In a cluster: deploys, rollbacks and deletes go through the engine.
     pub cluster: Option<crate::actors::deploy_sync::ClusterDeploys>,
+    /// The node is stopping (its data plane drains): `/healthz` says so.
+    pub closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The deploy request body.
@@ -717,8 +719,12 @@ async fn rollback_worker(
 
 /// `/healthz`: the node serves; in a cluster also whether the engine is
 /// reachable and whether the node has fenced itself (its data plane serves its
-/// deployments either way).
+/// deployments either way). A stopping node answers 503 `draining`.
 async fn healthz(plane: web::Data<ControlPlane>) -> HttpResponse {
+    // A load balancer takes a stopping node out before it stops accepting.
+    if plane.closing.load(std::sync::atomic::Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().json(json!({ "status": "draining" }));
+    }
     match &plane.cluster {
         None => HttpResponse::Ok().json(json!({ "status": "ok" })),
         Some(c) => {

@@ -48,9 +48,17 @@ pub struct DataPlane {
     sockets_per_worker: usize,
     /// Where deployments' static assets are (none: assets are not served).
     assets: Option<Arc<AssetStore>>,
+    /// The node is stopping: every response closes its connection.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DataPlane {
+    /// The flag that makes every response close its connection (set when
+    /// the node starts to stop).
+    pub fn closing(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.closing.clone()
+    }
+
     pub fn new(view: WorkersView, body_limit: usize) -> Self {
         DataPlane {
             view,
@@ -61,6 +69,7 @@ impl DataPlane {
             sockets: Arc::default(),
             sockets_per_worker: DEFAULT_SOCKETS_PER_WORKER,
             assets: None,
+            closing: Arc::default(),
         }
     }
 
@@ -215,6 +224,21 @@ fn redirect_to_https(req: &HttpRequest, host: &str, port: u16) -> HttpResponse {
 
 /// The catch-all handler of the data plane.
 pub async fn serve(
+    req: HttpRequest,
+    payload: web::Payload,
+    plane: web::Data<DataPlane>,
+) -> HttpResponse {
+    let mut response = serve_request(req, payload, plane.clone()).await;
+    if plane.closing.load(std::sync::atomic::Ordering::Relaxed) {
+        // The node is stopping: the client's next request goes elsewhere.
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    response
+}
+
+async fn serve_request(
     req: HttpRequest,
     payload: web::Payload,
     plane: web::Data<DataPlane>,

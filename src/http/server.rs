@@ -48,10 +48,25 @@ pub struct Node {
     peer_tls: bool,
     pub view: WorkersView,
     pub registry: actix::Addr<WorkerRegistry>,
-    /// Every listener's server: data planes, control plane, peer listener.
+    /// Every listener's server: data planes (the first `data_servers`),
+    /// control plane, peer listener.
     servers: Vec<actix_web::dev::Server>,
+    data_servers: usize,
+    /// Set when the node starts to stop: responses then close their
+    /// connections, so clients reconnect elsewhere.
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    /// How long the data planes accept after a signal (`server.drain_ms`).
+    drain: std::time::Duration,
+    directory: actix::Addr<crate::actors::directory::DurableObjectDirectory>,
     cluster: Option<Cluster>,
 }
+
+/// How long a leaving node waits for its objects to finish what they started.
+const HAND_OVER_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
+/// After its objects stopped, how long a leaving node waits before it
+/// withdraws: their last answers reach the callers first (a caller that sees
+/// the owner leave the ring while waiting gives the call up as lost).
+const LAST_ANSWERS: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// SIGTERM or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
@@ -72,13 +87,23 @@ async fn shutdown_signal() {
 
 impl Node {
     /// Serves until a signal (SIGTERM, SIGINT) or a listener stops. On a
-    /// signal a cluster node first leaves the cluster (its objects move at
-    /// once), then the listeners finish what they are serving and stop.
+    /// signal the data planes stop accepting connections (open ones are
+    /// served on, each response closing its connection); a cluster node then
+    /// hands its objects over (each finishes what it started, no new one
+    /// starts) and leaves the cluster, after which its requests go to the new
+    /// owners; then every listener finishes what it is serving and stops.
     pub async fn run(self) -> std::io::Result<()> {
         let Node {
-            servers, cluster, ..
+            servers,
+            data_servers,
+            closing,
+            drain,
+            directory,
+            cluster,
+            ..
         } = self;
         let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
+        let data_handles: Vec<_> = handles.iter().take(data_servers).cloned().collect();
         // Stopping a server needs its future polled (it holds the server's
         // command channel), so every server runs to completion below while
         // this stops them: on a signal (a cluster node leaves first), or when
@@ -95,9 +120,29 @@ impl Node {
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("stopping (signal): finishing open requests");
-            if let Some(c) = &cluster {
-                c.leave().await;
-            }
+            closing.store(true, std::sync::atomic::Ordering::Relaxed);
+            // The data planes accept for `drain` more (every response closing
+            // its connection, /healthz draining), so that clients and load
+            // balancers move away before connections are refused; meanwhile a
+            // cluster node hands its objects over and leaves.
+            let stop_accepting = async move {
+                tokio::time::sleep(drain).await;
+                for h in data_handles {
+                    actix_web::rt::spawn(async move { h.stop(true).await });
+                }
+            };
+            let hand_over = async {
+                if let Some(c) = &cluster {
+                    let _ = directory
+                        .send(crate::actors::directory::HandOverAll {
+                            within: HAND_OVER_WITHIN,
+                        })
+                        .await;
+                    tokio::time::sleep(LAST_ANSWERS).await;
+                    c.leave().await;
+                }
+            };
+            futures::future::join(stop_accepting, hand_over).await;
             on_signal().await;
         });
         let watch = |server: actix_web::dev::Server| {
@@ -192,6 +237,7 @@ fn raise_open_file_limit(max_live: usize) {
 
 pub async fn start(config: Config) -> Result<Node, ServeError> {
     config.validate()?;
+    let (dev, drain_ms) = (config.dev, config.server.drain_ms);
     let hup = if config.tls.is_some()
         || config
             .cluster
@@ -355,6 +401,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         cache: Some(cache),
     });
     let directory_addr = directory.clone();
+    let directory_handle_addr = directory.clone();
     let objects = crate::actors::directory::handle(directory.clone(), cluster.clone());
     durable_objects.set(objects.clone());
     services.set(crate::actors::services::backend(
@@ -412,6 +459,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         }
     }
     let data_plane = web::Data::new(plane);
+    let closing = data_plane.closing();
     let mut servers = Vec::new();
     if let (Some(t), Some(addr)) = (&tls, https_addr) {
         let listener = t
@@ -469,8 +517,10 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         })?;
         servers.push(data_server.run());
     }
+    let data_servers = servers.len();
 
     let control = web::Data::new(ControlPlane {
+        closing: closing.clone(),
         registry: registry.clone(),
         directory: directory_addr,
         view: view.clone(),
@@ -565,6 +615,15 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         view,
         registry,
         servers,
+        data_servers,
+        closing,
+        // `edged dev` stops at once.
+        drain: if dev {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_millis(drain_ms)
+        },
+        directory: directory_handle_addr,
         cluster: cluster_handle,
     })
 }
