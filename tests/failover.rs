@@ -953,6 +953,95 @@ fn back_to_back_appends_of_one_owner_are_not_fenced() {
     drop(core);
 }
 
+/// An idle object with an alarm set, whose owner is killed: nobody calls the
+/// object, yet another PoP takes it over in time and its alarm fires there
+/// (not before its time), from the alarm entry the owner recorded in the
+/// engine. Without it, the alarm would wait for the object's next call.
+#[test]
+fn an_idle_objects_alarm_fires_after_its_owner_dies() {
+    const CLOCK: &str = r#"
+import { DurableObject } from "cloudflare:workers";
+export class Clock extends DurableObject {
+  async fetch(request) {
+    const at = Date.now() + Number(new URL(request.url).searchParams.get("in"));
+    await this.ctx.storage.setAlarm(at);
+    return Response.json({ at });
+  }
+  async alarm() {
+    await this.env.FIRED.put(this.ctx.id.name, String(Date.now()));
+  }
+}
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const name = url.searchParams.get("name");
+    if (url.pathname === "/fired") return new Response((await env.FIRED.get(name)) ?? "");
+    return env.CLOCK.get(env.CLOCK.idFromName(name)).fetch(request);
+  },
+};
+"#;
+    let core = NatsCore::start(3);
+    let pop =
+        |node: &str, region: &str| TestNode::start_with(&cluster_config(&core.urls, node, region));
+    let mut nodes = vec![pop("pop-a", "eu"), pop("pop-b", "us"), pop("pop-c", "ap")];
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (code, body) = nodes[0].deploy_body(
+        "clock",
+        &json!({
+            "main_module": "worker.js",
+            "modules": { "worker.js": CLOCK },
+            "bindings": [
+                {"type": "durable_object_namespace", "name": "CLOCK", "class_name": "Clock"},
+                {"type": "kv_namespace", "name": "FIRED", "namespace": "fired"},
+            ],
+        }),
+    );
+    assert_eq!(code, 200, "{body}");
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n.get_worker("clock", "/fired?name=none").0 != 200 {
+            assert!(Instant::now() < deadline, "worker not served");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let (code, body) = nodes[0].get_worker("clock", "/set?name=late&in=6000");
+    assert_eq!(code, 200, "{body}");
+    let at = serde_json::from_str::<Value>(&body).unwrap()["at"]
+        .as_u64()
+        .unwrap();
+    let owner = owner_of(&nodes);
+    nodes[owner].kill();
+    let killed = Instant::now();
+    let other = &nodes[(owner + 1) % 3];
+    let fired = loop {
+        let (code, body) = other.get_worker("clock", "/fired?name=late");
+        assert_eq!(code, 200, "{body}");
+        if !body.is_empty() {
+            break body.parse::<u64>().expect("a time");
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(40),
+            "the alarm did not fire after its owner died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "alarm due {} ms after the owner ({}) was killed fired {} ms late, on another PoP",
+        at.saturating_sub(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                - killed.elapsed().as_millis() as u64
+        ),
+        ["pop-a", "pop-b", "pop-c"][owner],
+        fired as i64 - at as i64
+    );
+    assert!(fired >= at, "an alarm never runs before its time");
+    drop(nodes);
+    drop(core);
+}
+
 #[test]
 fn the_checker_catches_lost_and_duplicated_writes() {
     let t0 = Instant::now();

@@ -42,6 +42,8 @@ const ALARM_RUNS: &str = "edged_do_alarm_runs_total";
 const ALARM_RETRIES: &str = "edged_do_alarm_retries_total";
 /// Retries of a throwing alarm handler, with backoff 1 s, 2 s, 4 s, … .
 const ALARM_MAX_RETRIES: u32 = 6;
+/// How long before its time an orphaned alarm's object is taken over.
+const ORPHAN_AHEAD_MS: u64 = 2_000;
 /// How often due alarms are looked for; an alarm never runs before its time.
 const ALARM_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -141,6 +143,8 @@ pub struct DurableObjectDirectory {
     socket_cap: usize,
     /// The node is handing its objects over ([`HandOverAll`]): none starts.
     handing_over: bool,
+    /// Objects whose orphaned alarm this node is taking over now.
+    waking: std::collections::HashSet<ObjectAddress>,
 }
 
 /// Hibernatable WebSockets per object unless configured (Workers' limit).
@@ -171,6 +175,7 @@ impl DurableObjectDirectory {
             sockets: HashMap::new(),
             socket_cap: DEFAULT_OBJECT_SOCKETS,
             handing_over: false,
+            waking: Default::default(),
         }
     }
 
@@ -431,6 +436,53 @@ impl DurableObjectDirectory {
         }
     }
 
+    /// In a cluster: objects whose alarm is due and whose owner is gone,
+    /// that this node is the one to take, are taken over and activated here
+    /// (which schedules the alarm from their database) — as a call would,
+    /// had anyone called them (`cluster/alarms.rs`).
+    fn wake_orphaned_alarms(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if self.handing_over {
+            return;
+        }
+        for address in cluster.orphaned_alarms(now_ms(), ORPHAN_AHEAD_MS) {
+            if self.waking.contains(&address) {
+                continue;
+            }
+            let deployed = self
+                .view
+                .get(&address.worker)
+                .is_some_and(|d| d.script.storage == address.storage);
+            if !deployed {
+                // Its worker is gone, and the object with it.
+                cluster.publish_alarm(&address, None);
+                continue;
+            }
+            if self.live.contains_key(&address) {
+                let at = self.alarms.get(&address).map(|(at, _)| *at);
+                cluster.publish_alarm(&address, at);
+                continue;
+            }
+            self.waking.insert(address.clone());
+            let me = ctx.address();
+            let cluster = cluster.clone();
+            actix::spawn(async move {
+                let owner =
+                    DurableObjectDirectory::owner(Some(&cluster), &address, None, true).await;
+                let woke = match owner {
+                    Ok(Owner::Local) => matches!(me.send(Locate(address.clone())).await, Ok(Ok(_))),
+                    _ => false,
+                };
+                if woke {
+                    tracing::info!(object = %address.id, "took over an idle object whose owner is gone, for its alarm");
+                }
+                me.do_send(Woken { address, woke });
+            });
+        }
+    }
+
     fn record_alarm(&mut self, address: &ObjectAddress, at_ms: Option<u64>) {
         if let Some(index) = &self.alarm_index {
             if let Err(e) = index.set(address, at_ms) {
@@ -461,7 +513,8 @@ impl Actor for DurableObjectDirectory {
             }
         }
         ctx.run_interval(ALARM_TICK, |act, ctx| act.fire_due_alarms(ctx));
-        ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, ctx| {
+            act.wake_orphaned_alarms(ctx);
             act.retire_outdated();
             // Socket sets whose last socket closed while the object hibernated.
             let (live, activating) = (&act.live, &act.activating);
@@ -477,6 +530,11 @@ impl Handler<AlarmChanged> for DurableObjectDirectory {
 
     fn handle(&mut self, msg: AlarmChanged, _: &mut Self::Context) {
         self.record_alarm(&msg.address, msg.at_ms);
+        // In a cluster every node knows where alarms are due, so that one
+        // fires even if this owner dies with the object idle.
+        if let Some(cluster) = &self.cluster {
+            cluster.publish_alarm(&msg.address, msg.at_ms);
+        }
         match msg.at_ms {
             Some(at) => {
                 self.alarms.insert(msg.address, (at, 0));
@@ -484,6 +542,28 @@ impl Handler<AlarmChanged> for DurableObjectDirectory {
             None => {
                 self.alarms.remove(&msg.address);
             }
+        }
+    }
+}
+
+/// An orphaned alarm's object was taken over here (or could not be).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Woken {
+    address: ObjectAddress,
+    woke: bool,
+}
+
+impl Handler<Woken> for DurableObjectDirectory {
+    type Result = ();
+
+    fn handle(&mut self, msg: Woken, _: &mut Self::Context) {
+        self.waking.remove(&msg.address);
+        if let (true, Some(cluster)) = (msg.woke, &self.cluster) {
+            // The activation read the alarm from the object's database: the
+            // entry now names this node (or goes, if the alarm did).
+            let at = self.alarms.get(&msg.address).map(|(at, _)| *at);
+            cluster.publish_alarm(&msg.address, at);
         }
     }
 }

@@ -13,6 +13,9 @@
 //! - `edged_claims`: which account owns what, cluster-wide: `ns.<namespace>` →
 //!   account (`create` only), `hosts` → every route host pattern's account
 //!   (JSON, compare-and-set on the revision, so overlap checks see them all);
+//! - `edged_alarms`: `a.<storage id>.<digest>` → where a Durable Object's alarm
+//!   is due and which owner set it (`alarms.rs`), so that another node fires
+//!   the alarm of an idle object whose owner died;
 //! - object store `edged_bundles`: deployment bundles by SHA-256 (sealed with
 //!   the cluster key, `deploys.rs`);
 //! - stream `EDGED_DOLOG`: each Durable Object's commit log on its own subject
@@ -42,6 +45,7 @@ const CRON: &str = "edged_cron";
 const CLAIMS: &str = "edged_claims";
 const ACCOUNTS: &str = "edged_accounts";
 const BUNDLES: &str = "edged_bundles";
+const ALARMS: &str = "edged_alarms";
 const DOLOG: &str = "EDGED_DOLOG";
 const KVLOG: &str = "EDGED_KV";
 const KV_VALUES: &str = "edged_kv_values";
@@ -96,6 +100,7 @@ pub struct Buckets {
     cron: kv::Store,
     claims: kv::Store,
     accounts: kv::Store,
+    alarms: kv::Store,
     bundles: object_store::ObjectStore,
     js: jetstream::Context,
     log: jetstream::stream::Stream,
@@ -227,6 +232,18 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
+        // Where each object's alarm is due and which node set it, so that
+        // the alarm of an idle object whose owner died still fires.
+        let alarms = self
+            .bucket(kv::Config {
+                bucket: ALARMS.into(),
+                history: 1,
+                max_bytes: OWNERS_MAX_BYTES,
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
         let bundles = self
             .object_store(object_store::Config {
                 bucket: BUNDLES.into(),
@@ -282,6 +299,7 @@ impl Engine {
             cron,
             claims,
             accounts,
+            alarms,
             bundles,
             js: self.js.clone(),
             log,
@@ -583,6 +601,34 @@ impl Buckets {
             .into_iter()
             .filter_map(|k| k.strip_prefix("w.").map(str::to_owned))
             .collect())
+    }
+
+    /// Records (`Some`) or removes where an object's alarm is due.
+    pub async fn set_alarm_entry(
+        &self,
+        key: &str,
+        entry: Option<Bytes>,
+    ) -> Result<(), EngineError> {
+        let key = format!("a.{key}");
+        match entry {
+            Some(value) => self
+                .alarms
+                .put(key, value)
+                .await
+                .map(|_| ())
+                .map_err(unreachable),
+            None => self.alarms.delete(key).await.map_err(unreachable),
+        }
+    }
+
+    /// Every object's alarm entry, then every change.
+    pub async fn watch_alarms(&self) -> Result<Changes, EngineError> {
+        let w = self
+            .alarms
+            .watch_with_history(">")
+            .await
+            .map_err(unreachable)?;
+        Ok(changes(w))
     }
 
     /// Removes this node's membership record (it is leaving on purpose):

@@ -32,6 +32,7 @@
 //! time.
 
 pub mod accounts;
+pub mod alarms;
 pub mod claims;
 pub mod deploys;
 pub mod engine;
@@ -178,6 +179,12 @@ struct Inner {
     /// Held by a membership renewal in flight, so that leaving never races
     /// one (a renewal landing after the withdrawal would bring it back).
     renewing: tokio::sync::Mutex<()>,
+    /// Alarm entries to record in the engine, the latest per object
+    /// (`alarms.rs`), and the writer's wake-up.
+    alarm_pending: Mutex<alarms::Pending>,
+    alarm_wake: tokio::sync::Notify,
+    /// Every object's alarm entry, as the engine has them.
+    alarm_entries: Mutex<alarms::Entries>,
 }
 
 /// This node's handle on the cluster (cheap to clone).
@@ -294,6 +301,9 @@ impl Cluster {
             kv: Mutex::new(kv::KvProgress::default()),
             renewing: tokio::sync::Mutex::new(()),
             namespaces: Mutex::new(HashMap::new()),
+            alarm_pending: Mutex::new(HashMap::new()),
+            alarm_wake: tokio::sync::Notify::new(),
+            alarm_entries: Mutex::new(HashMap::new()),
         });
         metrics::gauge!(FENCED).set(1.0);
         let cluster = Cluster { inner };
@@ -301,6 +311,8 @@ impl Cluster {
         handle.spawn(cluster.clone().renew_membership());
         handle.spawn(cluster.clone().watch_members());
         handle.spawn(cluster.clone().check_lease());
+        handle.spawn(cluster.clone().publish_alarms());
+        handle.spawn(cluster.clone().watch_alarms());
         tracing::info!(node = %cluster.inner.me.id, region = %cluster.inner.me.region, "joining the cluster");
         Ok(cluster)
     }
