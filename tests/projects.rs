@@ -1023,6 +1023,7 @@ export class Admin extends WorkerEntrypoint {
     return { label: "two", items: [new Named("a"), new Named("b")], add: (a: number, b: number) => a + b };
   }
   disposedTotal() { return disposedTotal; }
+  async slowCounter() { await scheduler.wait(200); return new Counter(0, null); }
 }
 
 export default { fetch(): Response { return new Response("svc"); } };
@@ -1097,6 +1098,11 @@ export default {
       stashed = add;
       return Response.json(out);
     }
+    if (url.pathname === "/fire") {
+      // Not awaited: the answer arrives after this request has ended.
+      env.ADMIN.slowCounter();
+      return new Response("fired");
+    }
     if (url.pathname === "/stashed") {
       try { out.r = await stashed(1); } catch (e) { out.err = text(e); }
       out.total = await env.ADMIN.disposedTotal();
@@ -1161,8 +1167,13 @@ export default {
         "{got}"
     );
 
+    // A call nobody awaited answers after its request ended: its target is
+    // let go at once (nobody may hold it).
+    assert_eq!(node.get_worker("front", "/fire"), (200, "fired".to_owned()));
+
     // The stub stashed by the last request went with it, and its targets'
-    // disposers ran (the counter it never disposed, the one it did).
+    // disposers ran (the counter it never disposed, the one it did, and the
+    // one nobody could hold).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let (status, body) = node.get_worker("front", "/stashed");
@@ -1172,7 +1183,7 @@ export default {
             got["err"], "Error: Attempted to use RPC stub after it has been disposed.",
             "{got}"
         );
-        if got["total"] == 2 {
+        if got["total"] == 3 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "disposers: {got}");

@@ -143,8 +143,9 @@ pub struct DurableObjectDirectory {
     socket_cap: usize,
     /// The node is handing its objects over ([`HandOverAll`]): none starts.
     handing_over: bool,
-    /// Objects whose orphaned alarm this node is taking over now.
-    waking: std::collections::HashSet<ObjectAddress>,
+    /// Objects whose orphaned alarm this node is taking over now (or failed
+    /// to, lately): not tried again before the time.
+    waking: HashMap<ObjectAddress, std::time::Instant>,
 }
 
 /// Hibernatable WebSockets per object unless configured (Workers' limit).
@@ -447,17 +448,19 @@ impl DurableObjectDirectory {
         if self.handing_over {
             return;
         }
+        let now = std::time::Instant::now();
+        self.waking.retain(|_, until| *until > now);
         for address in cluster.orphaned_alarms(now_ms(), ORPHAN_AHEAD_MS) {
-            if self.waking.contains(&address) {
+            if self.waking.contains_key(&address) {
                 continue;
             }
+            // A worker this node does not run (yet, or any more: a deleted
+            // worker's entries go with its storage) is left alone.
             let deployed = self
                 .view
                 .get(&address.worker)
                 .is_some_and(|d| d.script.storage == address.storage);
             if !deployed {
-                // Its worker is gone, and the object with it.
-                cluster.publish_alarm(&address, None);
                 continue;
             }
             if self.live.contains_key(&address) {
@@ -465,7 +468,9 @@ impl DurableObjectDirectory {
                 cluster.publish_alarm(&address, at);
                 continue;
             }
-            self.waking.insert(address.clone());
+            // Until it is done, and for a while after a failure.
+            self.waking
+                .insert(address.clone(), now + std::time::Duration::from_secs(60));
             let me = ctx.address();
             let cluster = cluster.clone();
             actix::spawn(async move {
@@ -532,7 +537,7 @@ impl Handler<AlarmChanged> for DurableObjectDirectory {
         self.record_alarm(&msg.address, msg.at_ms);
         // In a cluster every node knows where alarms are due, so that one
         // fires even if this owner dies with the object idle.
-        if let Some(cluster) = &self.cluster {
+        if let (Some(cluster), false) = (&self.cluster, msg.recorded) {
             cluster.publish_alarm(&msg.address, msg.at_ms);
         }
         match msg.at_ms {
@@ -558,8 +563,16 @@ impl Handler<Woken> for DurableObjectDirectory {
     type Result = ();
 
     fn handle(&mut self, msg: Woken, _: &mut Self::Context) {
+        if !msg.woke {
+            // Tried again in a few seconds, not every second.
+            self.waking.insert(
+                msg.address,
+                std::time::Instant::now() + std::time::Duration::from_secs(5),
+            );
+            return;
+        }
         self.waking.remove(&msg.address);
-        if let (true, Some(cluster)) = (msg.woke, &self.cluster) {
+        if let Some(cluster) = &self.cluster {
             // The activation read the alarm from the object's database: the
             // entry now names this node (or goes, if the alarm did).
             let at = self.alarms.get(&msg.address).map(|(at, _)| *at);
@@ -632,19 +645,20 @@ impl Handler<Locate> for DurableObjectDirectory {
                 ))
             });
         }
-        if self.handing_over && !self.live.contains_key(&address) {
-            return Box::pin(async {
-                Err(InvokeError::Cluster(
-                    super::durable_object::HANDING_OVER.into(),
-                ))
-            });
-        }
         if let Some(o) = self.live.get(&address) {
             if o.addr.connected() {
                 let addr = o.addr.clone();
                 return Box::pin(async move { Ok(addr) });
             }
             self.live.remove(&address);
+        }
+        // Handing over: no object starts here any more.
+        if self.handing_over {
+            return Box::pin(async {
+                Err(InvokeError::Cluster(
+                    super::durable_object::HANDING_OVER.into(),
+                ))
+            });
         }
         let (tx, rx) = oneshot::channel();
         let first = !self.activating.contains_key(&address);
@@ -984,10 +998,14 @@ impl DurableObjectBackend for DirectoryHandle {
                         refresh = true;
                         moves += 1;
                         if moves > 3 {
-                            return Err(InvokeError::Cluster(
+                            // Views of the ring still settling (a node
+                            // leaving): wait a little, within the deadline.
+                            retry(InvokeError::Cluster(
                                 "Durable Object unavailable: its owner keeps moving (retryable)"
                                     .into(),
-                            ));
+                            ))?;
+                            moves = 0;
+                            tokio::time::sleep(FAILOVER_POLL).await;
                         }
                     }
                     Outcome::NotDelivered(why) => {

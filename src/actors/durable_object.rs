@@ -62,6 +62,9 @@ pub struct AlarmChanged {
     pub address: ObjectAddress,
     /// Milliseconds since the epoch; None when deleted.
     pub at_ms: Option<u64>,
+    /// In a cluster: the commit already recorded it in the engine (before
+    /// its responses were released); otherwise the directory publishes it.
+    pub recorded: bool,
 }
 
 /// Sent to the directory when an object actor stops.
@@ -309,6 +312,7 @@ impl DurableObjectActor {
         let handoff = self.store.sql_handoff();
         let shipper = self.store.shipper();
         let log = self.log.clone();
+        let address = self.address.clone();
         // Started now, not when the future is first polled: SQL on this
         // thread waits for the commit to take the writer's open transaction
         // (`sql_handoff`), and this thread could run that SQL before it polls
@@ -318,8 +322,8 @@ impl DurableObjectActor {
         });
         let fut = async move {
             let local = local.await;
-            match local {
-                Ok(Ok(Some(pages))) => match log {
+            let shipped = match local {
+                Ok(Ok(Some(pages))) => match &log {
                     Some(log) => log.append(pages).await.map_err(CommitFailure::Log),
                     None => Ok(()),
                 },
@@ -327,21 +331,30 @@ impl DurableObjectActor {
                 Ok(Err(e)) if e.is_disk_full() => Err(CommitFailure::DiskFull),
                 Ok(Err(e)) => Err(CommitFailure::Local(e.to_string())),
                 Err(e) => Err(CommitFailure::Local(e.to_string())),
-            }
+            };
+            // In a cluster, where the alarm is due is in the engine before
+            // anyone learns of it, so that it fires even if this node dies
+            // right after (`cluster/alarms.rs`).
+            let recorded = match (&shipped, &log, alarm_change) {
+                (Ok(()), Some(log), Some(at_ms)) => log.record_alarm(&address, at_ms).await,
+                _ => false,
+            };
+            shipped.map(|()| recorded)
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.committing = false;
             act.store.commit_done();
-            let result = result.and_then(|()| match act.gate_shut() {
+            let result = result.and_then(|recorded| match act.gate_shut() {
                 Some(why) => Err(CommitFailure::Log(why)),
-                None => Ok(()),
+                None => Ok(recorded),
             });
             match result {
-                Ok(()) => {
+                Ok(recorded) => {
                     if let (Some(at_ms), Some(alarms)) = (alarm_change, &act.alarms) {
                         alarms.do_send(AlarmChanged {
                             address: act.address.clone(),
                             at_ms,
+                            recorded,
                         });
                     }
                     release(held);

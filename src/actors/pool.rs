@@ -287,6 +287,7 @@ impl Handler<SpawnObject> for IsolatePool {
                     msg.alarms.do_send(AlarmChanged {
                         address: msg.address.clone(),
                         at_ms,
+                        recorded: false,
                     });
                 }
             }

@@ -62,6 +62,61 @@ impl Cluster {
         self.inner.alarm_wake.notify_one();
     }
 
+    /// Records an object's alarm change now (a commit waits for it); `false`
+    /// if the engine did not take it, in which case it is queued for
+    /// [`Cluster::publish_alarm`]'s writer instead.
+    pub async fn record_alarm(&self, address: &ObjectAddress, at_ms: Option<u64>) -> bool {
+        let k = key(address);
+        let entry = at_ms.map(|at_ms| Entry {
+            object: address.into(),
+            at_ms,
+            node: self.inner.me.id.clone(),
+        });
+        let value = entry
+            .as_ref()
+            .map(|e| Bytes::from(serde_json::to_vec(e).unwrap_or_default()));
+        let written = match self.buckets() {
+            Ok(b) => {
+                let kk = k.clone();
+                matches!(
+                    self.run(async move { b.set_alarm_entry(&kk, value).await })
+                        .await,
+                    Ok(Ok(()))
+                )
+            }
+            Err(_) => false,
+        };
+        if written {
+            // A change still queued for this object is older than this one.
+            self.inner.alarm_pending.lock().remove(&k);
+        } else {
+            self.publish_alarm(address, at_ms);
+        }
+        written
+    }
+
+    /// A worker was deleted: the alarm entries of its objects go.
+    pub(super) fn forget_alarms_of(&self, storage: &str) {
+        let prefix = format!("{storage}.");
+        let gone: Vec<String> = self
+            .inner
+            .alarm_entries
+            .lock()
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut pending = self.inner.alarm_pending.lock();
+        for key in gone {
+            pending.insert(key, None);
+        }
+        drop(pending);
+        self.inner.alarm_wake.notify_one();
+    }
+
     /// Objects whose alarm is due within `ahead_ms` of `now_ms`, whose entry
     /// names a node that is no longer a member, and which this node would
     /// take over (it is their first live candidate).

@@ -765,7 +765,24 @@ impl Cluster {
         }
         let me = self.inner.me.id.clone();
         let key = owner_key(address);
-        let cached = self.inner.owners.read().get(&key).cloned();
+        let mut cached = self.inner.owners.read().get(&key).cloned();
+        if cached.is_none() {
+            // The record names the owner (after a "moved" answer the cache is
+            // empty): another live node's record is followed.
+            if let Ok(buckets) = self.buckets() {
+                let k = key.clone();
+                if let Ok(Ok(Some((value, epoch)))) =
+                    self.run(async move { buckets.owner(&k).await }).await
+                {
+                    if let Ok(r) = serde_json::from_slice::<OwnerRecord>(&value) {
+                        cached = Some(Owned {
+                            node: r.node,
+                            epoch,
+                        });
+                    }
+                }
+            }
+        }
         if let Some(o) = cached.as_ref().filter(|o| o.node != me) {
             if let Some(peer) = self.live_peer(&o.node) {
                 return Ok(Placed::Remote {

@@ -159,9 +159,11 @@ impl Cluster {
         ))
     }
 
-    /// A worker was deleted: its objects' logs go (best effort: every node
-    /// applying the delete purges, and a purge of nothing is harmless).
+    /// A worker was deleted: its objects' logs and alarm entries go (best
+    /// effort: every node applying the delete purges, and a purge of nothing
+    /// is harmless).
     pub fn forget_storage(&self, storage: &str) {
+        self.forget_alarms_of(storage);
         let Ok(buckets) = self.buckets() else {
             return;
         };
@@ -319,6 +321,12 @@ impl ObjectLog {
             Err(_) => self.invalidate(),
         }
         result
+    }
+
+    /// Records where the object's alarm is now due (`alarms.rs`), once its
+    /// commit is in the log; whether the engine took it.
+    pub async fn record_alarm(&self, address: &ObjectAddress, at_ms: Option<u64>) -> bool {
+        self.cluster.record_alarm(address, at_ms).await
     }
 
     /// The local database is no longer known to match the log.

@@ -229,7 +229,10 @@ pub async fn serve(
     plane: web::Data<DataPlane>,
 ) -> HttpResponse {
     let mut response = serve_request(req, payload, plane.clone()).await;
-    if plane.closing.load(std::sync::atomic::Ordering::Relaxed) {
+    // (An upgrade's 101 keeps its own connection type.)
+    if plane.closing.load(std::sync::atomic::Ordering::Relaxed)
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
         // The node is stopping: the client's next request goes elsewhere.
         response
             .head_mut()

@@ -409,7 +409,8 @@ pub fn op_do_rpc(
                 hint,
             }) as Arc<dyn super::rpc::StubRoute>
         });
-        super::rpc::answer(contexts.as_ref(), caller, response, route).map_err(DoError::Failed)
+        super::rpc::answer(contexts.as_ref(), caller, depth, response, route)
+            .map_err(DoError::Failed)
     }
 }
 

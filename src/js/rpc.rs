@@ -91,14 +91,16 @@ pub fn stub_event(kind: &str, session: u64, index: u32, name: &str) -> String {
     format!("rpc-{kind}:{session}:{index}:{name}")
 }
 
-fn dispose_request(session: u64, index: Option<u32>) -> InvokeRequest {
+/// A disposal travels at the depth of the call that returned the targets,
+/// so that disposers calling others cannot chain past [`super::service::MAX_DEPTH`].
+fn dispose_request(session: u64, index: Option<u32>, depth: u8) -> InvokeRequest {
     let index = index.map_or_else(|| "*".to_owned(), |i| i.to_string());
     InvokeRequest {
         method: "RPC".into(),
         url: format!("rpc-dispose:{session}:{index}"),
         headers: Vec::new(),
         body: None,
-        depth: 0,
+        depth,
         cancel: Default::default(),
         entrypoint: None,
         props: None,
@@ -110,6 +112,9 @@ fn dispose_request(session: u64, index: Option<u32>) -> InvokeRequest {
 pub struct StubSession {
     owner: RequestId,
     session: u64,
+    /// The depth of the call that returned it (its calls and disposal go
+    /// one deeper, like any call the caller makes).
+    depth: u8,
     /// Per target: not yet disposed.
     open: Vec<bool>,
     route: Arc<dyn StubRoute>,
@@ -118,7 +123,8 @@ pub struct StubSession {
 impl Drop for StubSession {
     fn drop(&mut self) {
         if self.open.iter().any(|o| *o) {
-            self.route.notify(dispose_request(self.session, None));
+            self.route
+                .notify(dispose_request(self.session, None, self.depth));
         }
     }
 }
@@ -129,6 +135,8 @@ impl Drop for StubSession {
 pub struct StubSessions {
     next: u32,
     map: HashMap<u32, StubSession>,
+    /// The sessions of each request.
+    by_owner: HashMap<RequestId, Vec<u32>>,
 }
 
 impl std::fmt::Debug for StubSessions {
@@ -149,16 +157,19 @@ impl StubSessions {
     pub fn add(
         &mut self,
         owner: RequestId,
+        depth: u8,
         exports: RpcExports,
         route: Arc<dyn StubRoute>,
     ) -> Result<u32, String> {
         let session = StubSession {
             owner,
             session: exports.session,
+            depth,
             open: vec![true; exports.count as usize],
             route,
         };
-        if self.map.values().filter(|s| s.owner == owner).count() >= MAX_PER_REQUEST {
+        let held = self.by_owner.entry(owner).or_default();
+        if held.len() >= MAX_PER_REQUEST {
             // Dropping the session disposes it at once.
             return Err(format!(
                 "a request may hold at most {MAX_PER_REQUEST} RPC results with stubs"
@@ -168,13 +179,28 @@ impl StubSessions {
         while self.map.contains_key(&self.next) {
             self.next = self.next.wrapping_add(1).max(1);
         }
+        held.push(self.next);
         self.map.insert(self.next, session);
         Ok(self.next)
     }
 
     /// Drops (and so disposes) every session of request `owner`.
     pub fn end_request(&mut self, owner: RequestId) {
-        self.map.retain(|_, s| s.owner != owner);
+        for rid in self.by_owner.remove(&owner).unwrap_or_default() {
+            self.map.remove(&rid);
+        }
+    }
+
+    /// Forgets a session whose targets were all disposed one by one.
+    fn remove(&mut self, rid: u32) {
+        if let Some(s) = self.map.remove(&rid) {
+            if let Some(held) = self.by_owner.get_mut(&s.owner) {
+                held.retain(|r| *r != rid);
+                if held.is_empty() {
+                    self.by_owner.remove(&s.owner);
+                }
+            }
+        }
     }
 
     fn get(&self, rid: u32, caller: Option<RequestId>) -> Result<&StubSession, RpcError> {
@@ -213,6 +239,7 @@ pub type Answer = (ToJsBuffer, Option<u32>, u32);
 pub fn answer(
     contexts: Option<&super::context::SharedContexts>,
     owner: Option<RequestId>,
+    depth: u8,
     response: InvokeResponse,
     route: Option<Arc<dyn StubRoute>>,
 ) -> Result<Answer, String> {
@@ -230,22 +257,28 @@ pub fn answer(
         .or_else(|| exports.route.clone())
         .ok_or("internal: an RPC answer with stubs came without a route")?;
     if count > MAX_TARGETS {
-        route.notify(dispose_request(exports.session, None));
+        route.notify(dispose_request(exports.session, None, depth));
         return Err(format!(
             "an RPC result may pass at most {MAX_TARGETS} RpcTargets and functions by reference"
         ));
     }
-    let (Some(contexts), Some(owner)) = (contexts, owner) else {
-        // Nobody to hold it: dropping it here disposes it.
-        drop(StubSession {
-            owner: 0,
-            session: exports.session,
-            open: vec![true],
-            route,
-        });
-        return Err("an RPC answer with stubs needs a request to hold them".into());
+    // The calling request must still be there to hold the stubs (it may
+    // have ended while the call ran: not awaited, or its client left);
+    // otherwise the targets are let go at once.
+    let held = match (contexts, owner) {
+        (Some(contexts), Some(owner)) if contexts.borrow().get(owner).is_some() => {
+            Some((contexts, owner))
+        }
+        _ => None,
     };
-    let rid = contexts.borrow_mut().stubs.add(owner, exports, route)?;
+    let Some((contexts, owner)) = held else {
+        route.notify(dispose_request(exports.session, None, depth));
+        return Err("the request that made this RPC call has ended".into());
+    };
+    let rid = contexts
+        .borrow_mut()
+        .stubs
+        .add(owner, depth, exports, route)?;
     Ok((bytes, Some(rid), count))
 }
 
@@ -301,7 +334,7 @@ pub fn op_rpc_stub_call(
             }
             other => RpcError::Failed(format!("RPC stub call failed: {other}")),
         })?;
-        answer(contexts.as_ref(), caller, response, Some(route)).map_err(RpcError::Failed)
+        answer(contexts.as_ref(), caller, depth, response, Some(route)).map_err(RpcError::Failed)
     }
 }
 
@@ -321,14 +354,14 @@ pub fn op_rpc_stub_dispose(scope: &mut v8::HandleScope, rid: u32, index: u32) {
     if !s.open.get(index as usize).copied().unwrap_or(false) {
         return;
     }
-    let (session, route) = (s.session, s.route.clone());
+    let (session, route, depth) = (s.session, s.route.clone(), s.depth);
     if let Some(s) = sessions.map.get_mut(&rid) {
         s.open[index as usize] = false;
         if s.open.iter().all(|o| !*o) {
-            sessions.map.remove(&rid);
+            sessions.remove(rid);
         }
     }
-    route.notify(dispose_request(session, Some(index)));
+    route.notify(dispose_request(session, Some(index), depth));
 }
 
 #[cfg(test)]
@@ -358,8 +391,8 @@ mod tests {
             count: 2,
             route: None,
         };
-        let a = sessions.add(1, exports(7), route.clone()).unwrap();
-        let b = sessions.add(2, exports(8), route.clone()).unwrap();
+        let a = sessions.add(1, 1, exports(7), route.clone()).unwrap();
+        let b = sessions.add(2, 1, exports(8), route.clone()).unwrap();
         assert_ne!(a, b);
         assert!(sessions.get(a, Some(1)).is_ok());
         // Another request may not use it.
@@ -382,14 +415,14 @@ mod tests {
                 count: 1,
                 route: None,
             };
-            sessions.add(5, e, route.clone()).unwrap();
+            sessions.add(5, 1, e, route.clone()).unwrap();
         }
         let e = RpcExports {
             session: 9999,
             count: 1,
             route: None,
         };
-        assert!(sessions.add(5, e, route.clone()).is_err());
+        assert!(sessions.add(5, 1, e, route.clone()).is_err());
         // The refused one was disposed at once.
         assert_eq!(
             route.0.lock().unwrap().last().map(String::as_str),

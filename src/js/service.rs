@@ -188,6 +188,7 @@ pub fn op_service_rpc(
             .await
             .map_err(|e| failed(&service, e))?;
         // Stubs reach the isolate that answered (the route comes with it).
-        super::rpc::answer(contexts.as_ref(), caller, response, None).map_err(ServiceError::Failed)
+        super::rpc::answer(contexts.as_ref(), caller, depth, response, None)
+            .map_err(ServiceError::Failed)
     }
 }

@@ -676,14 +676,12 @@ fn read_outcome(
 ) -> Result<InvokeResponse, InvokeError> {
     let malformed = || InvokeError::Exception("internal: malformed dispatch result".into());
     let array = v8::Local::<v8::Array>::try_from(value).map_err(|_| malformed())?;
-    let first = array.get_index(scope, 0).ok_or_else(malformed)?;
+    let first = element(scope, array, 0).ok_or_else(malformed)?;
     if first.is_string() {
-        let kind = array
-            .get_index(scope, 1)
+        let kind = element(scope, array, 1)
             .map(|v| v.to_rust_string_lossy(scope))
             .unwrap_or_default();
-        let message = array
-            .get_index(scope, 2)
+        let message = element(scope, array, 2)
             .map(|v| v.to_rust_string_lossy(scope))
             .unwrap_or_default();
         return Err(if kind == "bad_response" {
@@ -693,8 +691,7 @@ fn read_outcome(
         });
     }
     let status = first.uint32_value(scope).ok_or_else(malformed)? as u16;
-    let flat = array
-        .get_index(scope, 1)
+    let flat = element(scope, array, 1)
         .and_then(|v| v8::Local::<v8::Array>::try_from(v).ok())
         .ok_or_else(malformed)?;
     let mut headers = Vec::with_capacity(flat.length() as usize / 2);
@@ -705,7 +702,7 @@ fn read_outcome(
         headers.push((one_byte(scope, name), one_byte(scope, value)));
         i += 2;
     }
-    let body = match array.get_index(scope, 2) {
+    let body = match element(scope, array, 2) {
         Some(v) if v.is_array_buffer_view() => {
             let view = v8::Local::<v8::ArrayBufferView>::try_from(v).map_err(|_| malformed())?;
             let mut buf = vec![0u8; view.byte_length()];
@@ -720,8 +717,7 @@ fn read_outcome(
         // "source" after it) of a body from Rust that JS passed on untouched.
         Some(v) if v.is_number() => {
             let rid = v.uint32_value(scope).ok_or_else(malformed)?;
-            let untouched = array
-                .get_index(scope, 3)
+            let untouched = element(scope, array, 3)
                 .is_some_and(|k| k.is_string() && k.to_rust_string_lossy(scope) == "source");
             let mut state = op_state.borrow_mut();
             let stream = if untouched {
@@ -733,9 +729,9 @@ fn read_outcome(
         }
         _ => None,
     };
-    let encode_manually = array.get_index(scope, 5).is_some_and(|v| v.is_true());
+    let encode_manually = element(scope, array, 5).is_some_and(|v| v.is_true());
     // A WebSocket's end (the fifth element of a 101), out of the isolate's table.
-    let websocket = match array.get_index(scope, 4) {
+    let websocket = match element(scope, array, 4) {
         Some(v) if v.is_number() => {
             let id = v.uint32_value(scope).ok_or_else(malformed)?;
             let end =
@@ -750,7 +746,7 @@ fn read_outcome(
         _ => None,
     };
     // An RPC answer that passed targets by reference: [session, count].
-    let rpc = match array.get_index(scope, 6) {
+    let rpc = match element(scope, array, 6) {
         Some(v) if v.is_array() => {
             let pair = v8::Local::<v8::Array>::try_from(v).map_err(|_| malformed())?;
             let session = pair
@@ -778,6 +774,21 @@ fn read_outcome(
         encode_manually,
         rpc,
     })
+}
+
+/// Element `i` of a dispatch result: only the array's own elements (an index
+/// past its end would be read from `Array.prototype`, which tenant code can
+/// patch).
+fn element<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    array: v8::Local<'_, v8::Array>,
+    i: u32,
+) -> Option<v8::Local<'s, v8::Value>> {
+    if i < array.length() {
+        array.get_index(scope, i)
+    } else {
+        None
+    }
 }
 
 /// A JS byte string (every character ≤ U+00FF) as its bytes.

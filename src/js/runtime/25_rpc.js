@@ -32,6 +32,8 @@ const {
   MapPrototypeDelete,
   MapPrototypeGet,
   MapPrototypeSet,
+  MathFloor,
+  MathRandom,
   Number,
   ObjectCreate,
   ObjectDefineProperty,
@@ -158,7 +160,10 @@ export function encodeArgs(args) {
 // One callee's exported targets: a table per isolate (a worker) or per
 // Durable Object.
 export class Exports {
-  #next = 1;
+  // Session ids start at a random point, so that a stub kept from an earlier
+  // activation of the same object (which its route still reaches) never
+  // names a session of this one.
+  #next = MathFloor(MathRandom() * 2 ** 52) + 1;
   #sessions = new SafeMap();
   // target -> how many live session entries name it.
   #refs = new SafeMap();
