@@ -1213,3 +1213,111 @@ export default {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// In a cluster, a project's static assets deployed through one PoP are
+/// served byte for byte by every PoP (the blobs travel through the engine),
+/// a redeploy's changed file reaches them all, and a deploy through one PoP
+/// may name blobs uploaded through another.
+#[test]
+fn static_assets_reach_every_pop_of_a_cluster() {
+    use common::cluster::{cluster_config, wait_members, NatsCore};
+    let core = NatsCore::start(3);
+    let pop =
+        |node: &str, region: &str| TestNode::start_with(&cluster_config(&core.urls, node, region));
+    let nodes = [pop("pop-a", "eu"), pop("pop-b", "us"), pop("pop-c", "ap")];
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 3);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    write(
+        dir,
+        "wrangler.toml",
+        b"name = \"site\"\nmain = \"src/index.js\"\ncompatibility_date = \"2025-04-01\"\n\n[assets]\ndirectory = \"./public\"\nbinding = \"ASSETS\"\n",
+    );
+    write(
+        dir,
+        "src/index.js",
+        b"export default { async fetch(request, env) { return new Response('worker'); } };",
+    );
+    write(dir, "public/index.html", b"<h1>home</h1>");
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    write(dir, "public/big.bin", &big);
+    let (ok, stdout, stderr) = deploy(&nodes[0], dir, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let served = |node: &TestNode, path: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, _, body) = fetch(
+                node,
+                reqwest::Method::GET,
+                "site.workers.localhost",
+                path,
+                &[],
+            );
+            if status == 200 {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path}: {status}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    for node in &nodes {
+        assert_eq!(served(node, "/"), b"<h1>home</h1>");
+        assert!(served(node, "/big.bin") == big, "3 MiB byte for byte");
+    }
+
+    // A redeploy with a changed file: every PoP serves the new one.
+    write(dir, "public/index.html", b"<h1>home v2</h1>");
+    let (ok, stdout, stderr) = deploy(&nodes[0], dir, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    for node in &nodes {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while served(node, "/") != b"<h1>home v2</h1>" {
+            assert!(std::time::Instant::now() < deadline, "v2 not served");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    // A blob uploaded through pop-b, named by a deploy through pop-c.
+    let content = b"uploaded elsewhere";
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(content))
+    };
+    let resp = nodes[1]
+        .http
+        .put(format!("{}/v1/assets/{hash}", nodes[1].control))
+        .bearer_auth(TOKEN)
+        .body(content.to_vec())
+        .send()
+        .expect("put");
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, body) = nodes[2].deploy_body(
+        "elsewhere",
+        &serde_json::json!({
+            "main_module": "w.js",
+            "modules": {"w.js": "export default { fetch() { return new Response('w'); } };"},
+            "assets": {"files": {"/e.txt": {"hash": hash, "size": content.len()}}},
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+    for node in &nodes {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, _, body) = fetch(
+                node,
+                reqwest::Method::GET,
+                "elsewhere.workers.localhost",
+                "/e.txt",
+                &[],
+            );
+            if status == 200 {
+                assert_eq!(body, content);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    drop(nodes);
+    drop(core);
+}

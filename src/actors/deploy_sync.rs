@@ -435,6 +435,14 @@ async fn apply_record(
             bundle.script.version = record.version;
             bundle.script.storage = record.storage.clone();
             bundle.script.account = record.account.clone();
+            // Its static assets are here before the version goes live here.
+            if let Some(assets) = &bundle.script.assets {
+                let hashes = assets.files.values().map(|f| f.hash.clone()).collect();
+                cluster
+                    .fetch_assets(&record.account, hashes)
+                    .await
+                    .map_err(|e| SyncError::Unavailable(format!("cannot fetch the assets: {e}")))?;
+            }
             let activated = apply(registry, bundle, revision).await?;
             tracing::info!(worker = name, version = activated.version, origin = %record.origin, "deployment applied from the cluster");
             Ok(true)

@@ -16,6 +16,8 @@
 //! - `edged_alarms`: `a.<storage id>.<digest>` → where a Durable Object's alarm
 //!   is due and which owner set it (`alarms.rs`), so that another node fires
 //!   the alarm of an idle object whose owner died;
+//! - object store `edged_assets`: static asset blobs, `<account>/<sha256>`
+//!   (content-addressed, so every PoP can fetch what a deployment names);
 //! - object store `edged_bundles`: deployment bundles by SHA-256 (sealed with
 //!   the cluster key, `deploys.rs`);
 //! - stream `EDGED_DOLOG`: each Durable Object's commit log on its own subject
@@ -46,6 +48,7 @@ const CLAIMS: &str = "edged_claims";
 const ACCOUNTS: &str = "edged_accounts";
 const BUNDLES: &str = "edged_bundles";
 const ALARMS: &str = "edged_alarms";
+const ASSETS: &str = "edged_assets";
 const DOLOG: &str = "EDGED_DOLOG";
 const KVLOG: &str = "EDGED_KV";
 const KV_VALUES: &str = "edged_kv_values";
@@ -107,6 +110,7 @@ pub struct Buckets {
     kvlog: jetstream::stream::Stream,
     kv_values: object_store::ObjectStore,
     kv_snapshots: object_store::ObjectStore,
+    assets: object_store::ObjectStore,
 }
 
 /// The KV log's records from a sequence on: `(sequence, record)`.
@@ -292,7 +296,16 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
+        let assets = self
+            .object_store(object_store::Config {
+                bucket: ASSETS.into(),
+                storage: file,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await?;
         Ok(Buckets {
+            assets,
             nodes,
             owners,
             deploys,
@@ -706,6 +719,53 @@ impl Buckets {
             .await
             .map_err(unreachable)?;
         Ok(changes(w))
+    }
+
+    /// Stores one static asset blob of `account` (content-addressed: `hash`
+    /// is its SHA-256, checked by whoever stores it).
+    pub async fn put_asset(
+        &self,
+        account: &str,
+        hash: &str,
+        data: Bytes,
+    ) -> Result<(), EngineError> {
+        put_object(&self.assets, &format!("{account}/{hash}"), data).await
+    }
+
+    /// One asset blob of `account`, refused past `limit` bytes.
+    pub async fn asset(
+        &self,
+        account: &str,
+        hash: &str,
+        limit: usize,
+    ) -> Result<Bytes, EngineError> {
+        get_object(&self.assets, &format!("{account}/{hash}"), limit, "asset").await
+    }
+
+    /// Whether the engine holds an asset blob of `account`.
+    pub async fn has_asset(&self, account: &str, hash: &str) -> Result<bool, EngineError> {
+        match self.assets.info(format!("{account}/{hash}")).await {
+            Ok(info) => Ok(!info.deleted),
+            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    /// Deletes every asset blob of `account` (it was removed).
+    pub async fn purge_assets(&self, account: &str) -> Result<(), EngineError> {
+        let prefix = format!("{account}/");
+        let mut list = self.assets.list().await.map_err(unreachable)?;
+        let mut names = Vec::new();
+        while let Some(info) = list.next().await {
+            let info = info.map_err(unreachable)?;
+            if !info.deleted && info.name.starts_with(&prefix) {
+                names.push(info.name);
+            }
+        }
+        for name in names {
+            self.assets.delete(&name).await.map_err(unreachable)?;
+        }
+        Ok(())
     }
 
     pub async fn put_bundle(&self, name: &str, data: Bytes) -> Result<(), EngineError> {

@@ -33,6 +33,7 @@
 
 pub mod accounts;
 pub mod alarms;
+pub mod assets;
 pub mod claims;
 pub mod deploys;
 pub mod engine;
@@ -185,6 +186,10 @@ struct Inner {
     alarm_wake: tokio::sync::Notify,
     /// Every object's alarm entry, as the engine has them.
     alarm_entries: Mutex<alarms::Entries>,
+    /// This node's static asset blobs (`assets.rs`), and which blobs it
+    /// knows the engine holds.
+    asset_store: RwLock<Option<Arc<crate::state::assets::AssetStore>>>,
+    assets_known: Mutex<std::collections::HashSet<String>>,
 }
 
 /// This node's handle on the cluster (cheap to clone).
@@ -304,6 +309,8 @@ impl Cluster {
             alarm_pending: Mutex::new(HashMap::new()),
             alarm_wake: tokio::sync::Notify::new(),
             alarm_entries: Mutex::new(HashMap::new()),
+            asset_store: RwLock::new(None),
+            assets_known: Mutex::new(Default::default()),
         });
         metrics::gauge!(FENCED).set(1.0);
         let cluster = Cluster { inner };

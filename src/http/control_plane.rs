@@ -439,17 +439,16 @@ async fn put_worker(
         }
     }
     if let Some(assets) = &deploy.script.assets {
-        if plane.cluster.is_some() {
-            return Err(HttpError::bad_request(
-                "assets_not_replicated",
-                "static assets cannot be deployed in cluster mode yet: their files are not replicated to the other PoPs",
-            ));
-        }
         let store = plane.assets.clone();
         let hashes: Vec<String> = assets.files.values().map(|f| f.hash.clone()).collect();
-        let owner = account.clone();
+        if let Some(c) = &plane.cluster {
+            // Blobs uploaded through another PoP come from the engine (what
+            // it lacks too is reported missing below).
+            let _ = c.cluster.fetch_assets(&account, hashes.clone()).await;
+        }
+        let (owner, wanted) = (account.clone(), hashes.clone());
         let missing: Vec<String> = web::block(move || {
-            hashes
+            wanted
                 .into_iter()
                 .filter(|h| !store.has(&owner, h))
                 .take(10)
@@ -465,6 +464,11 @@ async fn put_worker(
                     missing.join(", ")
                 ),
             ));
+        }
+        // Every PoP fetches the blobs from the engine when it applies the
+        // deployment: they are there before its record is.
+        if let Some(c) = &plane.cluster {
+            c.cluster.replicate_assets(&account, hashes).await?;
         }
     }
     let activated = match &plane.cluster {
@@ -533,7 +537,8 @@ async fn put_asset(
     let body = read_body(payload, limit).await?;
     let store = plane.assets.clone();
     let stored = hash.clone();
-    web::block(move || store.put(&account, &stored, &body))
+    let (owner, content) = (account.clone(), body.clone());
+    web::block(move || store.put(&owner, &stored, &content))
         .await
         .map_err(|e| HttpError::internal(e.to_string()))?
         .map_err(|e| match e {
@@ -542,6 +547,10 @@ async fn put_asset(
             }
             other => HttpError::internal(other.to_string()),
         })?;
+    // In a cluster the engine keeps it for the other PoPs (checked above).
+    if let Some(c) = &plane.cluster {
+        c.cluster.put_asset(&account, &hash, body).await?;
+    }
     Ok(HttpResponse::Ok().json(json!({ "hash": hash })))
 }
 
@@ -913,6 +922,11 @@ async fn delete_account_everywhere(
                 e.to_string(),
             )
         })?;
+    }
+    // Its asset blobs (in the engine, and here).
+    c.cluster.forget_assets(&id);
+    if let Err(e) = plane.assets.remove_account(&id) {
+        tracing::warn!(account = %id, error = %e, "cannot remove the account's assets");
     }
     // Last, the names: free once the data under them is gone everywhere.
     c.cluster.release_claims(&id).await?;

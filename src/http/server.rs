@@ -428,6 +428,8 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         tracing::error!(worker = %name, error = %e, "worker not restored");
     }
     if let Some(cluster) = &cluster {
+        // Deployments applied here fetch their asset blobs into this store.
+        cluster.set_asset_store(assets.clone());
         crate::actors::deploy_sync::spawn_watcher(
             cluster.clone(),
             registry.clone(),

@@ -131,6 +131,14 @@ impl AssetStore {
         Ok(())
     }
 
+    /// A blob's content.
+    pub fn read(&self, account: &str, hash: &str) -> Result<Vec<u8>, AssetError> {
+        let path = self.path(account, hash).ok_or_else(|| {
+            AssetError::Invalid(format!("no such asset {}", super::names::printable(hash)))
+        })?;
+        Ok(std::fs::read(path)?)
+    }
+
     /// Forgets every blob of an account (the account was removed).
     pub fn remove_account(&self, account: &str) -> std::io::Result<()> {
         if super::names::check_account(account).is_err() {
