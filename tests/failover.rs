@@ -135,23 +135,6 @@ fn check_linearizable(history: &[Op], final_value: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// What the clients have seen so far.
-trait Histories {
-    fn history(&self) -> Vec<Op>;
-}
-
-impl Histories for Load {
-    fn history(&self) -> Vec<Op> {
-        self.history.lock().unwrap().clone()
-    }
-}
-
-impl Histories for BalancedLoad {
-    fn history(&self) -> Vec<Op> {
-        self.history.lock().unwrap().clone()
-    }
-}
-
 /// Clients incrementing one object through every PoP until `stop`.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -198,6 +181,10 @@ impl Load {
             history,
             threads,
         }
+    }
+
+    fn history(&self) -> Vec<Op> {
+        self.history.lock().unwrap().clone()
     }
 
     fn finish(self) -> Vec<Op> {
@@ -247,12 +234,12 @@ fn read(node: &TestNode, name: &str) -> Value {
 
 /// Waits until an acknowledged op ended after `since`; the gap between the
 /// last acknowledgement before `since` and the first after it.
-fn wait_recovery(load: &impl Histories, since: Instant) -> Duration {
+fn wait_recovery(load: &Load, since: Instant) -> Duration {
     wait_recovery_within(load, since, Duration::from_secs(20))
 }
 
 /// [`wait_recovery`], waiting up to `limit`.
-fn wait_recovery_within(load: &impl Histories, since: Instant, limit: Duration) -> Duration {
+fn wait_recovery_within(load: &Load, since: Instant, limit: Duration) -> Duration {
     let deadline = Instant::now() + limit;
     loop {
         let h = load.history();
@@ -364,18 +351,13 @@ fn killing_an_objects_owner_loses_no_acknowledged_write() {
 /// cluster on purpose and its object moves at once, without waiting for its
 /// lease to run out; nothing acknowledged is lost and the history stays
 /// linearizable.
-/// Clients behind a load balancer: each starts on its own PoP, and a PoP that
-/// does not take the connection (stopped, restarting) is skipped for the
-/// next one. Such a request never reached a PoP, so it is not an operation;
-/// every other outcome is (an error of any kind is a failed request).
-struct BalancedLoad {
-    stop: Arc<AtomicBool>,
-    history: Arc<Mutex<Vec<Op>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl BalancedLoad {
-    fn start(urls: Arc<Mutex<Vec<String>>>, name: &str, per_pop: usize) -> BalancedLoad {
+impl Load {
+    /// Clients behind a load balancer: each starts on its own PoP, and a PoP
+    /// that does not take the connection (stopped, restarting) or says it is
+    /// draining (`Connection: close`) is skipped for the next one. A request
+    /// that could not connect never reached a PoP, so it is not an operation;
+    /// every other outcome is (an error of any kind is a failed request).
+    fn balanced(urls: Arc<Mutex<Vec<String>>>, name: &str, per_pop: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let history = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
@@ -434,20 +416,11 @@ impl BalancedLoad {
                 }));
             }
         }
-        BalancedLoad {
+        Load {
             stop,
             history,
             threads,
         }
-    }
-
-    fn finish(self) -> Vec<Op> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        let h = self.history.lock().unwrap().clone();
-        h
     }
 }
 
@@ -465,7 +438,7 @@ fn a_rolling_restart_of_every_pop_fails_no_request() {
     let urls = Arc::new(Mutex::new(
         nodes.iter().map(|n| n.data.clone()).collect::<Vec<_>>(),
     ));
-    let load = BalancedLoad::start(urls.clone(), name, 2);
+    let load = Load::balanced(urls.clone(), name, 2);
     std::thread::sleep(Duration::from_millis(700));
     let first = owner_of(&nodes);
     let mut stalls = Vec::new();

@@ -87,33 +87,28 @@ impl Cluster {
             .into_iter()
             .filter(|h| !self.known(account, h))
             .collect();
-        let results = futures::stream::iter(todo)
-            .map(|hash| {
-                let (this, store, account) = (self.clone(), store.clone(), account.to_owned());
-                async move {
-                    let buckets = this.buckets()?;
-                    let (a, h) = (account.clone(), hash.clone());
-                    let present = this
-                        .run(async move { buckets.has_asset(&a, &h).await })
-                        .await
-                        .map_err(failed)??;
-                    if !present {
-                        let (s, a, h) = (store.clone(), account.clone(), hash.clone());
-                        let data = tokio::task::spawn_blocking(move || s.read(&a, &h))
-                            .await
-                            .map_err(failed)?
-                            .map_err(|e| failed(format!("asset {hash}: {e}")))?;
-                        this.put_asset(&account, &hash, Bytes::from(data)).await?;
-                    } else {
-                        this.remember(&account, &hash);
-                    }
-                    Ok::<_, EngineError>(())
+        in_parallel(todo, |hash| {
+            let (this, store, account) = (self.clone(), store.clone(), account.to_owned());
+            async move {
+                let buckets = this.buckets()?;
+                let (a, h) = (account.clone(), hash.clone());
+                let present = this
+                    .run(async move { buckets.has_asset(&a, &h).await })
+                    .await
+                    .map_err(failed)??;
+                if present {
+                    this.remember(&account, &hash);
+                    return Ok(());
                 }
-            })
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
-        results.into_iter().collect()
+                let (s, a, h) = (store.clone(), account.clone(), hash.clone());
+                let data = tokio::task::spawn_blocking(move || s.read(&a, &h))
+                    .await
+                    .map_err(failed)?
+                    .map_err(|e| failed(format!("asset {hash}: {e}")))?;
+                this.put_asset(&account, &hash, Bytes::from(data)).await
+            }
+        })
+        .await
     }
 
     /// Fetches from the engine each of `hashes` this node's disk lacks for
@@ -128,26 +123,22 @@ impl Cluster {
             .into_iter()
             .filter(|h| !store.has(account, h))
             .collect();
-        let results = futures::stream::iter(todo)
-            .map(|hash| {
-                let (this, store, account) = (self.clone(), store.clone(), account.to_owned());
-                async move {
-                    let buckets = this.buckets()?;
-                    let (a, h) = (account.clone(), hash.clone());
-                    let data = this
-                        .run(async move { buckets.asset(&a, &h, MAX_FILE_BYTES as usize).await })
-                        .await
-                        .map_err(failed)??;
-                    tokio::task::spawn_blocking(move || store.put(&account, &hash, &data))
-                        .await
-                        .map_err(failed)?
-                        .map_err(failed)
-                }
-            })
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
-        results.into_iter().collect()
+        in_parallel(todo, |hash| {
+            let (this, store, account) = (self.clone(), store.clone(), account.to_owned());
+            async move {
+                let buckets = this.buckets()?;
+                let (a, h) = (account.clone(), hash.clone());
+                let data = this
+                    .run(async move { buckets.asset(&a, &h, MAX_FILE_BYTES as usize).await })
+                    .await
+                    .map_err(failed)??;
+                tokio::task::spawn_blocking(move || store.put(&account, &hash, &data))
+                    .await
+                    .map_err(failed)?
+                    .map_err(failed)
+            }
+        })
+        .await
     }
 
     /// An account was removed: its blobs leave the engine (best effort).
@@ -167,6 +158,21 @@ impl Cluster {
             }
         });
     }
+}
+
+/// Runs `f` on each blob, [`PARALLEL`] at a time; the first error, if any.
+async fn in_parallel<F, Fut>(todo: Vec<String>, f: F) -> Result<(), EngineError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), EngineError>>,
+{
+    futures::stream::iter(todo)
+        .map(f)
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 fn unique(hashes: Vec<String>) -> Vec<String> {

@@ -248,14 +248,14 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
-        let bundles = self
-            .object_store(object_store::Config {
-                bucket: BUNDLES.into(),
-                storage: file,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await?;
+        // An object store kept until deleted.
+        let kept = |bucket: &str| object_store::Config {
+            bucket: bucket.into(),
+            storage: file,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let bundles = self.object_store(kept(BUNDLES)).await?;
         let log = self
             .js
             .get_or_create_stream(jetstream::stream::Config {
@@ -288,22 +288,8 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
-        let kv_snapshots = self
-            .object_store(object_store::Config {
-                bucket: KV_SNAPSHOTS.into(),
-                storage: file,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await?;
-        let assets = self
-            .object_store(object_store::Config {
-                bucket: ASSETS.into(),
-                storage: file,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await?;
+        let kv_snapshots = self.object_store(kept(KV_SNAPSHOTS)).await?;
+        let assets = self.object_store(kept(ASSETS)).await?;
         Ok(Buckets {
             assets,
             nodes,
