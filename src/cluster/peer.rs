@@ -20,7 +20,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::js::durable::ObjectAddress;
 use crate::js::{
-    body_channel, Body, BodySink, InvokeError, InvokeRequest, InvokeResponse, StreamSlot,
+    body_channel, next_joined, Body, BodySink, InvokeError, InvokeRequest, InvokeResponse,
+    StreamSlot,
 };
 
 /// The path of the peer endpoint.
@@ -234,7 +235,7 @@ where
 }
 
 /// Writes `head`, then the rest of `rest`, into `sink` (run as a task).
-pub async fn feed<S, E>(head: Bytes, mut rest: S, sink: BodySink)
+pub async fn feed<S, E>(head: Bytes, rest: S, sink: BodySink)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -242,7 +243,10 @@ where
     if !sink.send(head).await {
         return;
     }
-    while let Some(chunk) = rest.next().await {
+    // Joined as they arrive: the peer connection delivers small chunks, and
+    // each one the worker reads costs it CPU time.
+    let mut rest = rest.fuse();
+    while let Some(chunk) = next_joined(&mut rest).await {
         match chunk {
             Ok(c) => {
                 if !sink.send(c).await {

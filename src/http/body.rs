@@ -5,10 +5,10 @@
 use actix_web::http::StatusCode;
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 
 use super::error::HttpError;
-use crate::js::{body_channel, Body, StreamSlot};
+use crate::js::{body_channel, next_joined, Body, StreamSlot};
 
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpError> {
     let mut body = BytesMut::new();
@@ -31,9 +31,6 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes,
 /// Bodies up to this size are read into memory before the worker starts; longer
 /// ones are streamed to it.
 const BUFFER_UP_TO: usize = 64 << 10;
-
-/// Streamed request chunks already received are joined up to this size.
-const COALESCE_UP_TO: usize = 1 << 20;
 
 /// A request body for a worker: small bodies as bytes, larger ones as a stream
 /// the worker pulls from while the client is still sending (bounded memory
@@ -80,46 +77,25 @@ pub async fn read_or_stream(
     }
     let (sink, stream) = body_channel();
     let mut sent = head.len();
-    let mut ended = false;
     actix_web::rt::spawn(async move {
         if !sink.send(head.freeze()).await {
             return;
         }
-        while let Some(chunk) = payload.next().await {
-            match chunk {
+        let mut payload = payload.fuse();
+        while let Some(chunk) = next_joined(&mut payload).await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
                 Err(e) => return sink.fail(format!("cannot read the request body: {e}")),
-                Ok(first) => {
-                    // Join what the client has already sent, so the worker reads
-                    // fewer, larger chunks.
-                    let mut chunk = BytesMut::from(&first[..]);
-                    while chunk.len() < COALESCE_UP_TO {
-                        match payload.next().now_or_never() {
-                            Some(Some(Ok(more))) => chunk.extend_from_slice(&more),
-                            Some(Some(Err(e))) => {
-                                return sink.fail(format!("cannot read the request body: {e}"))
-                            }
-                            Some(None) => {
-                                ended = true;
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                    let chunk = chunk.freeze();
-                    sent += chunk.len();
-                    if sent > limit {
-                        return sink.fail(format!(
-                            "request body is larger than the limit of {limit} bytes"
-                        ));
-                    }
-                    if !sink.send(chunk).await {
-                        // The worker no longer reads it.
-                        return;
-                    }
-                    if ended {
-                        break;
-                    }
-                }
+            };
+            sent += chunk.len();
+            if sent > limit {
+                return sink.fail(format!(
+                    "request body is larger than the limit of {limit} bytes"
+                ));
+            }
+            if !sink.send(chunk).await {
+                // The worker no longer reads it.
+                return;
             }
         }
         sink.finish();

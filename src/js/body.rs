@@ -118,6 +118,36 @@ impl BodySink {
     }
 }
 
+/// Chunks of an incoming stream that have already arrived are joined up to this
+/// size, so a worker reads fewer, larger chunks (each read is a JS turn that
+/// counts against its CPU time).
+pub const JOIN_UP_TO: usize = 1 << 20;
+
+/// The next chunk of `stream`, joined with whatever else it already holds up to
+/// [`JOIN_UP_TO`] bytes; never waits for more than the first chunk. `None` at
+/// the end (the stream is fused, so polling past its end is safe).
+pub async fn next_joined<S, E>(stream: &mut futures::stream::Fuse<S>) -> Option<Result<Bytes, E>>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    use futures::{FutureExt, StreamExt};
+    let first = match stream.next().await? {
+        Ok(first) => first,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut joined: Option<bytes::BytesMut> = None;
+    while joined.as_ref().map_or(first.len(), |j| j.len()) < JOIN_UP_TO {
+        match stream.next().now_or_never() {
+            Some(Some(Ok(more))) => joined
+                .get_or_insert_with(|| bytes::BytesMut::from(&first[..]))
+                .extend_from_slice(&more),
+            Some(Some(Err(e))) => return Some(Err(e)),
+            Some(None) | None => break,
+        }
+    }
+    Some(Ok(joined.map_or(first, |j| j.freeze())))
+}
+
 impl BodyStream {
     /// The next chunk, `None` at a clean end, an error if the writer failed or
     /// vanished.
@@ -313,5 +343,49 @@ pub async fn op_edged_body_read(
         Ok(Some(Err(e))) => Err(JsErrorBox::type_error(format!(
             "the body stream failed: {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn chunks_that_have_arrived_are_joined_and_the_end_is_kept() {
+        let chunks = (0..5).map(|i| Ok::<_, String>(Bytes::from(vec![i as u8; 1000])));
+        let mut s = futures::stream::iter(chunks).fuse();
+        let joined = next_joined(&mut s).await.expect("a chunk").expect("ok");
+        assert_eq!(joined.len(), 5000);
+        assert_eq!(&joined[999..1001], &[0, 1]);
+        assert!(next_joined(&mut s).await.is_none());
+        assert!(next_joined(&mut s).await.is_none(), "fused past its end");
+    }
+
+    #[tokio::test]
+    async fn a_join_stops_at_its_bound_and_at_an_error() {
+        let big = Bytes::from(vec![1u8; JOIN_UP_TO]);
+        let items = vec![Ok(big.clone()), Ok(Bytes::from_static(b"x"))];
+        let mut s = futures::stream::iter(items).fuse();
+        assert_eq!(
+            next_joined::<_, String>(&mut s)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            JOIN_UP_TO
+        );
+        assert_eq!(
+            next_joined::<_, String>(&mut s)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let items = vec![Ok(Bytes::from_static(b"ab")), Err("cut".to_owned())];
+        let mut s = futures::stream::iter(items).fuse();
+        assert_eq!(next_joined(&mut s).await.unwrap(), Err("cut".to_owned()));
     }
 }

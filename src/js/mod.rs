@@ -59,7 +59,7 @@ pub mod websocket;
 pub mod worker;
 pub mod ws_client;
 
-pub use body::{body_channel, Body, BodySink, BodyStream, StreamSlot};
+pub use body::{body_channel, next_joined, Body, BodySink, BodyStream, StreamSlot};
 pub use cache::{CacheBackend, CachedResponse};
 pub use egress::EgressPolicy;
 pub use error::{EngineError, InvokeError};
