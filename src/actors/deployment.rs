@@ -101,7 +101,7 @@ impl Deployment {
                 Ok(Ok(mut response)) if response.rpc.is_some() => {
                     if let Some(exports) = response.rpc.as_mut() {
                         exports.route = Some(Arc::new(IsolateRoute {
-                            guard: slot.enter(),
+                            _in_flight: slot.enter(),
                             slot,
                         }));
                     }
@@ -119,12 +119,12 @@ impl Deployment {
 /// reaped under the stubs; the caller's request ending drops it.
 struct IsolateRoute {
     slot: Slot,
-    guard: InFlightGuard,
+    /// Held, not read: dropped with the route.
+    _in_flight: InFlightGuard,
 }
 
 impl StubRoute for IsolateRoute {
     fn invoke(&self, request: InvokeRequest) -> ObjectFuture {
-        let _ = &self.guard;
         let call = self.slot.addr.send(Invoke {
             request_id: next_request_id(),
             request,

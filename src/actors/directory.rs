@@ -464,8 +464,7 @@ impl DurableObjectDirectory {
                 continue;
             }
             if self.live.contains_key(&address) {
-                let at = self.alarms.get(&address).map(|(at, _)| *at);
-                cluster.publish_alarm(&address, at);
+                self.republish_alarm(&cluster, &address);
                 continue;
             }
             // Until it is done, and for a while after a failure.
@@ -486,6 +485,13 @@ impl DurableObjectDirectory {
                 me.do_send(Woken { address, woke });
             });
         }
+    }
+
+    /// Records in the engine the alarm this node holds for a live object
+    /// (or that it holds none): the entry then names this node.
+    fn republish_alarm(&self, cluster: &Cluster, address: &ObjectAddress) {
+        let at = self.alarms.get(address).map(|(at, _)| *at);
+        cluster.publish_alarm(address, at);
     }
 
     fn record_alarm(&mut self, address: &ObjectAddress, at_ms: Option<u64>) {
@@ -575,8 +581,7 @@ impl Handler<Woken> for DurableObjectDirectory {
         if let Some(cluster) = &self.cluster {
             // The activation read the alarm from the object's database: the
             // entry now names this node (or goes, if the alarm did).
-            let at = self.alarms.get(&msg.address).map(|(at, _)| *at);
-            cluster.publish_alarm(&msg.address, at);
+            self.republish_alarm(cluster, &msg.address);
         }
     }
 }

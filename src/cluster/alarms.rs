@@ -47,15 +47,27 @@ fn key(address: &ObjectAddress) -> String {
     format!("{}.{}", address.storage, super::owner_key(address))
 }
 
+/// An entry as the engine stores it (`None`: a removal).
+fn encode(entry: &Option<Entry>) -> Option<Bytes> {
+    entry
+        .as_ref()
+        .map(|e| Bytes::from(serde_json::to_vec(e).unwrap_or_default()))
+}
+
 impl Cluster {
-    /// The owner changed an object's alarm (`None`: deleted): recorded in the
-    /// engine in the order the changes were made here.
-    pub fn publish_alarm(&self, address: &ObjectAddress, at_ms: Option<u64>) {
-        let record = at_ms.map(|at_ms| Entry {
+    /// This node's entry for an object's alarm at `at_ms` (`None`: none).
+    fn alarm_entry(&self, address: &ObjectAddress, at_ms: Option<u64>) -> Option<Entry> {
+        at_ms.map(|at_ms| Entry {
             object: address.into(),
             at_ms,
             node: self.inner.me.id.clone(),
-        });
+        })
+    }
+
+    /// The owner changed an object's alarm (`None`: deleted): recorded in the
+    /// engine in the order the changes were made here.
+    pub fn publish_alarm(&self, address: &ObjectAddress, at_ms: Option<u64>) {
+        let record = self.alarm_entry(address, at_ms);
         // Only the latest change of each object is written: what waits is
         // bounded by the objects, whatever the rate of changes.
         self.inner.alarm_pending.lock().insert(key(address), record);
@@ -67,14 +79,7 @@ impl Cluster {
     /// [`Cluster::publish_alarm`]'s writer instead.
     pub async fn record_alarm(&self, address: &ObjectAddress, at_ms: Option<u64>) -> bool {
         let k = key(address);
-        let entry = at_ms.map(|at_ms| Entry {
-            object: address.into(),
-            at_ms,
-            node: self.inner.me.id.clone(),
-        });
-        let value = entry
-            .as_ref()
-            .map(|e| Bytes::from(serde_json::to_vec(e).unwrap_or_default()));
+        let value = encode(&self.alarm_entry(address, at_ms));
         let written = match self.buckets() {
             Ok(b) => {
                 let kk = k.clone();
@@ -133,12 +138,7 @@ impl Cluster {
             .filter(|e| e.at_ms <= now_ms.saturating_add(ahead_ms))
             .filter(|e| e.node != *me && !placement.members().contains_key(&e.node))
             .map(|e| ObjectAddress::from(e.object.clone()))
-            .filter(|a| {
-                placement.first(
-                    super::ring::digest(&[&a.storage, &a.class_name, &a.id]),
-                    None,
-                ) == Some(me.as_str())
-            })
+            .filter(|a| placement.first(super::placement_digest(a), None) == Some(me.as_str()))
             .collect()
     }
 
@@ -155,9 +155,7 @@ impl Cluster {
     }
 
     async fn write_alarm(&self, key: &str, entry: Option<Entry>) {
-        let value = entry
-            .as_ref()
-            .map(|e| Bytes::from(serde_json::to_vec(e).unwrap_or_default()));
+        let value = encode(&entry);
         let mut pause = std::time::Duration::from_millis(100);
         for attempt in 0..8 {
             let result = match self.buckets() {

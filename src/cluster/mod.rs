@@ -198,11 +198,16 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
+/// Where an object sits on the ring: the key its candidates are found by.
+fn placement_digest(a: &ObjectAddress) -> u64 {
+    ring::digest(&[&a.storage, &a.class_name, &a.id])
+}
+
 /// Owner records are keyed by a digest of the object's identity.
 fn owner_key(a: &ObjectAddress) -> String {
     format!(
         "{:016x}{:016x}",
-        ring::digest(&[&a.storage, &a.class_name, &a.id]),
+        placement_digest(a),
         ring::digest(&[&a.id, &a.class_name, &a.storage])
     )
 }
@@ -670,10 +675,7 @@ impl Cluster {
             .map_err(|e| unavailable(format_args!("{e}")))?;
         let placement = self.placement();
         let candidate = placement
-            .first(
-                ring::digest(&[&address.storage, &address.class_name, &address.id]),
-                hint,
-            )
+            .first(placement_digest(address), hint)
             .unwrap_or(&self.inner.me.id)
             .to_owned();
         let record = OwnerRecord {
@@ -807,10 +809,12 @@ impl Cluster {
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
         let ring = Placement::new(others, self.inner.config.vnodes);
-        let digest = ring::digest(&[&address.storage, &address.class_name, &address.id]);
-        let node = ring.first(digest, hint).map(str::to_owned).ok_or_else(|| {
-            unavailable("this node has left the cluster and no other node is live")
-        })?;
+        let node = ring
+            .first(placement_digest(address), hint)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                unavailable("this node has left the cluster and no other node is live")
+            })?;
         let peer = self
             .live_peer(&node)
             .ok_or_else(|| unavailable(format_args!("node {node} is down")))?;

@@ -859,14 +859,19 @@ async fn delete_account(
     for ns in &removal.namespaces {
         plane.kv.drop_namespace(ns);
     }
-    if let Err(e) = plane.assets.remove_account(&id) {
-        tracing::warn!(account = %id, error = %e, "cannot remove the account's assets");
-    }
+    remove_local_assets(&plane, &id);
     Ok(HttpResponse::Ok().json(json!({
         "deleted": id,
         "workers": removal.workers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
         "namespaces": removal.namespaces,
     })))
+}
+
+/// A removed account's asset blobs leave this node's disk (best effort).
+fn remove_local_assets(plane: &ControlPlane, account: &str) {
+    if let Err(e) = plane.assets.remove_account(account) {
+        tracing::warn!(account = %account, error = %e, "cannot remove the account's assets");
+    }
 }
 
 /// Removes an account from the whole cluster, in the order that keeps its
@@ -925,9 +930,7 @@ async fn delete_account_everywhere(
     }
     // Its asset blobs (in the engine, and here).
     c.cluster.forget_assets(&id);
-    if let Err(e) = plane.assets.remove_account(&id) {
-        tracing::warn!(account = %id, error = %e, "cannot remove the account's assets");
-    }
+    remove_local_assets(plane, &id);
     // Last, the names: free once the data under them is gone everywhere.
     c.cluster.release_claims(&id).await?;
     if !known && workers.is_empty() && namespaces.is_empty() {

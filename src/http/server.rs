@@ -401,7 +401,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         cache: Some(cache),
     });
     let directory_addr = directory.clone();
-    let directory_handle_addr = directory.clone();
+    let directory_for_stop = directory.clone();
     let objects = crate::actors::directory::handle(directory.clone(), cluster.clone());
     durable_objects.set(objects.clone());
     services.set(crate::actors::services::backend(
@@ -625,7 +625,7 @@ pub async fn start(config: Config) -> Result<Node, ServeError> {
         } else {
             std::time::Duration::from_millis(drain_ms)
         },
-        directory: directory_handle_addr,
+        directory: directory_for_stop,
         cluster: cluster_handle,
     })
 }

@@ -287,9 +287,7 @@ fn target(
 /// failures as `overloaded` (the JS side sets the flags from the prefix).
 fn remote_error(e: InvokeError) -> DoError {
     match e {
-        InvokeError::Exception(stack) => {
-            DoError::Failed(stack.lines().next().unwrap_or("Error").to_owned())
-        }
+        InvokeError::Exception(stack) => DoError::Failed(super::error::remote_exception(&stack)),
         InvokeError::CpuLimit | InvokeError::MemoryLimit => {
             DoError::Failed(format!("Durable Object is overloaded: {e}; it was reset"))
         }

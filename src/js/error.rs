@@ -53,6 +53,13 @@ pub enum InvokeError {
     Cluster(String),
 }
 
+/// What a caller sees of a callee's exception (a service, an object, an RPC
+/// stub's target): its first line, "Class: message", which `fromRemote`
+/// turns back into that class.
+pub fn remote_exception(stack: &str) -> String {
+    stack.lines().next().unwrap_or("Error").to_owned()
+}
+
 impl From<EngineError> for InvokeError {
     fn from(e: EngineError) -> Self {
         match e {

@@ -330,7 +330,7 @@ pub fn op_rpc_stub_call(
         };
         let response = route.invoke(request).await.map_err(|e| match e {
             InvokeError::Exception(stack) => {
-                RpcError::Failed(stack.lines().next().unwrap_or("Error").to_owned())
+                RpcError::Failed(super::error::remote_exception(&stack))
             }
             other => RpcError::Failed(format!("RPC stub call failed: {other}")),
         })?;
@@ -348,18 +348,20 @@ pub fn op_rpc_stub_dispose(scope: &mut v8::HandleScope, rid: u32, index: u32) {
     };
     let mut contexts = contexts.borrow_mut();
     let sessions = &mut contexts.stubs;
-    let Ok(s) = sessions.get(rid, caller) else {
+    let Some(s) = sessions
+        .map
+        .get_mut(&rid)
+        .filter(|s| Some(s.owner) == caller)
+    else {
         return;
     };
-    if !s.open.get(index as usize).copied().unwrap_or(false) {
-        return;
+    match s.open.get_mut(index as usize) {
+        Some(open) if *open => *open = false,
+        _ => return,
     }
     let (session, route, depth) = (s.session, s.route.clone(), s.depth);
-    if let Some(s) = sessions.map.get_mut(&rid) {
-        s.open[index as usize] = false;
-        if s.open.iter().all(|o| !*o) {
-            sessions.remove(rid);
-        }
+    if s.open.iter().all(|o| !*o) {
+        sessions.remove(rid);
     }
     route.notify(dispose_request(session, Some(index), depth));
 }

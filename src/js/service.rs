@@ -97,7 +97,7 @@ fn failed(service: &str, e: InvokeError) -> ServiceError {
     match e {
         // The callee's exception, as Workers passes it on: its first line.
         InvokeError::Exception(stack) => {
-            ServiceError::Failed(stack.lines().next().unwrap_or("Error").to_owned())
+            ServiceError::Failed(super::error::remote_exception(&stack))
         }
         InvokeError::Unavailable(m) if m.contains("not deployed") => ServiceError::Failed(m),
         other => ServiceError::Failed(format!("service '{service}' failed: {other}")),

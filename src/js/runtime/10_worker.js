@@ -44,7 +44,7 @@ import {
 } from "ext:edged/30_durable.js";
 import { clearTimers, rethrowFetchError, setOutputGate } from "ext:edged/00_globals.js";
 import { Fetcher } from "ext:edged/50_service.js";
-import { Exports, RpcTarget } from "ext:edged/25_rpc.js";
+import { Exports, RpcTarget, STORAGE } from "ext:edged/25_rpc.js";
 import { encodesManually, setSendGate, takeResponseSocket } from "ext:edged/15_websocket.js";
 import {
   getReader,
@@ -542,7 +542,7 @@ function makeDispatch(exports, callFetch, callRpc, callAlarm = null, callSchedul
     }
     if (method === "RPC" && callRpc !== null && StringPrototypeStartsWith(url, "rpc:")) {
       try {
-        const args = core.deserialize(body, { forStorage: true });
+        const args = core.deserialize(body, STORAGE);
         const result = await callRpc(StringPrototypeSlice(url, 4), args, entrypoint, new ExecutionContext(props));
         return exports.answer(result);
       } catch (e) {

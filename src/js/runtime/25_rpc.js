@@ -37,6 +37,7 @@ const {
   Number,
   ObjectCreate,
   ObjectDefineProperty,
+  ObjectFreeze,
   ObjectGetOwnPropertyDescriptor,
   ObjectGetPrototypeOf,
   ObjectKeys,
@@ -55,6 +56,11 @@ const {
 
 const SymbolDispose = Symbol.dispose;
 const hostObjectBrand = core.hostObjectBrand;
+
+// Options and descriptors without a prototype: what a tenant puts on
+// Object.prototype (`hostObjects`, `transferredArrayBuffers`, `get`) is not
+// read as one of them.
+export const STORAGE = ObjectFreeze({ __proto__: null, forStorage: true });
 
 // `import { RpcTarget } from "cloudflare:workers"`: instances of classes that
 // extend it are passed by reference; their class's methods and getters are
@@ -140,6 +146,7 @@ function replaceRefs(value, found, holders) {
     const keys = ObjectKeys(v);
     for (let i = 0; i < keys.length; i++) {
       ObjectDefineProperty(out, keys[i], {
+        __proto__: null,
         value: walk(v[keys[i]], depth + 1),
         writable: true,
         enumerable: true,
@@ -154,7 +161,7 @@ function replaceRefs(value, found, holders) {
 // Serializes the arguments of an outgoing call (references are refused).
 export function encodeArgs(args) {
   if (hasRefs(args)) throw new TypeError(NO_REFS_IN_ARGS);
-  return core.serialize(args, { forStorage: true });
+  return core.serialize(args, STORAGE);
 }
 
 // One callee's exported targets: a table per isolate (a worker) or per
@@ -172,7 +179,7 @@ export class Exports {
   // result [200, [], bytes] plus, when it holds targets, [session, count].
   answer(value) {
     if (!hasRefs(value)) {
-      return [200, [], core.serialize(value, { forStorage: true })];
+      return [200, [], core.serialize(value, STORAGE)];
     }
     const found = [];
     const holders = [];
@@ -180,7 +187,7 @@ export class Exports {
     if (found.length > MAX_TARGETS) {
       throw new Error(`An RPC result may pass at most ${MAX_TARGETS} RpcTargets and functions by reference.`);
     }
-    const bytes = core.serialize(copy, { forStorage: true, hostObjects: holders });
+    const bytes = core.serialize(copy, { __proto__: null, forStorage: true, hostObjects: holders });
     if (this.#sessions.size >= MAX_SESSIONS) {
       throw new Error(
         `Too many RPC stubs are open on this callee (${MAX_SESSIONS}); dispose stubs when done with them.`,
@@ -218,7 +225,7 @@ export class Exports {
     if (target === undefined || target === null) throw new Error(DISPOSED);
     const name = rest;
     if (kind === "rpc-call") {
-      const args = core.deserialize(body, { forStorage: true });
+      const args = core.deserialize(body, STORAGE);
       if (name === "") {
         if (typeof target !== "function") {
           throw new TypeError("The RPC receiver is not a function.");
@@ -305,14 +312,15 @@ function member(target, name) {
 export function decodeAnswer(out) {
   const bytes = out[0];
   const rid = out[1];
-  if (rid === null || rid === undefined) return core.deserialize(bytes, { forStorage: true });
+  if (rid === null || rid === undefined) return core.deserialize(bytes, STORAGE);
   const count = out[2];
   const stubs = [];
   for (let i = 0; i < count; i++) ArrayPrototypePush(stubs, makeStub(rid, i));
-  const value = core.deserialize(bytes, { forStorage: true, hostObjects: stubs });
+  const value = core.deserialize(bytes, { __proto__: null, forStorage: true, hostObjects: stubs });
   // Disposing the result disposes every stub in it.
   if (value !== null && typeof value === "object") {
     ObjectDefineProperty(value, SymbolDispose, {
+      __proto__: null,
       value: () => {
         for (let i = 0; i < stubs.length; i++) stubs[i][SymbolDispose]();
       },
