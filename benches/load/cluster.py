@@ -13,8 +13,9 @@ durable counter), and drives it with wrk (bounded in time and connections):
 
 - hop: one connection, sequential increments, sent to the object's owner PoP
   (a local call) and to another PoP (a remote actor message): p50/p99 of each;
-- throughput: 48 connections on the standalone node, 48 on the owner PoP,
-  and 16 on each of the three PoPs at once (requests/s summed).
+- throughput: 48 (and 192) connections on the standalone node, 48, 96 and
+  192 on the owner PoP, and 16 on each of the three PoPs at once
+  (requests/s summed).
 
 - 100 objects: 48 connections over 100 counters, standalone and on one PoP of
   the cluster (objects spread over the three PoPs).
@@ -91,6 +92,7 @@ def main():
         single.deploy("counter", source, bindings)
         wait_http(single.url("/"), host)
         results["single_48"] = wrk(single.url("/"), host, args.seconds, 48, 2)
+        results["single_192"] = wrk(single.url("/"), host, args.seconds, 192, 2)
         results["single_hop"] = wrk(single.url("/"), host, args.seconds, 1, 1)
         results["single_100_objects_48"] = wrk(single.url("/?objects=100"), host, args.seconds, 48, 2)
     finally:
@@ -116,6 +118,10 @@ def main():
         results["local_hop"] = wrk(f"http://127.0.0.1:{PORTS[owner]}/", host, args.seconds, 1, 1)
         results["remote_hop"] = wrk(f"http://127.0.0.1:{PORTS[other]}/", host, args.seconds, 1, 1)
         results["owner_48"] = wrk(f"http://127.0.0.1:{PORTS[owner]}/", host, args.seconds, 48, 2)
+        # One commit is in flight per object, so its throughput grows with the
+        # number of callers whose events share a commit.
+        results["owner_96"] = wrk(f"http://127.0.0.1:{PORTS[owner]}/", host, args.seconds, 96, 2)
+        results["owner_192"] = wrk(f"http://127.0.0.1:{PORTS[owner]}/", host, args.seconds, 192, 2)
         results["spread_3x16"] = {"rps": parallel_wrk(
             [f"http://127.0.0.1:{p}/" for p in PORTS], host, args.seconds, 16)}
         results["cluster_100_objects_48"] = wrk(
